@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the skyseg test suite, creating the environment first if it is missing.
+# Extra arguments go to pytest, e.g. ./run_tests.sh -k exr -x
+set -euo pipefail
+cd "$(dirname "$0")"
+python="$(bash scripts/ensure_env.sh)"
+exec "$python" -m pytest "$@"

@@ -1,0 +1,101 @@
+"""Logging set-up, progress bars and the failure report of batch commands.
+
+The library only logs through ``logging.getLogger("skyseg")``; the CLI calls
+:func:`configure_logging`. Batch stages collect per-file failures in a
+:class:`BatchReport`, go on with the other files and list the failures at
+the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["logger", "configure_logging", "progress", "BatchReport"]
+
+logger = logging.getLogger("skyseg")
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Send skyseg's log to stderr: -1 warnings only, 0 info, 1+ debug."""
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    for handler in list(logger.handlers):
+        if getattr(handler, "_skyseg_cli", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler._skyseg_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it",
+             leave: bool = False, disable: bool | None = None):
+    """A tqdm progress bar on stderr (hidden when stderr is not a terminal).
+
+    Example:
+        >>> sum(progress(range(3), desc="demo", disable=True))
+        3
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, disable=disable,
+                dynamic_ncols=True)
+
+
+@dataclass
+class BatchReport:
+    """Successes and failures of a batch command.
+
+    Example:
+        >>> report = BatchReport("predict")
+        >>> report.succeeded("a.exr")
+        >>> report.failed("b.exr", ValueError("b.exr: damaged"))
+        >>> report.exit_code
+        1
+    """
+
+    stage: str
+    done: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def succeeded(self, item) -> None:
+        self.done.append(str(item))
+
+    def failed(self, item, error: BaseException | str) -> None:
+        message = str(error)
+        self.failures.append((str(item), message))
+        logger.error("%s", message if str(item) in message else f"{item}: {message}")
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything worked, 1 when some items failed."""
+        return 1 if self.failures else 0
+
+    def log_summary(self) -> None:
+        """Log a one-line summary, then each failure on its own line."""
+        total = len(self.done) + len(self.failures)
+        if not self.failures:
+            logger.info("%s: %d of %d done", self.stage, len(self.done), total)
+            return
+        logger.warning("%s: %d of %d done, %d failed:", self.stage, len(self.done), total,
+                       len(self.failures))
+        for item, message in self.failures:
+            short = message if item in message else f"{item}: {message}"
+            logger.warning("  FAILED %s", short)
+
+    def to_dict(self) -> dict:
+        return {"done": self.done, "failed": [{"item": i, "error": m} for i, m in self.failures]}
+
+
+def display_path(path) -> str:
+    """A path for messages: relative to the current folder when that is shorter."""
+    path = Path(path)
+    try:
+        relative = path.resolve().relative_to(Path.cwd().resolve())
+        return str(relative) if len(str(relative)) < len(str(path)) else str(path)
+    except ValueError:
+        return str(path)

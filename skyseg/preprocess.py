@@ -1,0 +1,420 @@
+"""From pixels as read to what the network sees, and back.
+
+HDR: linear radiance is sanitised (NaN -> 0, +Inf -> the largest finite
+value, negatives -> 0: the log of a negative is NaN), optionally clipped at a
+radiance level (the sun can be 10^5 times the sky), then log transformed with
+the original pipeline's parameters::
+
+    x' = x * input_mul + log_epsilon
+    y  = log(x')                               (log_split_around1 False)
+    y  = log(x') if x' < 1 else x'^(1/log_pow) - 1   (log_split_around1 True)
+    out = (y + output_bias) * output_scale
+
+:func:`inverse_log_transform` undoes it exactly. LDR: 0..255 values / 255.
+
+A :class:`Preprocessing` holds the parameters; the trainer saves it beside
+the model (``preprocessing.json``) and predict applies the very same one.
+
+The tonemapper (auto exposure, highlight roll-off, sRGB) makes the previews
+people label and the overlays they check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skyseg.errors import ConfigError
+
+__all__ = [
+    "Preprocessing",
+    "log_transform",
+    "inverse_log_transform",
+    "sanitize_radiance",
+    "clip_radiance",
+    "normalize_ldr",
+    "denormalize_ldr",
+    "srgb_encode",
+    "srgb_decode",
+    "luminance",
+    "tonemap",
+    "radiance_to_ldr",
+    "ldr_to_radiance",
+]
+
+logger = logging.getLogger("skyseg")
+
+#: Rows processed at a time by the element-wise transforms: keeps the
+#: temporaries of an 8192-wide image to a few tens of MB.
+_CHUNK_ROWS = 256
+
+_LOG_DEFAULTS = dict(
+    input_mul=1.0,
+    log_epsilon=1e-3,
+    log_split_around1=False,
+    log_pow=7.5,
+    output_bias=2.5,
+    output_scale=1 / 2.2 / 2,
+)
+
+
+def _check_log_parameters(input_mul, log_epsilon, log_pow, output_scale) -> None:
+    if not (np.isfinite(input_mul) and input_mul > 0):
+        raise ConfigError(f"input_mul must be a positive number, got {input_mul!r}")
+    if not (np.isfinite(log_epsilon) and log_epsilon > 0):
+        raise ConfigError(
+            f"log_epsilon must be positive (the log of 0 is -inf), got {log_epsilon!r}; "
+            "the original pipeline used 1e-3"
+        )
+    if not (np.isfinite(log_pow) and log_pow > 0):
+        raise ConfigError(f"log_pow must be positive, got {log_pow!r}")
+    if not (np.isfinite(output_scale) and output_scale != 0):
+        raise ConfigError(f"output_scale must be a non-zero number, got {output_scale!r}")
+
+
+def _chunked(function, array: np.ndarray) -> np.ndarray:
+    """Apply an element-wise ``function`` to ``array`` in row chunks, into float32."""
+    array = np.asarray(array)
+    out = np.empty(array.shape, dtype=np.float32)
+    if array.ndim == 0 or array.shape[0] <= _CHUNK_ROWS:
+        out[...] = function(array.astype(np.float32, copy=False))
+        return out
+    for start in range(0, array.shape[0], _CHUNK_ROWS):
+        block = array[start:start + _CHUNK_ROWS].astype(np.float32, copy=False)
+        out[start:start + _CHUNK_ROWS] = function(block)
+    return out
+
+
+def log_transform(
+    radiance: np.ndarray,
+    *,
+    input_mul: float = 1.0,
+    log_epsilon: float = 1e-3,
+    log_split_around1: bool = False,
+    log_pow: float = 7.5,
+    output_bias: float = 2.5,
+    output_scale: float = 1 / 2.2 / 2,
+) -> np.ndarray:
+    """Map non-negative linear radiance to the network's input range.
+
+    Args:
+        radiance: float array, any shape, values >= 0 (sanitise first).
+        input_mul: multiplier before the transform (2**8 shifts 8 EV up).
+        log_epsilon: added before the log so that 0 maps to a finite value.
+        log_split_around1: log below 1, ``x**(1/log_pow) - 1`` above.
+        log_pow: the power of the compression above 1.
+        output_bias: added after the log.
+        output_scale: multiplied last.
+
+    Returns:
+        float32 array of the same shape.
+
+    Example:
+        >>> float(log_transform(np.float32(1.0) - 1e-3)) == (0 + 2.5) / 2.2 / 2
+        True
+    """
+    _check_log_parameters(input_mul, log_epsilon, log_pow, output_scale)
+    mul, eps = np.float32(input_mul), np.float32(log_epsilon)
+    bias, scale, inv_pow = np.float32(output_bias), np.float32(output_scale), 1.0 / log_pow
+
+    def forward(block: np.ndarray) -> np.ndarray:
+        x = block * mul if input_mul != 1.0 else block.copy()
+        x += eps
+        if log_split_around1:
+            below = x < 1.0
+            y = np.empty_like(x)
+            y[below] = np.log(x[below])
+            y[~below] = np.power(x[~below], np.float32(inv_pow)) - np.float32(1.0)
+        else:
+            y = np.log(x)
+        y += bias
+        y *= scale
+        return y
+
+    return _chunked(forward, radiance)
+
+
+def inverse_log_transform(
+    values: np.ndarray,
+    *,
+    input_mul: float = 1.0,
+    log_epsilon: float = 1e-3,
+    log_split_around1: bool = False,
+    log_pow: float = 7.5,
+    output_bias: float = 2.5,
+    output_scale: float = 1 / 2.2 / 2,
+) -> np.ndarray:
+    """Exact inverse of :func:`log_transform` (same keyword arguments).
+
+    Example:
+        >>> x = np.array([0.0, 1e-3, 1.0, 1e5], np.float32)
+        >>> bool(np.allclose(inverse_log_transform(log_transform(x)), x, rtol=1e-5, atol=1e-7))
+        True
+    """
+    _check_log_parameters(input_mul, log_epsilon, log_pow, output_scale)
+    mul, eps = np.float32(input_mul), np.float32(log_epsilon)
+    bias, scale = np.float32(output_bias), np.float32(output_scale)
+
+    def backward(block: np.ndarray) -> np.ndarray:
+        y = block / scale
+        y -= bias
+        if log_split_around1:
+            below = y < 0.0
+            x = np.empty_like(y)
+            x[below] = np.exp(y[below])
+            x[~below] = np.power(y[~below] + np.float32(1.0), np.float32(log_pow))
+        else:
+            x = np.exp(y)
+        x -= eps
+        if input_mul != 1.0:
+            x /= mul
+        return x
+
+    return _chunked(backward, values)
+
+
+def sanitize_radiance(image: np.ndarray, *, copy: bool = True) -> tuple[np.ndarray, dict]:
+    """Make radiance safe for the log: finite and non-negative.
+
+    NaN -> 0, +Inf -> the largest finite value, -Inf and negatives -> 0.
+
+    Args:
+        image: float array (H, W, 3) of linear radiance.
+        copy: work on a copy (False repairs ``image`` in place).
+
+    Returns:
+        ``(image, counts)`` with float32 image and counts
+        ``{"nan", "posinf", "neginf", "negative"}`` of samples changed.
+
+    Example:
+        >>> clean, counts = sanitize_radiance(np.array([np.nan, -1, np.inf, 2], np.float32))
+        >>> clean.tolist(), counts["nan"], counts["negative"]
+        ([0.0, 0.0, 2.0, 2.0], 1, 1)
+    """
+    image = np.array(image, dtype=np.float32, copy=copy)
+    counts = {"nan": 0, "posinf": 0, "neginf": 0, "negative": 0}
+    finite = np.isfinite(image)
+    if not finite.all():
+        nan = np.isnan(image)
+        posinf = np.isposinf(image)
+        neginf = np.isneginf(image)
+        counts.update(nan=int(nan.sum()), posinf=int(posinf.sum()), neginf=int(neginf.sum()))
+        largest = max(float(image[finite].max()), 0.0) if finite.any() else 0.0
+        image[nan | neginf] = 0.0
+        image[posinf] = largest
+    negative = image < 0
+    counts["negative"] = int(negative.sum())
+    if counts["negative"]:
+        image[negative] = 0.0
+    if any(counts.values()):
+        logger.debug("sanitised radiance: %s", counts)
+    return image, counts
+
+
+def clip_radiance(image: np.ndarray, max_value: float | None) -> np.ndarray:
+    """Clip radiance above ``max_value`` (None: unchanged). Works in place on float32.
+
+    Example:
+        >>> clip_radiance(np.array([1.0, 5e4], np.float32), 100.0).tolist()
+        [1.0, 100.0]
+    """
+    if max_value is None:
+        return image
+    if not (np.isfinite(max_value) and max_value > 0):
+        raise ConfigError(f"clip_max must be a positive radiance or None, got {max_value!r}")
+    return np.minimum(image, np.float32(max_value), out=image)
+
+
+def normalize_ldr(image: np.ndarray) -> np.ndarray:
+    """0..255 display values -> float32 0..1 (values outside are clipped)."""
+    out = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def denormalize_ldr(values: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`normalize_ldr` on 0..1: float32 0..255."""
+    return np.asarray(values, dtype=np.float32) * np.float32(255.0)
+
+
+def srgb_encode(linear: np.ndarray) -> np.ndarray:
+    """Linear 0..1 -> sRGB-encoded 0..1 (IEC 61966-2-1), float32."""
+    x = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(
+        np.float32
+    )
+
+
+def srgb_decode(encoded: np.ndarray) -> np.ndarray:
+    """sRGB-encoded 0..1 -> linear 0..1 (exact inverse of :func:`srgb_encode`)."""
+    x = np.clip(np.asarray(encoded, dtype=np.float32), 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, np.power((x + 0.055) / 1.055, 2.4)).astype(
+        np.float32
+    )
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """Rec.709 luminance of (..., 3) linear RGB."""
+    image = np.asarray(image, dtype=np.float32)
+    return image[..., 0] * 0.2126 + image[..., 1] * 0.7152 + image[..., 2] * 0.0722
+
+
+def auto_exposure(image: np.ndarray, *, key: float = 0.18) -> float:
+    """Multiplier that maps the log-average luminance to ``key`` (Reinhard)."""
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 262144)))
+    sample = luminance(image[::step, ::step])
+    sample = sample[np.isfinite(sample)]
+    sample = sample[sample > 0]
+    if sample.size == 0:
+        return 1.0
+    log_average = float(np.exp(np.mean(np.log(sample + 1e-6))))
+    return key / max(log_average, 1e-9)
+
+
+def tonemap(image: np.ndarray, *, is_hdr: bool = True, exposure_ev: float = 0.0,
+            exposure: float | None = None) -> np.ndarray:
+    """Display version of an image: uint8 (H, W, 3) sRGB.
+
+    HDR: auto exposure (log-average luminance to 0.18, plus ``exposure_ev``
+    stops, or a fixed ``exposure`` multiplier), an extended Reinhard roll-off
+    whose white point is the bright end of the image (so the sky keeps its
+    clouds and the sun saturates), then the sRGB curve. LDR (0..255): rounded.
+
+    Example:
+        >>> tonemap(np.full((2, 2, 3), 0.18, np.float32)).shape
+        (2, 2, 3)
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if not is_hdr:
+        return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    scale = (exposure if exposure is not None else auto_exposure(image)) * 2.0 ** exposure_ev
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 262144)))
+    sample = luminance(image[::step, ::step]) * scale
+    sample = sample[np.isfinite(sample)]
+    white = float(np.percentile(sample, 99.5)) if sample.size else 1.0
+    white_sq = np.float32(min(max(white, 1.0), 1e18) ** 2)
+    out = np.empty(image.shape[:2] + (3,), dtype=np.uint8)
+    for start in range(0, image.shape[0], _CHUNK_ROWS):
+        block = np.nan_to_num(image[start:start + _CHUNK_ROWS], nan=0.0, posinf=0.0, neginf=0.0)
+        block = np.maximum(block * np.float32(scale), 0.0)
+        mapped = block * (1.0 + block / white_sq) / (1.0 + block)
+        out[start:start + _CHUNK_ROWS] = np.rint(srgb_encode(mapped) * 255.0).astype(np.uint8)
+    return out
+
+
+def radiance_to_ldr(image: np.ndarray) -> np.ndarray:
+    """HDR radiance -> float32 0..255 display values (tonemapped), for an LDR model."""
+    return tonemap(image, is_hdr=True).astype(np.float32)
+
+
+def ldr_to_radiance(image: np.ndarray) -> np.ndarray:
+    """0..255 sRGB display values -> float32 linear values 0..1, for an HDR model."""
+    return srgb_decode(np.asarray(image, dtype=np.float32) / 255.0)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The preprocessing a model was trained with; predict applies the same.
+
+    Attributes:
+        mode: ``"hdr"`` (sanitise, clip, log transform) or ``"ldr"`` (/255).
+        input_mul, log_epsilon, log_split_around1, log_pow, output_bias,
+            output_scale: the log transform (see :func:`log_transform`).
+        clip_max: radiance above this is clipped before the transform
+            (None: no clipping).
+
+    Example:
+        >>> prep = Preprocessing(mode="hdr", clip_max=1000.0)
+        >>> x = prep.apply(np.full((2, 2, 3), 2000.0, np.float32))
+        >>> float(prep.invert(x)[0, 0, 0])  # doctest: +ELLIPSIS
+        1000.0...
+    """
+
+    mode: str = "hdr"
+    input_mul: float = _LOG_DEFAULTS["input_mul"]
+    log_epsilon: float = _LOG_DEFAULTS["log_epsilon"]
+    log_split_around1: bool = _LOG_DEFAULTS["log_split_around1"]
+    log_pow: float = _LOG_DEFAULTS["log_pow"]
+    output_bias: float = _LOG_DEFAULTS["output_bias"]
+    output_scale: float = _LOG_DEFAULTS["output_scale"]
+    clip_max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("hdr", "ldr"):
+            raise ConfigError(f"preprocessing mode must be 'hdr' or 'ldr', got {self.mode!r}")
+        _check_log_parameters(self.input_mul, self.log_epsilon, self.log_pow, self.output_scale)
+        if self.clip_max is not None and not (np.isfinite(self.clip_max) and self.clip_max > 0):
+            raise ConfigError(
+                f"clip_max must be a positive radiance or None, got {self.clip_max!r}"
+            )
+
+    @property
+    def is_hdr(self) -> bool:
+        return self.mode == "hdr"
+
+    def log_parameters(self) -> dict:
+        """The keyword arguments of :func:`log_transform`."""
+        return {key: getattr(self, key) for key in _LOG_DEFAULTS}
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Network input for an image as read (radiance or 0..255): float32, same shape."""
+        return self.apply_with_counts(image)[0]
+
+    def apply_with_counts(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Like :meth:`apply`, also returning the sanitiser's counts."""
+        if self.mode == "ldr":
+            clean, counts = sanitize_radiance(image)
+            return normalize_ldr(clean), counts
+        clean, counts = sanitize_radiance(image)
+        clip_radiance(clean, self.clip_max)
+        return log_transform(clean, **self.log_parameters()), counts
+
+    def invert(self, values: np.ndarray) -> np.ndarray:
+        """Back from network input to radiance (HDR) or 0..255 (LDR)."""
+        if self.mode == "ldr":
+            return denormalize_ldr(values)
+        return inverse_log_transform(values, **self.log_parameters())
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "preprocessing") -> Preprocessing:
+        """Build from a dict, refusing unknown keys (a typo must not pass silently)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of preprocessing parameters")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown preprocessing parameter(s) {unknown}; known: {sorted(known)}"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write as JSON (atomically)."""
+        from skyseg.io import write_text
+
+        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Preprocessing:
+        """Read a JSON file written by :meth:`save`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: preprocessing file not found") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{path}: not valid JSON ({exc}); re-run training to rewrite it"
+            ) from exc
+        return cls.from_dict(data, source=str(path))
