@@ -51,6 +51,11 @@ _LAZY = {
     "sanitize_radiance": "skyseg.preprocess",
     "clip_radiance": "skyseg.preprocess",
     "tonemap": "skyseg.preprocess",
+    "predict_tiled": "skyseg.tiling",
+    "predict_image": "skyseg.predict",
+    "predict_files": "skyseg.predict",
+    "evaluate_model": "skyseg.evaluate",
+    "segmentation_scores": "skyseg.evaluate",
 }
 
 __all__ = [

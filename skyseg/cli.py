@@ -23,6 +23,8 @@ __all__ = ["main", "build_parser", "STAGES"]
 #: Stage name -> module. The order is the workflow's.
 STAGES = {
     "previews": "skyseg.previews",
+    "predict": "skyseg.predict",
+    "evaluate": "skyseg.evaluate",
 }
 
 

@@ -316,20 +316,32 @@ class TileGrid:
                 yield i, j
 
 
-def tile_grid(height: int, width: int, *, tile_size: int, overlap: int, wrap: bool = False,
-              multiple: int = 32, shrink: bool = True, column_offset: int = 0) -> TileGrid:
+def tile_grid(height: int, width: int, *, tile_size: int | tuple[int, int], overlap: int,
+              wrap: bool = False, multiple: int = 32, shrink: bool = True,
+              column_offset: int = 0) -> TileGrid:
     """The tile grid of an ``height x width`` image (see :func:`axis_tiles`).
+
+    ``tile_size`` is one side for square tiles or ``(tile_height, tile_width)``.
 
     Example:
         >>> grid = tile_grid(4096, 8192, tile_size=1088, overlap=64, wrap=True)
         >>> grid.count, grid.tile_shape, round(grid.pixel_overhead, 3)
         (32, (1088, 1088), 1.129)
     """
+    tile_height, tile_width = _pair(tile_size)
     return TileGrid(
-        axis_tiles(height, tile_size, overlap, multiple=multiple, shrink=shrink),
-        axis_tiles(width, tile_size, overlap, wrap=wrap, multiple=multiple, shrink=shrink,
+        axis_tiles(height, tile_height, overlap, multiple=multiple, shrink=shrink),
+        axis_tiles(width, tile_width, overlap, wrap=wrap, multiple=multiple, shrink=shrink,
                    offset=column_offset),
     )
+
+
+def _pair(tile_size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(tile_size, (tuple, list)):
+        if len(tile_size) != 2:
+            raise ConfigError(f"tile size must be one number or (height, width), got {tile_size}")
+        return int(tile_size[0]), int(tile_size[1])
+    return int(tile_size), int(tile_size)
 
 
 def extract_tile(image: np.ndarray, grid: TileGrid, i: int, j: int) -> np.ndarray:
@@ -469,7 +481,7 @@ def predict_tiled(
     image: np.ndarray,
     predict_batch: Callable[[np.ndarray], np.ndarray],
     *,
-    tile_size: int,
+    tile_size: int | tuple[int, int],
     overlap: float,
     wrap: bool = False,
     batch_size: int = 1,
@@ -486,9 +498,10 @@ def predict_tiled(
         image: ``(H, W, C)`` array (e.g. float32 radiance), any size >= 1x1.
         predict_batch: ``f(batch (N, th, tw, C) float32) -> (N, th, tw[, 1])``.
         tile_size: largest tile side fed to ``predict_batch`` (multiple of
-            ``multiple``); smaller images get a smaller tile.
-        overlap: overlap of neighbouring tiles, a fraction of the tile (< 1)
-            or pixels (>= 1); see :func:`resolve_overlap`.
+            ``multiple``), or ``(height, width)``; smaller images get a
+            smaller tile unless ``shrink`` is False.
+        overlap: overlap of neighbouring tiles, a fraction of the (smaller)
+            tile side (< 1) or pixels (>= 1); see :func:`resolve_overlap`.
         wrap: treat the width as a circle (equirectangular panorama).
         batch_size: tiles per call of ``predict_batch``.
         prepare: applied to each cut-out tile before the model (element-wise
@@ -519,7 +532,7 @@ def predict_tiled(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     height, width = image.shape[:2]
-    overlap_px = resolve_overlap(overlap, tile_size)
+    overlap_px = resolve_overlap(overlap, min(_pair(tile_size)))
     offsets = tuple(dict.fromkeys(column_offsets)) if wrap else (0,)
     grids = [tile_grid(height, width, tile_size=tile_size, overlap=overlap_px, wrap=wrap,
                        multiple=multiple, shrink=shrink, column_offset=offset)

@@ -1,0 +1,586 @@
+"""How good a model's sky masks are on labelled images, and where it fails.
+
+``skyseg evaluate MODEL --images DIR (--coco FILE | --masks DIR) --out DIR``
+predicts every labelled image at full size through the same tiled path as
+``skyseg predict`` and writes:
+
+- ``metrics.csv``: one row per image: IoU, Dice, precision, recall and
+  boundary F-score (boundary pixels matched within 2 px), plus the true,
+  predicted and ignored fractions of the image;
+- ``summary.json``: mean and median of each score, the pooled IoU/Dice (all
+  pixels of all images together), the settings and any failures;
+- ``worst/<rank>_<stem>_errors.png`` for the five images with the lowest IoU:
+  false positives (predicted sky that is not) in orange-red, false negatives
+  (missed sky) in blue, ignored pixels grey.
+
+Mean and median are printed at the end.
+
+**Truth masks** (``--masks DIR``): for image ``scene.exr`` the file
+``scene_mask.png`` (what ``skyseg masks`` and ``skyseg predict`` write) or
+``scene.png``, single channel (or grey RGB), same size as the image or the
+same aspect ratio (then resized, nearest neighbour). Values:
+
+- 0 = not sky, 1 = sky, 255 = ignore (not counted anywhere);
+- a mask with no value 1 is a 0/255 picture: there 255 means sky;
+- any other value is an error for that image.
+
+**Scores** when a denominator is empty (e.g. no sky in the truth): 1.0 when
+prediction and truth agree there is nothing, else 0.0. The maths lives in
+:func:`confusion_counts`, :func:`scores_from_counts` and
+:func:`boundary_scores`; :func:`segmentation_scores` combines them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import heapq
+import io
+import json
+import logging
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skyseg.errors import AnnotationError, ConfigError, ImageReadError, SkysegError
+from skyseg.io import find_images, read_image, write_png, write_text
+from skyseg.log import BatchReport, progress
+from skyseg.overlay import error_overlay, resize_mask
+from skyseg.predict import (
+    DEFAULT_THRESHOLD,
+    add_prediction_arguments,
+    load_predictor,
+    overlay_background,
+    predict_image,
+    prediction_options,
+    prepare_output_folder,
+)
+
+__all__ = [
+    "METRICS",
+    "DEFAULT_TOLERANCE",
+    "DEFAULT_WORST",
+    "truth_from_mask",
+    "read_truth_mask",
+    "confusion_counts",
+    "scores_from_counts",
+    "boundary_scores",
+    "segmentation_scores",
+    "summarise",
+    "Evaluation",
+    "evaluate_model",
+    "CLI_HELP",
+    "add_arguments",
+    "run",
+]
+
+logger = logging.getLogger("skyseg")
+
+CLI_HELP = "score a model on labelled images (IoU, Dice, boundary F) and show the worst cases"
+
+#: Per-image scores, in the CSV's order.
+METRICS = ("iou", "dice", "precision", "recall", "boundary_f")
+#: Boundary pixels within this distance (pixels, Euclidean) count as matched.
+DEFAULT_TOLERANCE = 2
+#: How many of the worst images get an error overlay.
+DEFAULT_WORST = 5
+#: Long side of the error overlays.
+DEFAULT_ERROR_OVERLAY_SIZE = 1024
+IGNORE = 255
+_MASK_NAMES = ("{stem}_mask.png", "{stem}.png")
+
+
+def truth_from_mask(mask: np.ndarray, *, source: str = "mask") -> np.ndarray:
+    """Normalise a truth mask to uint8 {0 = not sky, 1 = sky, 255 = ignore}.
+
+    The rule: values must be 0, 1 or 255. If 1 occurs, 255 marks pixels to
+    ignore; if 1 never occurs the mask is a 0/255 picture and 255 is sky.
+
+    Raises:
+        AnnotationError: other values, or not a single-channel mask.
+
+    Example:
+        >>> truth_from_mask(np.array([[0, 1, 255]])).tolist()
+        [[0, 1, 255]]
+        >>> truth_from_mask(np.array([[0, 255, 255]])).tolist()
+        [[0, 1, 1]]
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] in (3, 4):
+        if not (np.array_equal(mask[..., 0], mask[..., 1])
+                and np.array_equal(mask[..., 0], mask[..., 2])):
+            raise AnnotationError(
+                f"{source}: a colour mask; expected one channel with 0 = not sky, 1 = sky, "
+                "255 = ignore (or 0/255)"
+            )
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise AnnotationError(f"{source}: expected an (H, W) mask, got shape {mask.shape}")
+    if mask.dtype == np.bool_:
+        return mask.astype(np.uint8)
+    values = np.unique(mask)
+    unexpected = [v for v in values.tolist() if v not in (0, 1, IGNORE)]
+    if unexpected:
+        shown = ", ".join(str(v) for v in unexpected[:5])
+        raise AnnotationError(
+            f"{source}: mask values {shown}{'...' if len(unexpected) > 5 else ''} are not "
+            "0 (not sky), 1 (sky) or 255 (ignore; sky in a 0/255 mask); re-export the mask"
+        )
+    truth = mask.astype(np.uint8)
+    if 1 not in values:
+        truth[truth == IGNORE] = 1
+    return truth
+
+
+def read_truth_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a truth mask file as uint8 {0, 1, 255} (see :func:`truth_from_mask`).
+
+    Raises:
+        ImageReadError: missing or unreadable file.
+        AnnotationError: values outside the rule.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            mask = np.asarray(handle)
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"{path}: mask file not found") from exc
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ImageReadError(
+            f"{path}: unreadable mask ({type(exc).__name__}: {exc}); re-export it as PNG"
+        ) from exc
+    return truth_from_mask(mask, source=str(path))
+
+
+def confusion_counts(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
+    """Pixel counts ``(tp, fp, fn, tn)`` of a predicted mask against a truth mask.
+
+    Args:
+        prediction: (H, W), non-zero = sky.
+        truth: uint8 (H, W), 0 / 1 / 255 = ignore (ignored pixels count nowhere).
+
+    Example:
+        >>> confusion_counts(np.array([[1, 1, 0, 0]]), np.array([[1, 0, 1, 255]]))
+        (1, 1, 1, 0)
+    """
+    prediction = np.asarray(prediction).astype(bool, copy=False)
+    truth = np.asarray(truth)
+    if prediction.shape != truth.shape:
+        raise ConfigError(f"prediction {prediction.shape} and truth {truth.shape} differ in size")
+    sky = truth == 1
+    ground = truth == 0
+    tp = int(np.count_nonzero(prediction & sky))
+    fp = int(np.count_nonzero(prediction & ground))
+    fn = int(np.count_nonzero(sky)) - tp
+    tn = int(np.count_nonzero(ground)) - fp
+    return tp, fp, fn, tn
+
+
+def _ratio(numerator: float, denominator: float, *, agree: bool) -> float:
+    if denominator == 0:
+        return 1.0 if agree else 0.0
+    return float(numerator) / float(denominator)
+
+
+def scores_from_counts(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """IoU, Dice, precision and recall from pixel counts.
+
+    An empty denominator gives 1.0 when prediction and truth agree that there
+    is no sky, else 0.0.
+
+    Example:
+        >>> scores_from_counts(6, 1, 2)["iou"]
+        0.6666666666666666
+    """
+    nothing = tp == 0 and fp == 0 and fn == 0
+    return {
+        "iou": _ratio(tp, tp + fp + fn, agree=nothing),
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn, agree=nothing),
+        "precision": _ratio(tp, tp + fp, agree=fn == 0),
+        "recall": _ratio(tp, tp + fn, agree=fp == 0),
+    }
+
+
+def _inner_boundary(region: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """Pixels of ``region`` with a 4-neighbour in ``outside`` (image borders are not edges)."""
+    edge = np.zeros_like(region)
+    edge[1:] |= outside[:-1]
+    edge[:-1] |= outside[1:]
+    edge[:, 1:] |= outside[:, :-1]
+    edge[:, :-1] |= outside[:, 1:]
+    return edge & region
+
+
+def _disk(radius: float) -> np.ndarray:
+    r = int(np.floor(radius))
+    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    return (x * x + y * y) <= radius * radius
+
+
+def boundary_scores(prediction: np.ndarray, truth: np.ndarray, *,
+                    tolerance: float = DEFAULT_TOLERANCE) -> dict[str, float]:
+    """Boundary precision, recall and F-score with a distance tolerance.
+
+    The boundary of a mask is its sky pixels that touch a non-sky pixel
+    (4-neighbourhood). For the truth, non-sky means value 0 (an edge
+    against ignored pixels is no edge); predicted boundary pixels on ignored
+    pixels are dropped. A boundary pixel is matched when the other mask's
+    boundary lies within ``tolerance`` pixels (Euclidean).
+
+    Returns:
+        ``{"boundary_precision", "boundary_recall", "boundary_f"}``; both
+        boundaries empty scores 1.0, only one empty 0.0.
+
+    Example:
+        >>> truth = np.zeros((6, 6), np.uint8); truth[:3] = 1
+        >>> prediction = np.zeros((6, 6), bool); prediction[:4] = True
+        >>> boundary_scores(prediction, truth)["boundary_f"]
+        1.0
+    """
+    from scipy.ndimage import binary_dilation
+
+    prediction = np.asarray(prediction).astype(bool, copy=False)
+    truth = np.asarray(truth)
+    if prediction.shape != truth.shape:
+        raise ConfigError(f"prediction {prediction.shape} and truth {truth.shape} differ in size")
+    valid = truth != IGNORE
+    true_edge = _inner_boundary(truth == 1, truth == 0)
+    predicted_edge = _inner_boundary(prediction, ~prediction) & valid
+    true_count = int(np.count_nonzero(true_edge))
+    predicted_count = int(np.count_nonzero(predicted_edge))
+    if true_count == 0 or predicted_count == 0:
+        score = 1.0 if true_count == predicted_count else 0.0
+        return {"boundary_precision": score, "boundary_recall": score, "boundary_f": score}
+    disk = _disk(tolerance)
+    near_true = binary_dilation(true_edge, structure=disk)
+    near_predicted = binary_dilation(predicted_edge, structure=disk)
+    precision = np.count_nonzero(predicted_edge & near_true) / predicted_count
+    recall = np.count_nonzero(true_edge & near_predicted) / true_count
+    f_score = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return {"boundary_precision": float(precision), "boundary_recall": float(recall),
+            "boundary_f": float(f_score)}
+
+
+def segmentation_scores(prediction: np.ndarray, truth: np.ndarray, *,
+                        tolerance: float = DEFAULT_TOLERANCE) -> dict[str, float]:
+    """All per-image scores of a predicted mask against a truth mask.
+
+    Args:
+        prediction: (H, W), non-zero = sky.
+        truth: uint8 (H, W): 0 not sky, 1 sky, 255 ignore (see :func:`truth_from_mask`).
+        tolerance: boundary matching distance in pixels.
+
+    Returns:
+        ``iou, dice, precision, recall, boundary_f`` (plus boundary precision
+        and recall, and the counts ``tp, fp, fn, tn``).
+
+    Example:
+        >>> truth = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], np.uint8)
+        >>> prediction = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+        >>> scores = segmentation_scores(prediction, truth)
+        >>> round(scores["iou"], 4), scores["dice"], scores["recall"]
+        (0.6667, 0.8, 0.75)
+    """
+    tp, fp, fn, tn = confusion_counts(prediction, truth)
+    scores: dict[str, float] = scores_from_counts(tp, fp, fn)
+    scores.update(boundary_scores(prediction, truth, tolerance=tolerance))
+    scores.update(tp=tp, fp=fp, fn=fn, tn=tn)
+    return scores
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean and median of each of :data:`METRICS` over images, and pooled IoU/Dice.
+
+    Example:
+        >>> summary = summarise([dict(iou=0.5, dice=0.6, precision=1, recall=0.5, boundary_f=0.2,
+        ...                           tp=1, fp=0, fn=1), dict(iou=1.0, dice=1.0, precision=1,
+        ...                           recall=1, boundary_f=1.0, tp=2, fp=0, fn=0)])
+        >>> summary["mean"]["iou"], summary["median"]["iou"], summary["pooled"]["iou"]
+        (0.75, 0.75, 0.75)
+    """
+    if not rows:
+        return {"images": 0}
+    tp = sum(row["tp"] for row in rows)
+    fp = sum(row["fp"] for row in rows)
+    fn = sum(row["fn"] for row in rows)
+    pooled = scores_from_counts(tp, fp, fn)
+    return {
+        "images": len(rows),
+        "mean": {m: float(statistics.fmean(row[m] for row in rows)) for m in METRICS},
+        "median": {m: float(statistics.median(row[m] for row in rows)) for m in METRICS},
+        "pooled": {"iou": pooled["iou"], "dice": pooled["dice"]},
+    }
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate_model`.
+
+    Attributes:
+        rows: one dict per image (``image``, ``stem``, size, scores, fractions).
+        summary: :func:`summarise` of the rows plus settings.
+        report: failures (unreadable images or masks) and missing truths.
+        worst: ``(stem, iou, overlay path or None)`` of the worst images, worst first.
+        out_dir: where the files went (None when nothing was written).
+    """
+
+    rows: list[dict]
+    summary: dict
+    report: BatchReport
+    worst: list[tuple[str, float, Path | None]] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def _mask_pairs(images_dir: Path, masks_dir: Path) -> tuple[list, list[str]]:
+    """(image, stem, truth(h, w)) for each image with a mask file; stems without one."""
+    if not masks_dir.is_dir():
+        raise ConfigError(f"{masks_dir}: masks folder not found; check --masks")
+    mask_files = {p.name: p for p in masks_dir.iterdir() if p.is_file()}
+    used = {(masks_dir / name).resolve() for name in mask_files}
+    pairs, missing = [], []
+    for image_path in find_images(images_dir):
+        if image_path.resolve() in used and image_path.stem.endswith("_mask"):
+            continue  # a mask stored beside the images, not an image to score
+        stem = image_path.stem
+        found = next((mask_files[n.format(stem=stem)] for n in _MASK_NAMES
+                      if n.format(stem=stem) in mask_files
+                      and mask_files[n.format(stem=stem)].resolve() != image_path.resolve()),
+                     None)
+        if found is None:
+            missing.append(stem)
+            continue
+        pairs.append((image_path, stem, _mask_reader(found)))
+    return pairs, missing
+
+
+def _mask_reader(path: Path) -> Callable[[int, int], np.ndarray]:
+    def truth(height: int, width: int) -> np.ndarray:
+        return _fit(read_truth_mask(path), height, width, str(path))
+
+    return truth
+
+
+def _fit(truth: np.ndarray, height: int, width: int, source: str) -> np.ndarray:
+    """The truth at the image's size: as is, or resized when only the scale differs."""
+    if truth.shape == (height, width):
+        return truth
+    th, tw = truth.shape
+    if abs(th / tw - height / width) > 0.01 * height / width:
+        raise AnnotationError(
+            f"{source}: mask is {tw}x{th} but the image is {width}x{height} (another aspect "
+            "ratio); is it the mask of another image?"
+        )
+    logger.debug("%s: resizing the %dx%d mask to %dx%d", source, tw, th, width, height)
+    return resize_mask(truth, height, width)
+
+
+def _coco_pairs(images_dir: Path, coco: Path, *, mode: str, sky_categories,
+                non_sky_categories) -> tuple[list, list[str]]:
+    try:
+        from skyseg.annotations import load_coco, match_images
+    except ImportError as exc:  # pragma: no cover - only before annotations is merged
+        raise ConfigError(
+            "COCO evaluation needs skyseg.annotations, which this installation lacks; "
+            "export masks with skyseg masks and pass --masks"
+        ) from exc
+    labels = load_coco(coco, sky_categories=sky_categories, non_sky_categories=non_sky_categories)
+    matched, missing = match_images(labels, images_dir, mode=mode)
+
+    def reader(stem: str) -> Callable[[int, int], np.ndarray]:
+        return lambda height, width: labels.mask(stem, height, width)
+
+    return [(path, stem, reader(stem)) for path, stem in matched], missing
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns = ["image", "stem", "width", "height", *METRICS, "boundary_precision",
+               "boundary_recall", "sky_true", "sky_predicted", "ignored"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buffer.getvalue())
+
+
+def evaluate_model(
+    model,
+    images: str | os.PathLike,
+    *,
+    masks: str | os.PathLike | None = None,
+    coco: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    worst: int = DEFAULT_WORST,
+    mode: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    sky_categories=("sky",),
+    non_sky_categories=("non-sky",),
+    **options,
+) -> Evaluation:
+    """Predict every labelled image in ``images`` at full size and score it.
+
+    Args:
+        model: a :class:`~skyseg.model.LoadedModel`, run folder or model file.
+        images: folder of images (EXR/HDR/JPG/PNG/TIFF).
+        masks: folder of truth masks (``<stem>_mask.png`` or ``<stem>.png``);
+            or
+        coco: a Label Studio COCO export (needs :mod:`skyseg.annotations`).
+        out_dir: where to write ``metrics.csv``, ``summary.json`` and the
+            worst overlays; None writes nothing.
+        threshold: probability at or above which a pixel is predicted sky.
+        worst: how many of the lowest-IoU images get an error overlay.
+        mode: preprocessing of a bare model file (``"hdr"``/``"ldr"``).
+        tolerance: boundary matching distance in pixels.
+        sky_categories, non_sky_categories: COCO category names.
+        **options: :func:`skyseg.predict.predict_image` tiling options.
+
+    Returns:
+        an :class:`Evaluation`.
+
+    Raises:
+        ConfigError: neither or both of ``masks``/``coco``; no labelled image found.
+        ModelError: the model cannot be loaded.
+
+    Example:
+        >>> result = evaluate_model("runs/hdr", "val", masks="val_masks")  # doctest: +SKIP
+        >>> result.summary["mean"]["iou"]  # doctest: +SKIP
+        0.93
+    """
+    if (masks is None) == (coco is None):
+        raise ConfigError("give exactly one source of truth: --masks DIR or --coco FILE")
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"--threshold must be between 0 and 1 (exclusive), got {threshold!r}")
+    if worst < 0:
+        raise ConfigError(f"--worst must be >= 0, got {worst}")
+    images = Path(images)
+    if not images.is_dir():
+        raise ConfigError(f"{images}: images folder not found; check --images")
+    options.setdefault("show_progress", False)
+    output = prepare_output_folder(out_dir) if out_dir is not None else None
+    loaded = load_predictor(model, mode=mode)
+    if masks is not None:
+        pairs, missing = _mask_pairs(images, Path(masks))
+        source = f"masks in {masks}"
+    else:
+        pairs, missing = _coco_pairs(images, Path(coco), mode=loaded.preprocessing.mode,
+                                     sky_categories=sky_categories,
+                                     non_sky_categories=non_sky_categories)
+        source = f"labels in {coco}"
+    if missing:
+        logger.warning("%d image(s) without truth (%s) are not scored: %s", len(missing), source,
+                       ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    if not pairs:
+        raise ConfigError(f"no image in {images} has truth ({source}); check the folder names "
+                          "and that masks are called <stem>_mask.png or <stem>.png")
+    report = BatchReport("evaluate")
+    rows: list[dict] = []
+    heap: list[tuple[float, int, str, np.ndarray | None]] = []  # the `worst` lowest IoUs
+    for index, (path, stem, truth_of) in enumerate(progress(pairs, desc="evaluate",
+                                                           unit="image")):
+        try:
+            image, info = read_image(path, return_info=True)
+            truth = truth_of(*image.shape[:2])
+            probability = predict_image(loaded, image, is_hdr=info.is_hdr, name=path.name,
+                                        **options)
+        except SkysegError as exc:
+            report.failed(path, exc)
+            continue
+        prediction = probability >= np.float32(threshold)
+        del probability
+        scores = segmentation_scores(prediction, truth, tolerance=tolerance)
+        pixels = prediction.size
+        row = {"image": str(path), "stem": stem, "width": image.shape[1],
+               "height": image.shape[0], **scores,
+               "sky_true": np.count_nonzero(truth == 1) / pixels,
+               "sky_predicted": np.count_nonzero(prediction) / pixels,
+               "ignored": np.count_nonzero(truth == IGNORE) / pixels}
+        rows.append(row)
+        report.succeeded(path)
+        if worst and (len(heap) < worst or row["iou"] < -heap[0][0]):
+            # Only the current worst few (small) overlays are held in memory.
+            picture = (_error_picture(image, info.is_hdr, prediction, truth)
+                       if output is not None else None)
+            entry = (-row["iou"], -index, stem, picture)
+            if len(heap) < worst:
+                heapq.heappush(heap, entry)
+            else:
+                heapq.heapreplace(heap, entry)
+    summary = summarise(rows)
+    summary.update(threshold=threshold, tolerance_px=tolerance, truth=source,
+                   missing_truth=missing, failed=[item for item, _ in report.failures],
+                   options={k: v for k, v in options.items() if k != "show_progress"})
+    worst_list: list[tuple[str, float, Path | None]] = []
+    for rank, (negative_iou, _, stem, picture) in enumerate(sorted(heap, reverse=True), 1):
+        target = None
+        if output is not None and picture is not None:
+            (output / "worst").mkdir(exist_ok=True)
+            target = write_png(output / "worst" / f"{rank}_{stem}_errors.png", picture)
+        worst_list.append((stem, -negative_iou, target))
+    summary["worst"] = [{"stem": s, "iou": v, "overlay": str(p) if p else None}
+                        for s, v, p in worst_list]
+    if output is not None:
+        _write_csv(output / "metrics.csv", rows)
+        write_text(output / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    report.log_summary()
+    return Evaluation(rows, summary, report, worst_list, output)
+
+
+def _error_picture(image, is_hdr, prediction, truth) -> np.ndarray:
+    background = overlay_background(image, is_hdr=is_hdr, max_size=DEFAULT_ERROR_OVERLAY_SIZE)
+    height, width = background.shape[:2]
+    return error_overlay(background, resize_mask(prediction, height, width),
+                         resize_mask(truth, height, width))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="run folder of skyseg train, or a .h5 model file")
+    parser.add_argument("--images", required=True, type=Path, help="folder of labelled images")
+    truth = parser.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--coco", type=Path, help="Label Studio COCO export (result.json)")
+    truth.add_argument("--masks", type=Path,
+                       help="folder of truth masks <stem>_mask.png or <stem>.png: 0 not sky, "
+                            "1 sky, 255 ignore (a mask without 1 is 0/255 with 255 = sky)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="folder for metrics.csv, summary.json and worst/ overlays")
+    parser.add_argument("--worst", type=int, default=DEFAULT_WORST,
+                        help="error overlays of this many lowest-IoU images")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help="boundary F-score matching distance in pixels")
+    parser.add_argument("--sky-category", action="append", dest="sky_categories",
+                        help="COCO category name that is sky (repeatable; default: sky)")
+    parser.add_argument("--non-sky-category", action="append", dest="non_sky_categories",
+                        help="COCO category cut out of the sky (repeatable; default: non-sky)")
+    add_prediction_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = evaluate_model(
+        args.model, args.images, masks=args.masks, coco=args.coco, out_dir=args.out,
+        threshold=args.threshold, worst=args.worst, mode=args.mode, tolerance=args.tolerance,
+        sky_categories=tuple(args.sky_categories or ("sky",)),
+        non_sky_categories=tuple(args.non_sky_categories or ("non-sky",)),
+        **prediction_options(args),
+    )
+    summary = result.summary
+    if summary.get("images"):
+        lines = [f"{summary['images']} images scored ({args.out / 'metrics.csv'})",
+                 f"{'':12}{'mean':>8}{'median':>8}"]
+        for metric in METRICS:
+            lines.append(f"{metric:12}{summary['mean'][metric]:8.4f}"
+                         f"{summary['median'][metric]:8.4f}")
+        lines.append(f"pooled IoU {summary['pooled']['iou']:.4f}, "
+                     f"Dice {summary['pooled']['dice']:.4f}")
+        lines.append("worst: " + ", ".join(f"{stem} ({iou:.3f})"
+                                            for stem, iou, _ in result.worst))
+        print("\n".join(lines))
+    return result.report.exit_code

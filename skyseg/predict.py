@@ -1,0 +1,725 @@
+"""Sky masks for images of any size, 8K HDR panoramas first.
+
+``skyseg predict MODEL INPUT... --out DIR`` (also ``python -m skyseg.predict``
+with the same arguments) writes, for each input:
+
+- ``<stem>_mask.png``: uint8, 255 = sky, 0 = not sky, the input's size;
+- ``<stem>_overlay.png``: the tonemapped image with the sky tinted magenta at
+  50% opacity, no larger than ``--overlay-max-size`` on its long side;
+- with ``--save ...,prob``: ``<stem>_prob.png``, the sky probability as 16-bit
+  (0..65535 for 0..1);
+- with ``--save ...,exr``: ``<stem>_sky.exr``, the original radiance (LDR
+  inputs: linear sRGB 0..1) as RGB with the sky probability as alpha.
+
+MODEL is a run folder of ``skyseg train`` or a model file; the preprocessing
+saved with it is applied exactly. An HDR model on an LDR file (or the
+reverse) is an error unless ``--convert`` asks for a conversion.
+
+Defaults for 8K (measured with a ResNet34 U-Net on the project's 2-core CPU,
+``scripts/bench_predict.py``): 1088-pixel tiles with 64 pixels of overlap,
+one tile per batch. 1088 = 1024 + 64, so 4 rows x 8 columns of tiles cover an
+8192x4096 panorama (32 reflected rows at the top and bottom, wrap-around
+columns) with 13% more pixels than the image; 1024-pixel tiles would need 5
+rows x 9 columns (+41%). Larger batches do not run faster on a CPU and cost
+about 0.45 GB of memory per 1088-pixel tile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skyseg.cli import stage_main
+from skyseg.errors import ConfigError, ImageWriteError, ModelError, SkysegError
+from skyseg.io import find_images, read_image, write_exr, write_png
+from skyseg.log import BatchReport, progress
+from skyseg.model import PREPROCESSING_FILE, LoadedModel, load_run
+from skyseg.overlay import resize_mask, resize_uint8, tint
+from skyseg.preprocess import Preprocessing, ldr_to_radiance, radiance_to_ldr, tonemap
+from skyseg.tiling import axis_tiles, predict_tiled, resolve_overlap, tile_grid
+
+__all__ = [
+    "DEFAULT_TILE_SIZE",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_OVERLAY_MAX_SIZE",
+    "SAVE_CHOICES",
+    "DEFAULT_SAVE",
+    "Prediction",
+    "load_predictor",
+    "keras_predictor",
+    "check_tile_size",
+    "default_overlap",
+    "is_panorama",
+    "predict_image",
+    "predict_files",
+    "probability_to_mask",
+    "overlay_background",
+    "write_outputs",
+    "output_paths",
+    "prepare_output_folder",
+    "CLI_HELP",
+    "add_arguments",
+    "add_prediction_arguments",
+    "prediction_options",
+    "run",
+]
+
+logger = logging.getLogger("skyseg")
+
+CLI_HELP = "predict sky masks (and overlays) for images of any size, 8K panoramas included"
+
+#: Tile side fed to the network (see the module docstring for why 1088).
+DEFAULT_TILE_SIZE = 1088
+#: Pixels shared by neighbouring tiles when --overlap is not given (at most a
+#: quarter of the tile, so small test tiles keep most of their pixels).
+DEFAULT_OVERLAP = 64
+#: Tiles per call of the network.
+DEFAULT_BATCH_SIZE = 1
+#: Probability at or above which a pixel is sky.
+DEFAULT_THRESHOLD = 0.5
+#: Long side of the overlay PNG (an 8K overlay PNG is ~100 MB and slow to open).
+DEFAULT_OVERLAY_MAX_SIZE = 2048
+SAVE_CHOICES = ("mask", "overlay", "prob", "exr")
+DEFAULT_SAVE = ("mask", "overlay")
+
+#: Largest value a half-float EXR channel holds; brighter suns need float32.
+_HALF_MAX = 65504.0
+_CHUNK_ROWS = 512
+
+
+def check_tile_size(tile_size: int) -> int:
+    """Validate ``--tile-size``: a positive multiple of 32.
+
+    Raises:
+        ConfigError: naming the nearest valid sizes.
+
+    Example:
+        >>> check_tile_size(1088)
+        1088
+    """
+    if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)):
+        raise ConfigError(f"--tile-size must be a whole number of pixels, got {tile_size!r}")
+    if tile_size < 32 or tile_size % 32:
+        lower, upper = max(32, tile_size // 32 * 32), max(32, -(-tile_size // 32) * 32)
+        nearest = f"{lower}" if lower == upper else f"{lower} or {upper}"
+        raise ConfigError(
+            f"--tile-size {tile_size} is not a multiple of 32 (the U-Net halves the tile "
+            f"5 times); use {nearest}"
+        )
+    return int(tile_size)
+
+
+def is_panorama(height: int, width: int) -> bool:
+    """True for an equirectangular panorama: width exactly twice the height.
+
+    Example:
+        >>> is_panorama(4096, 8192), is_panorama(4000, 6000)
+        (True, False)
+    """
+    return width == 2 * height
+
+
+def _resolve_wrap(wrap: str | bool, height: int, width: int) -> bool:
+    if isinstance(wrap, bool):
+        return wrap
+    if wrap == "auto":
+        return is_panorama(height, width)
+    if wrap in ("on", "off"):
+        return wrap == "on"
+    raise ConfigError(f"--wrap must be auto, on or off, got {wrap!r}")
+
+
+def default_overlap(tile_size: int) -> int:
+    """The overlap used when none is given: 64 px, at most a quarter of the tile.
+
+    Example:
+        >>> default_overlap(1088), default_overlap(128)
+        (64, 32)
+    """
+    return min(DEFAULT_OVERLAP, tile_size // 4)
+
+
+def _check_settings(*, tile_size, overlap, batch_size, wrap, threshold=DEFAULT_THRESHOLD) -> None:
+    check_tile_size(tile_size)
+    resolve_overlap(default_overlap(tile_size) if overlap is None else overlap, tile_size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+            batch_size < 1):
+        raise ConfigError(f"--batch-size must be a positive whole number, got {batch_size!r}")
+    if not isinstance(wrap, bool) and wrap not in ("auto", "on", "off"):
+        raise ConfigError(f"--wrap must be auto, on or off, got {wrap!r}")
+    if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
+        raise ConfigError(f"--threshold must be between 0 and 1 (exclusive), got {threshold!r}")
+
+
+def load_predictor(model, *, mode: str | None = None, which: str = "best") -> LoadedModel:
+    """The model to predict with: a :class:`~skyseg.model.LoadedModel`, a run folder or a file.
+
+    Args:
+        model: a ``LoadedModel`` (returned as is), a run folder of
+            ``skyseg train`` or a ``.h5`` model file.
+        mode: ``"hdr"`` or ``"ldr"`` for a bare model file that has no
+            ``preprocessing.json`` beside it (default preprocessing of that
+            mode); must agree with the saved preprocessing when there is one.
+        which: ``"best"`` or ``"last"`` checkpoint of a run folder.
+
+    Raises:
+        ModelError: missing or unreadable model.
+        ConfigError: preprocessing unknown, or ``mode`` contradicts it.
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if mode not in (None, "hdr", "ldr"):
+        raise ConfigError(f"--mode must be hdr or ldr, got {mode!r}")
+    path = Path(model)
+    folder = path if path.is_dir() else path.parent
+    saved = folder / PREPROCESSING_FILE
+    if mode is not None and path.exists() and saved.is_file():
+        preprocessing = Preprocessing.load(saved)
+        if preprocessing.mode != mode:
+            raise ConfigError(
+                f"{saved}: the model was trained with {preprocessing.mode.upper()} preprocessing "
+                f"but --mode {mode} was given; drop --mode (the saved preprocessing is used)"
+            )
+        return load_run(path, which=which)
+    if mode is not None and path.exists():
+        return load_run(path, preprocessing=Preprocessing(mode=mode), which=which)
+    return load_run(path, which=which)
+
+
+def keras_predictor(model):
+    """A batch function ``f((N, h, w, 3) float32) -> (N, h, w)`` around a Keras model.
+
+    Raises:
+        ModelError: the model does not take 3 channels or give 1 channel.
+    """
+    input_shape = tuple(model.input_shape)
+    output_shape = tuple(model.output_shape)
+    if len(input_shape) != 4 or input_shape[-1] != 3:
+        raise ModelError(f"the model takes input {input_shape}; skyseg feeds (N, H, W, 3) images")
+    if len(output_shape) != 4 or output_shape[-1] != 1:
+        raise ModelError(
+            f"the model gives output {output_shape}; expected one sky-probability channel "
+            "(N, H, W, 1)"
+        )
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict_on_batch(batch))[..., 0]
+
+    return predict
+
+
+def _fixed_input_size(model) -> tuple[int, int] | None:
+    height, width = tuple(model.input_shape)[1:3]
+    if height is None or width is None:
+        return None
+    return int(height), int(width)
+
+
+def _network_input(image: np.ndarray, *, image_is_hdr: bool, preprocessing: Preprocessing,
+                   convert: bool, name: str) -> np.ndarray:
+    """The image in the value range the model's preprocessing expects."""
+    if image_is_hdr == preprocessing.is_hdr:
+        return image
+    model_kind = "HDR radiance" if preprocessing.is_hdr else "LDR (0..255) images"
+    image_kind = "an HDR (radiance)" if image_is_hdr else "an LDR"
+    if not convert:
+        raise ModelError(
+            f"{name}: the model was trained on {model_kind} but this is {image_kind} image; "
+            "pass --convert to convert it ("
+            + ("tonemap to 0..255" if image_is_hdr else "sRGB to linear radiance")
+            + ") or use a model trained on this kind of image"
+        )
+    logger.info("%s: converting %s image for the %s model", name,
+                "HDR" if image_is_hdr else "LDR", preprocessing.mode.upper())
+    return radiance_to_ldr(image) if image_is_hdr else ldr_to_radiance(image)
+
+
+def _roll_offset(width: int, tile_width: int, overlap_px: int) -> int:
+    """Column offset of the half-width-roll TTA pass: half the width plus half a tile
+    spacing, so that pass's tile borders fall inside the first pass's tiles even when
+    half the width is a whole number of spacings."""
+    count = axis_tiles(width, tile_width, overlap_px, wrap=True).count
+    return (width // 2 + round(width / (2 * count))) % width
+
+
+@dataclass
+class Prediction:
+    """What :func:`predict_image` did, for logs and benchmarks.
+
+    Attributes:
+        probability: float32 (H, W) sky probability.
+        wrap: the width was treated as a circle.
+        tiles: tile evaluations (all passes and flips).
+        tile_shape: (height, width) of the tiles.
+        pixel_overhead: pixels fed to the network / image pixels.
+    """
+
+    probability: np.ndarray
+    wrap: bool
+    tiles: int
+    tile_shape: tuple[int, int]
+    pixel_overhead: float
+    passes: list[str] = field(default_factory=list)
+
+
+def predict_image(
+    loaded,
+    image: np.ndarray,
+    *,
+    is_hdr: bool | None = None,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    wrap: str | bool = "auto",
+    tta: bool = False,
+    convert: bool = False,
+    name: str = "image",
+    show_progress: bool = False,
+    details: bool = False,
+):
+    """Sky probability of a whole image, predicted tile by tile and merged seamlessly.
+
+    Args:
+        loaded: a :class:`~skyseg.model.LoadedModel`, a run folder or a model file.
+        image: float32 (H, W, 3) as :func:`skyseg.read_image` returns it
+            (radiance for HDR, 0..255 for LDR), any size.
+        is_hdr: whether ``image`` is radiance; None: assume it is what the
+            model expects. A mismatch needs ``convert``.
+        tile_size: tile side fed to the network, a multiple of 32.
+        overlap: overlap of neighbouring tiles: pixels (>= 1) or a fraction of
+            the tile (< 1); None: :func:`default_overlap` (64 px).
+        batch_size: tiles per network call.
+        wrap: ``"auto"`` (panoramas, width = 2 x height, wrap around),
+            ``"on"``, ``"off"`` (or a bool).
+        tta: test-time augmentation: each tile also mirrored left-right, and
+            for wrapping images a second pass rolled by half the width (with
+            the tile grid shifted by half a tile spacing). 2x or 4x the time.
+        convert: allow an LDR image into an HDR model (sRGB to linear) or the
+            reverse (tonemapping).
+        name: how messages call the image.
+        show_progress: a progress bar over the tiles.
+        details: return a :class:`Prediction` instead of the array.
+
+    Returns:
+        float32 ``(H, W)`` sky probability in 0..1 (or a :class:`Prediction`).
+
+    Raises:
+        ConfigError: bad tile size, overlap, batch size or wrap.
+        ModelError: the model does not fit, or HDR/LDR mismatch without ``convert``.
+
+    Example:
+        >>> loaded = skyseg.model.load_run("runs/hdr")  # doctest: +SKIP
+        >>> image, info = skyseg.read_image("pano.exr", return_info=True)  # doctest: +SKIP
+        >>> probability = predict_image(loaded, image, is_hdr=info.is_hdr)  # doctest: +SKIP
+        >>> mask = probability >= 0.5  # doctest: +SKIP
+    """
+    _check_settings(tile_size=tile_size, overlap=overlap, batch_size=batch_size, wrap=wrap)
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ConfigError(f"{name}: expected an image (H, W, 3), got shape {image.shape}")
+    loaded = load_predictor(loaded)
+    preprocessing = loaded.preprocessing
+    if is_hdr is not None:
+        image = _network_input(image, image_is_hdr=bool(is_hdr), preprocessing=preprocessing,
+                               convert=convert, name=name)
+    height, width = image.shape[:2]
+    wrapping = _resolve_wrap(wrap, height, width)
+    predict_batch = keras_predictor(loaded.model)
+    fixed = _fixed_input_size(loaded.model)
+    tiles = fixed if fixed is not None else tile_size
+    if fixed is not None and fixed != (tile_size, tile_size):
+        logger.info("%s: the model takes a fixed input of %dx%d; using that as the tile size",
+                    name, *fixed)
+    side = min(fixed) if fixed else tile_size
+    overlap_px = resolve_overlap(default_overlap(side) if overlap is None else overlap, side)
+    grid = tile_grid(height, width, tile_size=tiles, overlap=overlap_px, wrap=wrapping,
+                     shrink=fixed is None)
+    offsets = (0,)
+    passes = ["plain"]
+    if tta:
+        passes.append("flip")
+        if wrapping:
+            offsets = (0, _roll_offset(width, grid.cols.tile, overlap_px))
+            passes.append("roll")
+    evaluations = grid.count * len(offsets) * (2 if tta else 1)
+    logger.debug("%s: %dx%d, %s, %d tiles of %dx%d (pixel overhead %.2f), passes %s", name,
+                 width, height, "wrap-around" if wrapping else "no wrap", grid.count,
+                 *grid.tile_shape, grid.pixel_overhead, "+".join(passes))
+    bar = progress(total=evaluations, desc=name, unit="tile",
+                   disable=None if show_progress else True)
+    try:
+        probability = predict_tiled(
+            image, predict_batch, tile_size=tiles, overlap=overlap_px, wrap=wrapping,
+            batch_size=batch_size, prepare=preprocessing.apply, flip=tta,
+            column_offsets=offsets, shrink=fixed is None, on_batch=bar.update,
+        )
+    finally:
+        bar.close()
+    np.clip(probability, 0.0, 1.0, out=probability)
+    if not details:
+        return probability
+    return Prediction(probability, wrapping, evaluations, grid.tile_shape, grid.pixel_overhead,
+                      passes)
+
+
+def probability_to_mask(probability: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *,
+                        value: int = 255) -> np.ndarray:
+    """uint8 (H, W): ``value`` where ``probability >= threshold``, else 0.
+
+    Example:
+        >>> probability_to_mask(np.array([[0.2, 0.5]], np.float32)).tolist()
+        [[0, 255]]
+    """
+    mask = np.greater_equal(probability, np.float32(threshold)).view(np.uint8)
+    return mask * np.uint8(value) if value != 1 else mask.copy()
+
+
+def overlay_background(image: np.ndarray, *, is_hdr: bool,
+                       max_size: int | None = DEFAULT_OVERLAY_MAX_SIZE) -> np.ndarray:
+    """The picture under the overlay: uint8 (h, w, 3), long side at most ``max_size``.
+
+    HDR images are box-averaged in radiance first and tonemapped small, which
+    is much faster at 8K than tonemapping full size and averages light the
+    way a smaller photograph would.
+    """
+    height, width = image.shape[:2]
+    factor = 1 if max_size is None else max(1, max(height, width) // max_size)
+    if factor > 1:
+        from PIL import Image
+
+        channels = [
+            np.asarray(Image.fromarray(np.ascontiguousarray(image[:, :, c], np.float32))
+                       .reduce(factor))
+            for c in range(3)
+        ]
+        image = np.stack(channels, axis=-1)
+    display = tonemap(image, is_hdr=is_hdr)
+    return resize_uint8(display, max_size)
+
+
+def output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
+    """Where the outputs of an input with this ``stem`` go, by ``--save`` name."""
+    out_dir = Path(out_dir)
+    return {
+        "mask": out_dir / f"{stem}_mask.png",
+        "overlay": out_dir / f"{stem}_overlay.png",
+        "prob": out_dir / f"{stem}_prob.png",
+        "exr": out_dir / f"{stem}_sky.exr",
+    }
+
+
+def _probability_uint16(probability: np.ndarray) -> np.ndarray:
+    out = np.empty(probability.shape, np.uint16)
+    for start in range(0, probability.shape[0], _CHUNK_ROWS):
+        block = probability[start:start + _CHUNK_ROWS] * np.float32(65535.0)
+        out[start:start + _CHUNK_ROWS] = np.rint(block, out=block)
+    return out
+
+
+def _sky_exr(image: np.ndarray, probability: np.ndarray, is_hdr: bool) -> np.ndarray:
+    """RGBA for the sky EXR, built in row chunks (no full-size float temporaries)."""
+    peak = float(image.max()) if is_hdr else 1.0
+    dtype = np.float16 if peak <= _HALF_MAX else np.float32
+    rgba = np.empty(image.shape[:2] + (4,), dtype)
+    for start in range(0, image.shape[0], _CHUNK_ROWS):
+        rows = slice(start, start + _CHUNK_ROWS)
+        rgba[rows, :, :3] = image[rows] if is_hdr else ldr_to_radiance(image[rows])
+        rgba[rows, :, 3] = probability[rows]
+    return rgba
+
+
+def write_outputs(out_dir: str | os.PathLike, stem: str, probability: np.ndarray, *,
+                  save=DEFAULT_SAVE, threshold: float = DEFAULT_THRESHOLD,
+                  background: np.ndarray | None = None, image: np.ndarray | None = None,
+                  is_hdr: bool = True) -> dict[str, Path]:
+    """Write the chosen outputs of one image (atomically).
+
+    Args:
+        out_dir: an existing folder.
+        stem: the input's name without extension.
+        probability: float32 (H, W) sky probability.
+        save: names from :data:`SAVE_CHOICES`.
+        threshold: probability at or above which a pixel is sky.
+        background: :func:`overlay_background` of the image (for ``overlay``).
+        image: the image as read (for ``exr``).
+        is_hdr: ``image`` is radiance (else 0..255, written as linear 0..1).
+
+    Returns:
+        ``{name: path}`` of the files written.
+
+    Raises:
+        ImageWriteError: a file could not be written.
+    """
+    paths = output_paths(out_dir, stem)
+    written: dict[str, Path] = {}
+    mask = probability_to_mask(probability, threshold, value=255)
+    if "mask" in save:
+        written["mask"] = write_png(paths["mask"], mask, level=1)
+    if "overlay" in save:
+        if background is None:
+            raise ConfigError("an overlay needs the image's overlay_background")
+        small = resize_mask(mask, *background.shape[:2])
+        written["overlay"] = write_png(paths["overlay"], tint(background, small, opacity=0.5))
+    del mask
+    if "prob" in save:
+        written["prob"] = write_png(paths["prob"], _probability_uint16(probability), level=1)
+    if "exr" in save:
+        if image is None:
+            raise ConfigError("the sky EXR needs the image")
+        rgba = _sky_exr(image, probability, is_hdr)
+        written["exr"] = write_exr(paths["exr"], rgba, half=rgba.dtype == np.float16)
+    return written
+
+
+def _parse_save(save) -> tuple[str, ...]:
+    names = [s.strip() for s in save.split(",")] if isinstance(save, str) else list(save)
+    names = [s for s in names if s]
+    unknown = [s for s in names if s not in SAVE_CHOICES]
+    if unknown or not names:
+        raise ConfigError(
+            f"--save {','.join(names) or '(empty)'}: unknown output(s) {unknown}; choose from "
+            f"{','.join(SAVE_CHOICES)}, e.g. --save mask,overlay,exr"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def prepare_output_folder(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` if needed and check that files can be written in it.
+
+    Raises:
+        ImageWriteError: it cannot be created or written to.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageWriteError(
+            f"{out_dir}: cannot create the output folder ({exc.strerror or exc}); "
+            "choose a writable --out"
+        ) from exc
+    try:
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".skyseg-probe", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise ImageWriteError(
+            f"{out_dir}: output folder is not writable ({exc.strerror or exc}); "
+            "choose a writable --out"
+        ) from exc
+    return out_dir
+
+
+def predict_files(
+    model,
+    inputs,
+    out_dir: str | os.PathLike,
+    *,
+    save=DEFAULT_SAVE,
+    threshold: float = DEFAULT_THRESHOLD,
+    overlay_max_size: int | None = DEFAULT_OVERLAY_MAX_SIZE,
+    mode: str | None = None,
+    **options,
+) -> BatchReport:
+    """Predict every input and write its outputs; bad files are reported, not fatal.
+
+    While one image is in the network, the next is read and the previous
+    one's files are written in background threads (at most one of each).
+
+    Args:
+        model: a :class:`~skyseg.model.LoadedModel`, run folder or model file.
+        inputs: image files, folders or glob patterns (any mix of formats).
+        out_dir: output folder (created).
+        save: outputs to write, from :data:`SAVE_CHOICES` (list or "a,b").
+        threshold: probability at or above which a pixel is sky.
+        overlay_max_size: long side of the overlay (None: full size).
+        mode: ``"hdr"``/``"ldr"`` for a bare model file without preprocessing.json.
+        **options: :func:`predict_image`'s tiling options (``tile_size``,
+            ``overlap``, ``batch_size``, ``wrap``, ``tta``, ``convert``).
+
+    Returns:
+        a :class:`~skyseg.log.BatchReport` (``exit_code`` 1 when some failed).
+
+    Raises:
+        ConfigError: bad options, or no images found.
+        ModelError: the model cannot be loaded.
+        ImageWriteError: the output folder cannot be written.
+
+    Example:
+        >>> report = predict_files("runs/hdr", ["panos/"], "results")  # doctest: +SKIP
+        >>> report.exit_code  # doctest: +SKIP
+        0
+    """
+    allowed = {"tile_size", "overlap", "batch_size", "wrap", "tta", "convert", "show_progress"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"predict_files() got unexpected keyword arguments {unknown}")
+    save = _parse_save(save)
+    options.setdefault("show_progress", True)
+    _check_settings(tile_size=options.get("tile_size", DEFAULT_TILE_SIZE),
+                    overlap=options.get("overlap"),
+                    batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE),
+                    wrap=options.get("wrap", "auto"), threshold=threshold)
+    if overlay_max_size is not None and overlay_max_size < 16:
+        raise ConfigError(f"--overlay-max-size must be at least 16 pixels, got {overlay_max_size}")
+    paths = find_images(inputs)
+    if not paths:
+        raise ConfigError(f"no images found in {[str(i) for i in inputs]}; pass files, folders "
+                          "or glob patterns of .exr/.hdr/.jpg/.png/.tif images")
+    out_dir = prepare_output_folder(out_dir)
+    loaded = load_predictor(model, mode=mode)
+    report = BatchReport("predict")
+    claimed: dict[str, Path] = {}
+    queue: list[Path] = []
+    for path in paths:
+        if path.stem in claimed:
+            report.failed(path, f"{path}: its outputs {path.stem}_* would overwrite those of "
+                                f"{claimed[path.stem]}; rename one of the two")
+            continue
+        claimed[path.stem] = path
+        queue.append(path)
+
+    reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="skyseg-read")
+    writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="skyseg-write")
+    pending: tuple[Path, concurrent.futures.Future] | None = None
+
+    def settle() -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        done_path, future = pending
+        pending = None
+        try:
+            written = future.result()
+            report.succeeded(done_path)
+            logger.info("%s -> %s", done_path, ", ".join(p.name for p in written.values()))
+        except SkysegError as exc:
+            report.failed(done_path, exc)
+
+    try:
+        next_read = reader.submit(read_image, queue[0], return_info=True) if queue else None
+        for index, path in enumerate(queue):
+            read, next_read = next_read, None
+            try:
+                image, info = read.result()
+            except SkysegError as exc:
+                report.failed(path, exc)
+                continue
+            finally:
+                if index + 1 < len(queue):
+                    next_read = reader.submit(read_image, queue[index + 1], return_info=True)
+            background = None
+            if "overlay" in save:
+                background = writer.submit(overlay_background, image, is_hdr=info.is_hdr,
+                                           max_size=overlay_max_size)
+            try:
+                probability = predict_image(loaded, image, is_hdr=info.is_hdr,
+                                            name=path.name, **options)
+            except SkysegError as exc:
+                if background is not None:
+                    background.cancel()
+                report.failed(path, exc)
+                continue
+            settle()  # the previous image's files: at most one write job at a time
+            pending = (path, writer.submit(
+                _write_job, out_dir, path.stem, probability, save, threshold, background,
+                image if "exr" in save else None, info.is_hdr))
+            del image, probability
+        settle()
+    finally:
+        for executor in (reader, writer):
+            executor.shutdown(wait=True, cancel_futures=True)
+    report.log_summary()
+    return report
+
+
+def _write_job(out_dir, stem, probability, save, threshold, background, image, is_hdr):
+    background = background.result() if background is not None else None
+    return write_outputs(out_dir, stem, probability, save=save, threshold=threshold,
+                         background=background, image=image, is_hdr=is_hdr)
+
+
+def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``predict`` and ``evaluate`` share (tiling, TTA, threshold, model)."""
+    group = parser.add_argument_group("prediction")
+    group.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
+                       help="tile side fed to the network, a multiple of 32 (independent of the "
+                            "training patch size)")
+    group.add_argument("--overlap", type=float, default=None,
+                       help="overlap of neighbouring tiles: pixels (>= 1) or a fraction of the "
+                            f"tile (< 1); default {DEFAULT_OVERLAP} px, at most a quarter of "
+                            "the tile")
+    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                       help="tiles per network call")
+    group.add_argument("--wrap", choices=("auto", "on", "off"), default="auto",
+                       help="wrap around horizontally (no seam at x = 0); auto: when the width "
+                            "is exactly twice the height (equirectangular panorama)")
+    group.add_argument("--tta", action="store_true",
+                       help="test-time augmentation: left-right flip, plus a half-width roll for "
+                            "wrapping panoramas (2x or 4x slower); never vertical flips")
+    group.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                       help="sky where the probability is at least this")
+    group.add_argument("--convert", action="store_true",
+                       help="allow LDR images into an HDR model (sRGB to linear) and HDR images "
+                            "into an LDR model (tonemapped)")
+    group.add_argument("--mode", choices=("hdr", "ldr"), default=None,
+                       help="preprocessing of a bare model file that has no preprocessing.json "
+                            "beside it")
+    group.add_argument("--which", choices=("best", "last"), default="best",
+                       help="checkpoint of a run folder")
+
+
+def prediction_options(args: argparse.Namespace) -> dict:
+    """:func:`predict_image` keyword arguments from parsed ``add_prediction_arguments``."""
+    overlap = args.overlap
+    if overlap is not None and overlap >= 1 and overlap == int(overlap):
+        overlap = int(overlap)
+    return dict(tile_size=args.tile_size, overlap=overlap, batch_size=args.batch_size,
+                wrap=args.wrap, tta=args.tta, convert=args.convert)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="run folder of skyseg train, or a .h5 model file")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders or glob patterns (EXR, HDR, TIFF, JPG, PNG)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--save", default=",".join(DEFAULT_SAVE),
+                        help=f"outputs to write, comma-separated from {','.join(SAVE_CHOICES)}")
+    parser.add_argument("--overlay-max-size", type=int, default=DEFAULT_OVERLAY_MAX_SIZE,
+                        help="long side of the overlay PNG in pixels (0: full size)")
+    add_prediction_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = _load_for_cli(args)
+    report = predict_files(
+        loaded, args.inputs, args.out, save=args.save, threshold=args.threshold,
+        overlay_max_size=args.overlay_max_size or None, **prediction_options(args),
+    )
+    logger.info("outputs in %s", args.out)
+    return report.exit_code
+
+
+def _load_for_cli(args: argparse.Namespace) -> LoadedModel:
+    """Check cheap settings and the output folder before the (slow) model load."""
+    check_tile_size(args.tile_size)
+    _check_settings(**{k: v for k, v in prediction_options(args).items()
+                       if k in ("tile_size", "overlap", "batch_size", "wrap")},
+                    threshold=args.threshold)
+    if getattr(args, "save", None) is not None:
+        _parse_save(args.save)
+    prepare_output_folder(args.out)
+    return load_predictor(args.model, mode=args.mode, which=args.which)
+
+
+if __name__ == "__main__":
+    sys.exit(stage_main("predict"))

@@ -1,0 +1,368 @@
+"""`skyseg predict`: tiny Keras models through the tiled path, outputs, bad input, the CLI.
+
+The networks here are one or two layers with hand-set weights (an identity that
+passes one input channel through, a constant, a symmetric blur), saved as real
+run folders, so the whole path (load_run, preprocessing, tiling, writing) runs
+while the maths stays checkable.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skyseg import predict as predict_module
+from skyseg.cli import main
+from skyseg.errors import ConfigError, ImageWriteError, ModelError
+from skyseg.io import read_image, write_exr, write_png
+from skyseg.model import import_keras, load_run, save_model
+from skyseg.predict import (
+    Prediction,
+    check_tile_size,
+    overlay_background,
+    predict_files,
+    predict_image,
+    prepare_output_folder,
+    probability_to_mask,
+)
+from skyseg.preprocess import Preprocessing
+
+from .conftest import ROOT, shared_path
+
+pytestmark = pytest.mark.slow  # every test here runs a (tiny) Keras network
+
+
+def _keras_model(kind: str, value: float = 0.0):
+    """identity: output = preprocessed channel 0; constant: output = value;
+    symmetric: 3x3 left-right symmetric conv + sigmoid; hblur: mean over 9 columns."""
+    keras = import_keras()
+    inputs = keras.Input((None, None, 3))
+    if kind == "identity":
+        layer = keras.layers.Conv2D(1, 1, use_bias=False)
+        outputs = layer(inputs)
+        layer.set_weights([np.array([1, 0, 0], np.float32).reshape(1, 1, 3, 1)])
+    elif kind == "constant":
+        layer = keras.layers.Conv2D(1, 1)
+        outputs = layer(inputs)
+        layer.set_weights([np.zeros((1, 1, 3, 1), np.float32), np.array([value], np.float32)])
+    elif kind == "symmetric":
+        layer = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")
+        outputs = layer(inputs)
+        kernel = np.random.default_rng(5).normal(size=(3, 3, 3, 1)).astype(np.float32) / 3
+        kernel[:, 2] = kernel[:, 0]  # columns a, b, a: left-right symmetric
+        layer.set_weights([kernel, np.array([0.1], np.float32)])
+    elif kind == "hblur":
+        layer = keras.layers.Conv2D(1, (1, 9), padding="same", use_bias=False)
+        outputs = layer(inputs)
+        kernel = np.zeros((1, 9, 3, 1), np.float32)
+        kernel[0, :, 0, 0] = 1 / 9
+        layer.set_weights([kernel])
+    else:
+        raise ValueError(kind)
+    return keras.Model(inputs, outputs)
+
+
+def make_run(folder, kind: str = "identity", *, mode: str = "ldr", value: float = 0.0):
+    """A run folder with model_best.h5 and preprocessing.json; returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(_keras_model(kind, value), folder / "model_best.h5", include_optimizer=False)
+    Preprocessing(mode=mode).save(folder / "preprocessing.json")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    return {
+        "identity": load_run(make_run(base / "identity")),
+        "constant": load_run(make_run(base / "constant", "constant", value=0.3)),
+        "symmetric": load_run(make_run(base / "symmetric", "symmetric")),
+        "hblur": load_run(make_run(base / "hblur", "hblur")),
+        "identity_path": base / "identity",
+        "hdr": make_run(base / "hdr", "constant", mode="hdr", value=0.75),
+    }
+
+
+def _ldr(rng, height, width):
+    return rng.integers(0, 256, (height, width, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape, overlap, wrap", [((45, 77), 0.25, "off"), ((33, 66), 5, "auto"),
+                                                  ((100, 61), 0, "off"), ((70, 140), 0.5, "on")])
+def test_identity_network_round_trips_through_tiling(runs, rng, shape, overlap, wrap):
+    image = _ldr(rng, *shape)
+    probability = predict_image(runs["identity"], image, is_hdr=False, tile_size=32,
+                                overlap=overlap, wrap=wrap, batch_size=3)
+    assert probability.dtype == np.float32 and probability.shape == shape
+    np.testing.assert_allclose(probability, image[..., 0] / 255, atol=1e-6)
+
+
+def test_constant_network_gives_a_constant_map_including_borders(runs, rng):
+    image = _ldr(rng, 50, 100)
+    result = predict_image(runs["constant"], image, is_hdr=False, tile_size=32, overlap=8,
+                           details=True)
+    assert isinstance(result, Prediction) and result.wrap  # 100 = 2 x 50: a panorama
+    np.testing.assert_allclose(result.probability, 0.3, atol=1e-6)
+    for border in (result.probability[0], result.probability[-1], result.probability[:, 0],
+                   result.probability[:, -1]):
+        np.testing.assert_allclose(border, 0.3, atol=1e-6)
+    assert probability_to_mask(result.probability).max() == 0
+
+
+def test_image_smaller_than_a_tile(runs, rng):
+    image = _ldr(rng, 7, 5)
+    result = predict_image(runs["identity"], image, is_hdr=False, details=True)
+    assert result.tiles == 1 and result.tile_shape == (96, 96)  # not a 1088-px tile
+    np.testing.assert_allclose(result.probability, image[..., 0] / 255, atol=1e-6)
+
+
+def test_tta_flip_of_a_symmetric_network_changes_nothing(runs, rng):
+    image = _ldr(rng, 60, 90)
+    plain = predict_image(runs["symmetric"], image, is_hdr=False, tile_size=32, overlap=8)
+    flipped = predict_image(runs["symmetric"], image, is_hdr=False, tile_size=32, overlap=8,
+                            tta=True, details=True)
+    assert flipped.passes == ["plain", "flip"]
+    np.testing.assert_allclose(flipped.probability, plain, atol=1e-6)
+    # On a panorama TTA adds the half-width roll; a pixel-wise network ignores it too.
+    pano = _ldr(rng, 40, 80)
+    both = predict_image(runs["identity"], pano, is_hdr=False, tile_size=32, overlap=8, tta=True,
+                         details=True)
+    assert both.passes == ["plain", "flip", "roll"]
+    np.testing.assert_allclose(both.probability, pano[..., 0] / 255, atol=1e-6)
+
+
+def test_wrap_commutes_with_roll_and_has_no_seam(runs):
+    # 96x192 panorama, 64-px tiles, 16 px overlap: 4 column tiles 48 px apart.
+    x = np.arange(192, dtype=np.float32)
+    row = 127.5 + 100 * np.sin(2 * np.pi * x / 192) + 20 * np.sin(6 * np.pi * x / 192)
+    image = np.repeat(np.repeat(row[None, :, None], 96, axis=0), 3, axis=2)
+    image[:, :, 0] += np.linspace(-20, 20, 96, dtype=np.float32)[:, None]
+    model = runs["hblur"]
+    plain = predict_image(model, image, is_hdr=False, tile_size=64, overlap=16)
+    for shift in (48, 96):
+        rolled = predict_image(model, np.roll(image, shift, axis=1), is_hdr=False, tile_size=64,
+                               overlap=16)
+        np.testing.assert_allclose(rolled, np.roll(plain, shift, axis=1), atol=1e-5)
+    across = np.abs(plain[:, 0] - plain[:, -1]).max()
+    inside = np.abs(np.diff(plain, axis=1)).max()
+    assert across <= inside * 1.01
+    mask = probability_to_mask(plain)
+    seam = np.count_nonzero(mask[:, 0] != mask[:, -1])
+    assert seam <= np.count_nonzero(mask[:, 1:] != mask[:, :-1], axis=0).max()
+    unwrapped = predict_image(model, image, is_hdr=False, tile_size=64, overlap=16, wrap="off")
+    assert np.abs(unwrapped[:, 0] - unwrapped[:, -1]).max() > 2 * inside  # the seam it avoids
+
+
+def test_hdr_ldr_mismatch_needs_convert(runs, rng):
+    image = _ldr(rng, 20, 30)
+    hdr_model = load_run(runs["hdr"])
+    with pytest.raises(ModelError, match="trained on HDR radiance but this is an LDR image; "
+                                         "pass --convert"):
+        predict_image(hdr_model, image, is_hdr=False)
+    converted = predict_image(hdr_model, image, is_hdr=False, convert=True)
+    np.testing.assert_allclose(converted, 0.75, atol=1e-6)
+    with pytest.raises(ModelError, match="trained on LDR .* but this is an HDR"):
+        predict_image(runs["identity"], image / 100, is_hdr=True)
+
+
+@pytest.mark.parametrize("size, nearest", [(1000, "992 or 1024"), (20, "32"), (100, "96 or 128")])
+def test_tile_size_not_a_multiple_of_32(size, nearest):
+    with pytest.raises(ConfigError, match=f"--tile-size {size} is not a multiple of 32.*use "
+                                          f"{nearest}$"):
+        check_tile_size(size)
+
+
+def test_bad_settings(runs, rng):
+    image = _ldr(rng, 20, 30)
+    with pytest.raises(ConfigError, match="--batch-size must be a positive"):
+        predict_image(runs["identity"], image, batch_size=0)
+    with pytest.raises(ConfigError, match="--wrap must be auto, on or off"):
+        predict_image(runs["identity"], image, wrap="yes")
+    with pytest.raises(ConfigError, match="more than half a tile"):
+        predict_image(runs["identity"], image, overlap=0.9)
+    with pytest.raises(ConfigError, match=r"expected an image \(H, W, 3\)"):
+        predict_image(runs["identity"], image[..., 0])
+
+
+def _exr_scene(rng, height=40, width=80):
+    image = np.full((height, width, 3), [0.3, 0.5, 1.2], np.float32)
+    image[height // 2:] = [0.05, 0.04, 0.02]
+    image[3:6, 10:13] = 3e4  # a sun
+    return image * np.float32(rng.uniform(0.5, 2))
+
+
+def test_outputs_of_every_kind(runs, rng, tmp_path):
+    scene = _exr_scene(rng)
+    write_exr(tmp_path / "pano.exr", scene, half=False)
+    write_png(tmp_path / "photo.png", _ldr(rng, 30, 45).astype(np.uint8))
+    out = tmp_path / "out"
+    report = predict_files(runs["hdr"], [tmp_path / "pano.exr", tmp_path / "photo.png"], out,
+                           save="mask,overlay,prob,exr", overlay_max_size=40, convert=True,
+                           tile_size=32, overlap=8)
+    assert report.exit_code == 0 and len(report.done) == 2
+    mask = np.asarray(Image.open(out / "pano_mask.png"))
+    assert mask.dtype == np.uint8 and mask.shape == (40, 80) and set(np.unique(mask)) == {255}
+    overlay = Image.open(out / "pano_overlay.png")
+    assert overlay.size == (40, 20) and overlay.mode == "RGB"
+    prob = np.asarray(Image.open(out / "pano_prob.png"))
+    assert prob.dtype == np.uint16 and (prob == round(0.75 * 65535)).all()
+    sky = read_image(out / "pano_sky.exr")
+    np.testing.assert_allclose(sky, scene, rtol=1e-3)  # half float: 3 significant digits
+    import OpenEXR
+
+    with OpenEXR.File(str(out / "pano_sky.exr"), separate_channels=True) as handle:
+        alpha = handle.channels()["A"].pixels
+        assert handle.channels()["R"].pixels.dtype == np.float16
+    np.testing.assert_allclose(alpha, 0.75, atol=1e-3)
+    # The LDR photo's EXR holds linear values 0..1.
+    photo_sky = read_image(out / "photo_sky.exr")
+    assert photo_sky.shape == (30, 45, 3) and 0 <= photo_sky.min() and photo_sky.max() <= 1.0
+
+
+def test_very_bright_sun_goes_to_a_float32_exr(runs, tmp_path):
+    image = np.full((16, 32, 3), 0.5, np.float32)
+    image[2, 2] = 2e5  # above the half-float range
+    write_exr(tmp_path / "sun.exr", image, half=False)
+    predict_files(runs["hdr"], [tmp_path / "sun.exr"], tmp_path / "out", save="exr")
+    np.testing.assert_allclose(read_image(tmp_path / "out" / "sun_sky.exr")[2, 2], 2e5)
+
+
+def test_overlay_background_shrinks_hdr_before_tonemapping(rng):
+    scene = _exr_scene(rng, 400, 800)
+    small = overlay_background(scene, is_hdr=True, max_size=200)
+    assert small.shape == (100, 200, 3) and small.dtype == np.uint8
+    sky, ground = small[:40].mean(axis=(0, 1)), small[60:].mean(axis=(0, 1))
+    assert sky[2] > sky[0] and ground.mean() < sky.mean()
+
+
+def test_damaged_file_among_several_inputs(runs, rng, tmp_path, capsys):
+    for name in ("a", "c"):
+        write_png(tmp_path / f"{name}.png", _ldr(rng, 20, 30).astype(np.uint8))
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30))
+    out = tmp_path / "out"
+    status = main(["predict", str(runs["identity_path"]), str(tmp_path / "a.png"),
+                   str(tmp_path / "b.png"), str(tmp_path / "c.png"), "--out", str(out),
+                   "--tile-size", "32"])
+    assert status == 1
+    assert (out / "a_mask.png").is_file() and (out / "c_mask.png").is_file()
+    assert (out / "a_overlay.png").is_file() and not (out / "b_mask.png").exists()
+    err = capsys.readouterr().err
+    assert "2 of 3 done, 1 failed" in err and f"FAILED {tmp_path / 'b.png'}" in err
+
+
+def test_ldr_file_into_hdr_model_is_reported_per_file(runs, rng, tmp_path):
+    write_exr(tmp_path / "good.exr", _exr_scene(rng))
+    write_png(tmp_path / "photo.png", _ldr(rng, 20, 30).astype(np.uint8))
+    report = predict_files(runs["hdr"], [tmp_path], tmp_path / "out")
+    assert report.exit_code == 1 and report.done == [str(tmp_path / "good.exr")]
+    assert "pass --convert" in report.failures[0][1]
+
+
+def test_name_clash_is_reported(runs, rng, tmp_path):
+    write_png(tmp_path / "a.png", _ldr(rng, 10, 10).astype(np.uint8))
+    Image.fromarray(_ldr(rng, 10, 10).astype(np.uint8)).save(tmp_path / "a.jpg")
+    report = predict_files(runs["identity"], [tmp_path / "a.jpg", tmp_path / "a.png"],
+                           tmp_path / "out")
+    assert report.exit_code == 1 and "would overwrite" in report.failures[0][1]
+
+
+def _one_line_error(capsys, status, expected):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith("skyseg predict: error: "), err
+    assert expected in err[0]
+
+
+def test_missing_model(tmp_path, rng, capsys):
+    write_png(tmp_path / "a.png", _ldr(rng, 10, 10).astype(np.uint8))
+    status = main(["predict", str(tmp_path / "no_run"), str(tmp_path / "a.png"), "--out",
+                   str(tmp_path / "out")])
+    _one_line_error(capsys, status, "no such run folder or model file")
+
+
+def test_corrupt_model(tmp_path, rng, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_best.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    Preprocessing(mode="ldr").save(run / "preprocessing.json")
+    write_png(tmp_path / "a.png", _ldr(rng, 10, 10).astype(np.uint8))
+    status = main(["predict", str(run), str(tmp_path / "a.png"), "--out", str(tmp_path / "out")])
+    _one_line_error(capsys, status, "not a readable Keras model")
+
+
+def test_bare_model_file_needs_mode(runs, tmp_path, rng, capsys):
+    bare = tmp_path / "bare.h5"
+    save_model(_keras_model("identity"), bare, include_optimizer=False)
+    write_png(tmp_path / "a.png", _ldr(rng, 10, 10).astype(np.uint8))
+    status = main(["predict", str(bare), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")])
+    _one_line_error(capsys, status, "pass --mode hdr|ldr")
+    assert main(["predict", str(bare), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+                 "--mode", "ldr"]) == 0
+    assert (tmp_path / "o" / "a_mask.png").is_file()
+    capsys.readouterr()
+    status = main(["predict", str(runs["identity_path"] / "model_best.h5"),
+                   str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--mode", "hdr"])
+    _one_line_error(capsys, status, "trained with LDR preprocessing but --mode hdr")
+
+
+def test_output_folder_not_writable(runs, tmp_path, rng, capsys, monkeypatch):
+    write_png(tmp_path / "a.png", _ldr(rng, 10, 10).astype(np.uint8))
+    (tmp_path / "file").write_text("not a folder")
+    status = main(["predict", str(runs["identity_path"]), str(tmp_path / "a.png"), "--out",
+                   str(tmp_path / "file" / "out")])
+    _one_line_error(capsys, status, "cannot create the output folder")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(predict_module.tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(ImageWriteError, match="output folder is not writable "
+                                              r"\(Permission denied\); choose a writable --out"):
+        prepare_output_folder(tmp_path / "locked")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--tile-size", "1000"], "--tile-size 1000 is not a multiple of 32 (the U-Net halves the "
+                              "tile 5 times); use 992 or 1024"),
+    (["--save", "mask,png"], "unknown output(s) ['png']"),
+    (["--threshold", "1.5"], "--threshold must be between 0 and 1"),
+    (["--overlap", "0.7"], "more than half a tile"),
+])
+def test_bad_options_fail_before_loading_the_model(tmp_path, capsys, args, expected):
+    status = main(["predict", str(tmp_path / "no_run"), str(tmp_path / "a.png"), "--out",
+                   str(tmp_path / "out"), *args])
+    _one_line_error(capsys, status, expected)
+
+
+def test_real_panorama_sample_wraps_automatically(runs, tmp_path):
+    sample = shared_path("exr-samples", "MultiResolution_KernerEnvLatLong.exr")
+    image, info = read_image(sample, return_info=True)
+    result = predict_image(load_run(runs["hdr"]), image, is_hdr=info.is_hdr, tile_size=256,
+                           details=True)
+    assert result.wrap and result.probability.shape == (512, 1024)
+    np.testing.assert_allclose(result.probability, 0.75, atol=1e-6)
+    report = predict_files(runs["hdr"], [sample], tmp_path, overlay_max_size=512, tile_size=256)
+    assert report.exit_code == 0
+    assert Image.open(tmp_path / "MultiResolution_KernerEnvLatLong_overlay.png").size == (512, 256)
+
+
+def test_python_m_skyseg_predict_takes_the_same_arguments(runs, tmp_path, rng):
+    write_png(tmp_path / "a.png", _ldr(rng, 12, 18).astype(np.uint8))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run(
+        [sys.executable, "-m", "skyseg.predict", str(runs["identity_path"]), str(tmp_path),
+         "--out", str(tmp_path / "out"), "--save", "mask,prob", "--tile-size", "64"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "a_mask.png").is_file() and (tmp_path / "out" / "a_prob.png").is_file()
+    help_text = subprocess.run([sys.executable, "-m", "skyseg.predict", "--help"], cwd=ROOT,
+                               env=env, capture_output=True, text=True, timeout=120).stdout
+    for option in ("--tile-size", "--overlap", "--batch-size", "--wrap", "--tta", "--threshold",
+                   "--save", "--overlay-max-size", "--convert"):
+        assert option in help_text
