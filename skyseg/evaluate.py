@@ -229,9 +229,9 @@ def boundary_scores(prediction: np.ndarray, truth: np.ndarray, *,
     """Boundary precision, recall and F-score with a distance tolerance.
 
     The boundary of a mask is its sky pixels that touch a non-sky pixel
-    (4-neighbourhood). For the truth, non-sky means value 0 (an edge
-    against ignored pixels is no edge); predicted boundary pixels on ignored
-    pixels are dropped. A boundary pixel is matched when the other mask's
+    (4-neighbourhood). Only edges between two pixels the truth does not
+    ignore count, in both masks: the truth cannot say whether an edge against
+    an ignored pixel is right. A boundary pixel is matched when the other mask's
     boundary lies within ``tolerance`` pixels (Euclidean).
 
     Returns:
@@ -252,7 +252,7 @@ def boundary_scores(prediction: np.ndarray, truth: np.ndarray, *,
         raise ConfigError(f"prediction {prediction.shape} and truth {truth.shape} differ in size")
     valid = truth != IGNORE
     true_edge = _inner_boundary(truth == 1, truth == 0)
-    predicted_edge = _inner_boundary(prediction, ~prediction) & valid
+    predicted_edge = _inner_boundary(prediction & valid, ~prediction & valid)
     true_count = int(np.count_nonzero(true_edge))
     predicted_count = int(np.count_nonzero(predicted_edge))
     if true_count == 0 or predicted_count == 0:
