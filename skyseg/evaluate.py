@@ -53,6 +53,8 @@ from skyseg.overlay import error_overlay, resize_mask
 from skyseg.predict import (
     DEFAULT_THRESHOLD,
     add_prediction_arguments,
+    check_options,
+    load_for_cli,
     load_predictor,
     overlay_background,
     predict_image,
@@ -457,10 +459,9 @@ def evaluate_model(
     """
     if (masks is None) == (coco is None):
         raise ConfigError("give exactly one source of truth: --masks DIR or --coco FILE")
-    if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"--threshold must be between 0 and 1 (exclusive), got {threshold!r}")
     if worst < 0:
         raise ConfigError(f"--worst must be >= 0, got {worst}")
+    check_options(options, threshold=threshold, caller="evaluate_model")
     images = Path(images)
     if not images.is_dir():
         raise ConfigError(f"{images}: images folder not found; check --images")
@@ -564,8 +565,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.images.is_dir():
+        raise ConfigError(f"{args.images}: images folder not found; check --images")
+    loaded = load_for_cli(args)
     result = evaluate_model(
-        args.model, args.images, masks=args.masks, coco=args.coco, out_dir=args.out,
+        loaded, args.images, masks=args.masks, coco=args.coco, out_dir=args.out,
         threshold=args.threshold, worst=args.worst, mode=args.mode, tolerance=args.tolerance,
         sky_categories=tuple(args.sky_categories or ("sky",)),
         non_sky_categories=tuple(args.non_sky_categories or ("non-sky",)),

@@ -58,6 +58,8 @@ __all__ = [
     "load_predictor",
     "keras_predictor",
     "check_tile_size",
+    "check_options",
+    "load_for_cli",
     "default_overlap",
     "is_panorama",
     "predict_image",
@@ -147,6 +149,27 @@ def default_overlap(tile_size: int) -> int:
         (64, 32)
     """
     return min(DEFAULT_OVERLAP, tile_size // 4)
+
+
+def check_options(options: dict, *, threshold: float = DEFAULT_THRESHOLD,
+                  caller: str = "predict") -> None:
+    """Validate :func:`predict_image` keyword options before any slow work.
+
+    Raises:
+        TypeError: an option :func:`predict_image` does not take.
+        ConfigError: a bad value (tile size, overlap, batch size, wrap, threshold).
+    """
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}")
+    _check_settings(tile_size=options.get("tile_size", DEFAULT_TILE_SIZE),
+                    overlap=options.get("overlap"),
+                    batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE),
+                    wrap=options.get("wrap", "auto"), threshold=threshold)
+
+
+_OPTIONS = frozenset({"tile_size", "overlap", "batch_size", "wrap", "tta", "convert",
+                      "show_progress"})
 
 
 def _check_settings(*, tile_size, overlap, batch_size, wrap, threshold=DEFAULT_THRESHOLD) -> None:
@@ -558,16 +581,9 @@ def predict_files(
         >>> report.exit_code  # doctest: +SKIP
         0
     """
-    allowed = {"tile_size", "overlap", "batch_size", "wrap", "tta", "convert", "show_progress"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise TypeError(f"predict_files() got unexpected keyword arguments {unknown}")
     save = _parse_save(save)
+    check_options(options, threshold=threshold, caller="predict_files")
     options.setdefault("show_progress", True)
-    _check_settings(tile_size=options.get("tile_size", DEFAULT_TILE_SIZE),
-                    overlap=options.get("overlap"),
-                    batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE),
-                    wrap=options.get("wrap", "auto"), threshold=threshold)
     if overlay_max_size is not None and overlay_max_size < 16:
         raise ConfigError(f"--overlay-max-size must be at least 16 pixels, got {overlay_max_size}")
     paths = find_images(inputs)
@@ -700,7 +716,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = _load_for_cli(args)
+    loaded = load_for_cli(args)
     report = predict_files(
         loaded, args.inputs, args.out, save=args.save, threshold=args.threshold,
         overlay_max_size=args.overlay_max_size or None, **prediction_options(args),
@@ -709,12 +725,9 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _load_for_cli(args: argparse.Namespace) -> LoadedModel:
+def load_for_cli(args: argparse.Namespace) -> LoadedModel:
     """Check cheap settings and the output folder before the (slow) model load."""
-    check_tile_size(args.tile_size)
-    _check_settings(**{k: v for k, v in prediction_options(args).items()
-                       if k in ("tile_size", "overlap", "batch_size", "wrap")},
-                    threshold=args.threshold)
+    check_options(prediction_options(args), threshold=args.threshold)
     if getattr(args, "save", None) is not None:
         _parse_save(args.save)
     prepare_output_folder(args.out)

@@ -232,6 +232,27 @@ def test_truth_source_errors(tmp_path):
         evaluate_model("run", tmp_path / "images", masks=tmp_path, coco=tmp_path / "a.json")
     with pytest.raises(ConfigError, match="images folder not found"):
         evaluate_model("run", tmp_path / "none", masks=tmp_path)
+    with pytest.raises(ConfigError, match="--tile-size 100 is not a multiple of 32"):
+        evaluate_model("run", tmp_path / "images", masks=tmp_path, tile_size=100)
+    with pytest.raises(ConfigError, match="--threshold must be between 0 and 1"):
+        evaluate_model("run", tmp_path / "images", masks=tmp_path, threshold=0)
+    with pytest.raises(ConfigError, match="--worst must be >= 0"):
+        evaluate_model("run", tmp_path / "images", masks=tmp_path, worst=-1)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['tile'\]"):
+        evaluate_model("run", tmp_path / "images", masks=tmp_path, tile=64)
+
+
+def test_cli_checks_options_before_loading_the_model(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    status = main(["evaluate", str(tmp_path / "no_run"), "--images", str(tmp_path / "images"),
+                   "--masks", str(tmp_path), "--out", str(tmp_path / "out"), "--tile-size", "48"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert err[0] == ("skyseg evaluate: error: --tile-size 48 is not a multiple of 32 (the U-Net "
+                      "halves the tile 5 times); use 32 or 64")
+    status = main(["evaluate", str(tmp_path / "no_run"), "--images", str(tmp_path / "images"),
+                   "--masks", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert status == 2 and "no such run folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow
