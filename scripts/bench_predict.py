@@ -33,25 +33,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SAMPLE = ROOT.parent / "shared" / "data" / "exr-samples" / "MultiResolution_KernerEnvLatLong.exr"
-HEIGHT, WIDTH = 4096, 8192
 
 
-def make_panorama(cache: Path) -> Path:
+def make_panorama(cache: Path, width: int = 8192, height: int = 4096) -> Path:
     """The 8K test panorama (bilinear upscale of the 1024x512 sample), cached."""
     import numpy as np
     from PIL import Image
 
     from skyseg.io import read_image, write_exr
 
-    target = cache / f"KernerEnvLatLong_{WIDTH}x{HEIGHT}.exr"
+    target = cache / f"KernerEnvLatLong_{width}x{height}.exr"
     if target.is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
     small = read_image(SAMPLE)
-    big = np.empty((HEIGHT, WIDTH, 3), np.float32)
+    big = np.empty((height, width, 3), np.float32)
     for c in range(3):
         big[:, :, c] = np.asarray(Image.fromarray(np.ascontiguousarray(small[:, :, c]))
-                                  .resize((WIDTH, HEIGHT), Image.BILINEAR))
+                                  .resize((width, height), Image.BILINEAR))
     np.maximum(big, 0, out=big)
     write_exr(target, big)
     return target
@@ -61,7 +60,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def run_one(panorama: Path, tile_size: int) -> dict:
+def run_one(panorama: Path, tile_size: int, width: int, height: int) -> dict:
     """One tile size, in this process; returns the figures."""
     import numpy as np
 
@@ -86,7 +85,7 @@ def run_one(panorama: Path, tile_size: int) -> dict:
     figures["rss_after_build_gb"] = peak_rss_gb()
 
     overlap = default_overlap(tile_size)
-    grid = tile_grid(HEIGHT, WIDTH, tile_size=tile_size, overlap=overlap, wrap=True)
+    grid = tile_grid(height, width, tile_size=tile_size, overlap=overlap, wrap=True)
     batch_size = DEFAULT_BATCH_SIZE
     predict_batch = keras_predictor(model)
     batch = np.random.default_rng(0).normal(
@@ -129,24 +128,28 @@ def main() -> int:
                         help="comma-separated tile sizes (multiples of 32)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "skyseg_bench",
                         help="where the 8K panorama is kept between runs")
+    parser.add_argument("--size", default="8192x4096",
+                        help="panorama WIDTHxHEIGHT (smaller for a quick check)")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import skyseg  # noqa: F401  (sets the Keras 2 environment before TensorFlow)
 
-    panorama = make_panorama(args.cache)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    panorama = make_panorama(args.cache, width, height)
     if args.single is not None:
-        print(json.dumps(run_one(panorama, args.single)))
+        print(json.dumps(run_one(panorama, args.single, width, height)))
         return 0
 
-    print(f"panorama: {panorama} ({WIDTH}x{HEIGHT}, {panorama.stat().st_size / 1e6:.1f} MB)")
+    print(f"panorama: {panorama} ({width}x{height}, {panorama.stat().st_size / 1e6:.1f} MB)")
     print(f"CPU cores: {os.cpu_count()}, load average at start: "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     results = []
     for tile_size in (int(t) for t in args.tile_sizes.split(",")):
         child = subprocess.run(
-            [sys.executable, __file__, "--single", str(tile_size), "--cache", str(args.cache)],
+            [sys.executable, __file__, "--single", str(tile_size), "--cache", str(args.cache),
+             "--size", args.size],
             capture_output=True, text=True,
         )
         if child.returncode != 0:

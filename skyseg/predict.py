@@ -44,7 +44,7 @@ from skyseg.log import BatchReport, progress
 from skyseg.model import PREPROCESSING_FILE, LoadedModel, load_run
 from skyseg.overlay import resize_mask, resize_uint8, tint
 from skyseg.preprocess import Preprocessing, ldr_to_radiance, radiance_to_ldr, tonemap
-from skyseg.tiling import axis_tiles, predict_tiled, resolve_overlap, tile_grid
+from skyseg.tiling import predict_tiled, resolve_overlap, tile_grid
 
 __all__ = [
     "DEFAULT_TILE_SIZE",
@@ -267,12 +267,11 @@ def _network_input(image: np.ndarray, *, image_is_hdr: bool, preprocessing: Prep
     return radiance_to_ldr(image) if image_is_hdr else ldr_to_radiance(image)
 
 
-def _roll_offset(width: int, tile_width: int, overlap_px: int) -> int:
+def _roll_offset(width: int, columns: int) -> int:
     """Column offset of the half-width-roll TTA pass: half the width plus half a tile
-    spacing, so that pass's tile borders fall inside the first pass's tiles even when
-    half the width is a whole number of spacings."""
-    count = axis_tiles(width, tile_width, overlap_px, wrap=True).count
-    return (width // 2 + round(width / (2 * count))) % width
+    spacing (``width / columns``), so that pass's tile borders fall inside the first
+    pass's tiles even when half the width is a whole number of spacings."""
+    return (width // 2 + round(width / (2 * columns))) % width
 
 
 @dataclass
@@ -372,7 +371,7 @@ def predict_image(
     if tta:
         passes.append("flip")
         if wrapping:
-            offsets = (0, _roll_offset(width, grid.cols.tile, overlap_px))
+            offsets = (0, _roll_offset(width, grid.cols.count))
             passes.append("roll")
     evaluations = grid.count * len(offsets) * (2 if tta else 1)
     logger.debug("%s: %dx%d, %s, %d tiles of %dx%d (pixel overhead %.2f), passes %s", name,

@@ -15,9 +15,13 @@ How an image of any size becomes tiles and back:
   start at ``offset + k * length / n`` and column indices are taken modulo
   the width, so a tile crossing x = 0 reads the columns at the far side and
   adds its prediction back into them. There is no border and no seam.
-- **Small images.** A tile never exceeds what its axis needs: its side is
-  the axis extent rounded up to ``multiple`` (32 for the U-Net), so a
-  200x300 photo is one 256x352 tile, not a 1024x1024 one.
+- **Tile sizes.** ``tile_size`` is the largest side. The number of tiles
+  along an axis follows from it; then (``shrink``) the tile side becomes the
+  smallest multiple of ``multiple`` (32 for the U-Net) that still covers the
+  axis with that many tiles, so few pixels are wasted: a photo of 200 rows
+  and 300 columns with 64 px overlap is one 288x384 tile (32 reflected
+  pixels each side, rounded up to 32), not a 1024x1024 one, and an
+  8192x4096 panorama with ``tile_size=1024`` is 5 x 9 tiles of 896x992.
 - **Window.** Each tile's prediction is multiplied by a separable window
   that rises from almost 0 to 1 over ``overlap`` pixels with a raised
   cosine (strictly positive, so every pixel has weight), and the merged map
@@ -258,18 +262,23 @@ def axis_tiles(length: int, tile_size: int, overlap: int, *, wrap: bool = False,
     if overlap < 0 or overlap > tile_size // 2:
         raise ConfigError(f"overlap {overlap} must be in 0..{tile_size // 2} px")
     margin = overlap // 2
+    tile = tile_size
     if wrap:
-        # A tile can cover the whole circle plus its own overlap.
-        tile = min(tile_size, _round_up(length + overlap, multiple)) if shrink else tile_size
         count = max(1, math.ceil(length / (tile - overlap)))
+        if shrink:
+            # The smallest tile that still covers the circle with this many tiles.
+            tile = min(tile, _round_up(math.ceil(length / count) + overlap, multiple))
         starts = tuple(int((offset + round(k * length / count)) % length) for k in range(count))
         return AxisTiles(length, tile, starts, overlap, True)
     extent = length + 2 * margin
-    tile = min(tile_size, _round_up(extent, multiple)) if shrink else tile_size
-    if tile >= extent:
+    count = 1 if tile >= extent else math.ceil((extent - tile) / (tile - overlap)) + 1
+    if shrink:
+        # The smallest tile that still covers the extent with this many tiles.
+        needed = math.ceil((extent + (count - 1) * overlap) / count)
+        tile = min(tile, _round_up(needed, multiple))
+    if count == 1:
         starts = ((length - tile) // 2,)
     else:
-        count = math.ceil((extent - tile) / (tile - overlap)) + 1
         step = (extent - tile) / (count - 1)
         starts = tuple(int(-margin + round(k * step)) for k in range(count))
     return AxisTiles(length, tile, starts, overlap, False)

@@ -103,6 +103,15 @@ def test_8k_panorama_grid():
     assert grid.pixel_overhead == pytest.approx(32 * 1088**2 / (4096 * 8192))
 
 
+def test_tiles_shrink_to_what_their_count_needs():
+    grid = tile_grid(4096, 8192, tile_size=1024, overlap=64, wrap=True)
+    assert (grid.rows.count, grid.cols.count, grid.tile_shape) == (5, 9, (896, 992))
+    assert 5 * 896 - 4 * 64 >= 4096 + 64 and 9 * (992 - 64) >= 8192  # still covered
+    assert tile_grid(300, 200, tile_size=1024, overlap=64).tile_shape == (384, 288)
+    fixed = tile_grid(300, 200, tile_size=1024, overlap=64, shrink=False)
+    assert fixed.tile_shape == (1024, 1024) and fixed.count == 1
+
+
 def test_wrapping_tile_reads_and_writes_back_across_x0():
     axis = axis_tiles(100, 64, 16, wrap=True, offset=70)
     k = 0
