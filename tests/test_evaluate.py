@@ -277,3 +277,74 @@ def test_mask_of_another_size(identity_run, tmp_path, rng):
     by_stem = {row["stem"]: row for row in result.rows}
     assert by_stem["img1"]["iou"] == pytest.approx(7 / 8)
     assert "another aspect ratio" in result.report.failures[0][1]
+
+
+def _coco_project(folder, rng):
+    """Four 16x24 photos and a Label Studio style COCO export of their sky.
+
+    Truth: the sky polygon covers rows 0-7 (a non-sky hole at rows 2-3, cols 4-7
+    in img0). The identity model predicts rows 0..7-k of image k.
+    """
+    images = folder / "images"
+    images.mkdir()
+    entries, annotations = [], []
+    for k in range(4):
+        picture = rng.integers(0, 100, (16, 24, 3)).astype(np.uint8)
+        picture[:, :, 0] = 0
+        picture[:8 - k, :, 0] = 255
+        write_png(images / f"img{k}.png", picture)
+        entries.append({"id": k, "width": 24, "height": 16,
+                        "file_name": f"images/{k:08x}-img{k}.png"})
+        annotations.append({"id": 10 + k, "image_id": k, "category_id": 1,
+                            "segmentation": [[0, 0, 24, 0, 24, 8, 0, 8]]})
+    annotations.append({"id": 99, "image_id": 0, "category_id": 2,
+                        "segmentation": [[4, 2, 8, 2, 8, 4, 4, 4]]})
+    coco = folder / "result.json"
+    coco.write_text(json.dumps({"images": entries, "annotations": annotations, "categories": [
+        {"id": 1, "name": "sky"}, {"id": 2, "name": "non-sky"}]}))
+    return images, coco
+
+
+@pytest.mark.slow
+def test_evaluate_with_a_coco_export(identity_run, tmp_path, rng):
+    images, coco = _coco_project(tmp_path, rng)
+    result = evaluate_model(identity_run, images, coco=coco, out_dir=tmp_path / "out",
+                            tile_size=32, worst=2)
+    assert result.report.exit_code == 0
+    by_stem = {row["stem"]: row for row in result.rows}
+    # img0: truth = 8 rows minus the 2x4 hole (184 px); the prediction covers all 8 rows.
+    assert by_stem["img0"]["iou"] == pytest.approx((8 * 24 - 8) / (8 * 24))
+    assert by_stem["img0"]["precision"] == pytest.approx((8 * 24 - 8) / (8 * 24))
+    for k in (1, 2, 3):
+        assert by_stem[f"img{k}"]["iou"] == pytest.approx((8 - k) / 8)
+    assert [stem for stem, _, _ in result.worst] == ["img3", "img2"]
+    assert (tmp_path / "out" / "worst" / "1_img3_errors.png").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_on_real_camvid_labels(tmp_path, camvid):
+    """Real photos and real Label Studio polygons, with a colour-rule 'network'
+    (blue and bright is sky) so the scores mean something."""
+    from skyseg.model import import_keras, save_model
+    from skyseg.preprocess import Preprocessing
+
+    keras = import_keras()
+    inputs = keras.Input((None, None, 3))
+    layer = keras.layers.Conv2D(1, 1, activation="sigmoid")
+    model = keras.Model(inputs, layer(inputs))
+    layer.set_weights([np.array([-4, 2, 8], np.float32).reshape(1, 1, 3, 1),
+                       np.array([-3.5], np.float32)])
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(model, run / "model_best.h5", include_optimizer=False)
+    Preprocessing(mode="ldr").save(run / "preprocessing.json")
+    images = tmp_path / "images"
+    images.mkdir()
+    names = sorted((camvid / "images").glob("0001TP_*.jpg"))[:6]
+    for name in names:
+        (images / name.name).symlink_to(name)
+    result = evaluate_model(run, images, coco=camvid / "result.json", out_dir=tmp_path / "out")
+    assert result.report.exit_code == 0 and len(result.rows) == 6
+    assert 0.3 < result.summary["mean"]["iou"] < 1.0  # a crude rule, but it finds sky
+    assert len(result.summary["missing_truth"]) == 468 - 6
+    assert len(list((tmp_path / "out" / "worst").iterdir())) == 5
