@@ -51,6 +51,7 @@ _LAZY = {
     "sanitize_radiance": "skyseg.preprocess",
     "clip_radiance": "skyseg.preprocess",
     "tonemap": "skyseg.preprocess",
+    "make_demo_data": "skyseg.demo",
 }
 
 __all__ = [

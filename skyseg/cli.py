@@ -22,6 +22,7 @@ __all__ = ["main", "build_parser", "STAGES"]
 
 #: Stage name -> module. The order is the workflow's.
 STAGES = {
+    "demo-data": "skyseg.demo",
     "previews": "skyseg.previews",
 }
 
