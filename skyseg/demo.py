@@ -621,6 +621,11 @@ def _wrap_piece(xs: np.ndarray, ys: np.ndarray, width: float) -> list:
 def _skyline(pieces: list, width: float, horizon: float) -> np.ndarray:
     """Exact upper envelope (smallest y) of piecewise-linear height fields over 0..width.
 
+    Each piece is ``(xs, ys)`` with increasing xs (x may leave 0..width: it
+    wraps) and must start and end at or below the horizon (y >= horizon), as
+    every silhouette stands on the ground: the envelope is then continuous and
+    exact between the returned points.
+
     Returns float64 (N, 2) points from x = 0 to x = width, collinear points removed.
     """
     parts = [(np.array([0.0, width]), np.array([horizon, horizon]))]
