@@ -365,6 +365,15 @@ def test_other_settings_are_refused_unless_overwrite(tmp_path):
                                                 seed=3).out_dir)
 
 
+def test_outputs_without_demo_json_are_regenerated(tmp_path):
+    out = tmp_path / "demo"
+    make_demo_data(out, scenes=2, width=64, seed=1)
+    (out / "demo.json").unlink()  # nothing says which settings made the rest
+    make_demo_data(out, scenes=2, width=64, seed=2)
+    assert _files(out) == _files(make_demo_data(tmp_path / "fresh", scenes=2, width=64,
+                                                seed=2).out_dir)
+
+
 def test_a_folder_with_other_files_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a demo-data folder.*notes.txt"):
