@@ -53,6 +53,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,7 @@ def _basename(file_name: str) -> str:
         text = values[0].replace("\\", "/") if values else path_part
     elif "%" in text and re.search(r"%[0-9A-Fa-f]{2}", text):
         text = unquote(text)
-    return text.rstrip("/").rsplit("/", 1)[-1].strip()
+    return text.rsplit("/", 1)[-1].strip()
 
 
 def original_name(file_name: str) -> str:
@@ -401,6 +402,16 @@ def load_coco(path: str | os.PathLike, *, sky_categories=DEFAULT_SKY_CATEGORIES,
     return CocoLabels(path, entries)
 
 
+def _decode(rle) -> np.ndarray:
+    """pycocotools' decode, without the NumPy 2 DeprecationWarning it emits on every call."""
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept",
+                                category=DeprecationWarning)
+        return mask_utils.decode(rle)
+
+
 def _rle_counts(text: str) -> list[int]:
     """Decode COCO's compressed RLE string (as pycocotools' rleFrString) to run lengths.
 
@@ -594,7 +605,7 @@ class CocoLabels:
         from skyseg.overlay import resize_mask
 
         self._check_aspect(entry, (rle_height, rle_width), (height, width), "its RLE mask is")
-        resized = resize_mask(mask_utils.decode(rle), height, width)
+        resized = resize_mask(_decode(rle), height, width)
         return mask_utils.encode(np.asfortranarray(resized, dtype=np.uint8))
 
     def mask(self, stem: str, height: int, width: int) -> np.ndarray:
@@ -654,9 +665,9 @@ class CocoLabels:
                 rles[annotation.role].extend(mask_utils.frPyObjects(flat, height, width))
         mask = np.zeros((height, width), dtype=np.uint8)
         if rles[SKY]:
-            mask = mask_utils.decode(mask_utils.merge(rles[SKY], intersect=False))
+            mask = _decode(mask_utils.merge(rles[SKY], intersect=False))
             if rles[NON_SKY]:
-                holes = mask_utils.decode(mask_utils.merge(rles[NON_SKY], intersect=False))
+                holes = _decode(mask_utils.merge(rles[NON_SKY], intersect=False))
                 mask &= holes ^ 1
         return np.ascontiguousarray(mask, dtype=np.uint8)
 
