@@ -577,6 +577,10 @@ class CocoLabels:
             raise AnnotationError(f"{where}: RLE size {size!r} is not [height, width]; export "
                                   "the project again")
         rle_height, rle_width = int(size[0]), int(size[1])
+        if rle_height * rle_width >= 2**31:
+            # pycocotools counts runs in 32-bit integers
+            raise AnnotationError(f"{where}: RLE size {rle_width}x{rle_height} is too large "
+                                  "(2^31 pixels at most); export the project again")
         if isinstance(counts, str):
             try:
                 runs = _rle_counts(counts)

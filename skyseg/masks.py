@@ -142,24 +142,30 @@ def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--coco", required=True, type=Path, metavar="FILE",
+    # SUPPRESS keeps the help formatter from appending "(default: None)" where the
+    # real default is written in the help text; run() fills the defaults in.
+    hidden = argparse.SUPPRESS
+    parser.add_argument("--coco", required=True, type=Path, metavar="FILE", default=hidden,
                         help="Label Studio export in COCO format (result.json)")
-    parser.add_argument("--images", required=True, type=Path, metavar="DIR",
+    parser.add_argument("--images", required=True, type=Path, metavar="DIR", default=hidden,
                         help="folder with the labelled images (or their EXR/HDR originals)")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", default=hidden,
                         help="folder for <stem>_mask.png and <stem>_labels.png")
     parser.add_argument("--sky-category", nargs="+", action="extend", metavar="NAME",
-                        dest="sky_categories", default=None,
-                        help="category names that are sky, case-insensitive "
+                        dest="sky_categories", default=hidden,
+                        help="category names that are sky, case-insensitive; repeatable "
                              f"(default: {' '.join(DEFAULT_SKY_CATEGORIES)})")
     parser.add_argument("--non-sky-category", nargs="+", action="extend", metavar="NAME",
-                        dest="non_sky_categories", default=None,
-                        help="category names cut out of the sky: poles, wires, branches "
-                             f"(default: {' '.join(DEFAULT_NON_SKY_CATEGORIES)})")
-    parser.add_argument("--mode", choices=("hdr", "ldr"), default=None,
+                        dest="non_sky_categories", default=hidden,
+                        help="category names cut out of the sky (poles, wires, branches); "
+                             "repeatable (default: "
+                             f"{' '.join(DEFAULT_NON_SKY_CATEGORIES)}, may be absent from the "
+                             "file)")
+    parser.add_argument("--mode", choices=("hdr", "ldr"), default=hidden,
                         help="when several files share a name (scene.exr, scene.jpg), use the "
-                             "HDR one or the LDR one (default: HDR)")
+                             "HDR one or the LDR one (default: hdr)")
     parser.add_argument("--no-labels-overlay", action="store_false", dest="labels_overlay",
+                        default=hidden,
                         help="write only the masks, not the tinted <stem>_labels.png images "
                              "(faster: reads image headers only)")
     parser.add_argument("--overwrite", action="store_true",
@@ -169,9 +175,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     report = export_masks(
         args.coco, args.images, args.out,
-        sky_categories=tuple(args.sky_categories or DEFAULT_SKY_CATEGORIES),
-        non_sky_categories=tuple(args.non_sky_categories or DEFAULT_NON_SKY_CATEGORIES),
-        mode=args.mode, labels_overlay=args.labels_overlay, overwrite=args.overwrite,
+        sky_categories=tuple(getattr(args, "sky_categories", DEFAULT_SKY_CATEGORIES)),
+        non_sky_categories=tuple(getattr(args, "non_sky_categories",
+                                         DEFAULT_NON_SKY_CATEGORIES)),
+        mode=getattr(args, "mode", None), labels_overlay=getattr(args, "labels_overlay", True),
+        overwrite=args.overwrite,
     )
     logger.info("masks in %s", args.out)
     return report.exit_code

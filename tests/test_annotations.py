@@ -539,6 +539,12 @@ def test_rle_without_size(tmp_path):
         labels.mask("scene", H, W)
 
 
+def test_rle_too_large(tmp_path):
+    labels = _labels_with(tmp_path, {"size": [100000, 100000], "counts": [10**10]})
+    with pytest.raises(AnnotationError, match="RLE size 100000x100000 is too large"):
+        labels.mask("scene", H, W)
+
+
 def test_other_picture_with_another_aspect_ratio(tmp_path):
     labels = _labels_with(tmp_path, [rect(0, 0, 2, 2)], width=480, height=360)
     with pytest.raises(AnnotationError, match="labelled at 480x360 but the image to mask is "

@@ -166,11 +166,12 @@ def test_cli_writes_masks(project, run_main):
 
 def test_cli_category_names(project, run_main):
     data = project["data"]
-    data["categories"] = [{"id": 1, "name": "Clear Sky"}, {"id": 2, "name": "Wire"}]
+    data["categories"] = [{"id": 1, "name": "Clear Sky"}, {"id": 2, "name": "Wire"},
+                          {"id": 3, "name": "pole"}]
     coco = write_json(project["coco"], data)
     code, err = run_main("masks", "--coco", coco, "--images", project["images"],
                          "--out", project["out"], "--sky-category", "clear sky",
-                         "--non-sky-category", "wire")
+                         "--non-sky-category", "pole", "--non-sky-category", "wire")
     assert code == 0, err
     check_outputs(project["out"], "abc")
 
