@@ -24,6 +24,7 @@ __all__ = ["main", "build_parser", "STAGES"]
 STAGES = {
     "demo-data": "skyseg.demo",
     "previews": "skyseg.previews",
+    "masks": "skyseg.masks",
 }
 
 
