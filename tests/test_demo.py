@@ -12,6 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from skyseg.annotations import load_coco, match_images
 from skyseg.cli import STAGES
 from skyseg.demo import (
     EV_RANGE,
@@ -130,6 +131,20 @@ def test_polygons_scaled_to_full_size_reproduce_the_masks(demo):
         assert from_polygons.shape == truth.shape
         assert _iou(from_polygons, truth) > 0.99
         assert np.array_equal(from_polygons, truth)  # same polygons, same rasteriser
+
+
+def test_masks_through_skyseg_annotations(demo):
+    labels = load_coco(demo.coco)
+    assert labels.stems() == demo.scenes  # upload prefixes stripped
+    matched, missing = match_images(labels, demo.images, mode="hdr")
+    assert missing == [] and [(p.name, s) for p, s in matched] == [
+        (f"{name}.exr", name) for name in demo.scenes]
+    for path, stem in matched:
+        truth = np.asarray(Image.open(demo.masks / f"{stem}.png"))
+        assert truth.shape == read_image(path).shape[:2]
+        mask = labels.mask(stem, *truth.shape)  # scaled x2 from the preview
+        assert _iou(mask, truth) > 0.99
+        assert np.mean(mask != truth) < 0.001
 
 
 def test_rendered_sky_is_the_labelled_sky():
