@@ -8,7 +8,7 @@ form real users start from::
     DIR/previews/scene_000.jpg  half size, tonemapped: what a person labels
     DIR/result.json             Label Studio style COCO export made on the previews
     DIR/masks/scene_000.png     exact full-size truth, uint8 0/1 (for evaluation)
-    DIR/train.txt, DIR/val.txt  scene names; val (~1/4) is held out
+    DIR/train.txt, DIR/val.txt  scene names; val (~1/4, every theme) is held out
     DIR/demo.json               settings and per-scene facts (EV, sun, objects)
     DIR/README.md               what the data is
 
@@ -1029,12 +1029,18 @@ def _plan(scenes: int, width: int, seed: int):
     records = [make_scene(name, np.random.default_rng([seed, 1, index]), width=width,
                           theme=THEMES[index % len(THEMES)], ev=float(evs[index]))
                for index, name in enumerate(names)]
-    # Held-out scenes evenly spread over the exposures, so train and val both span them.
+    # Held out: one scene from each run of consecutive scenes, the themes taken in
+    # turn, so that val has every theme (and train too) once there are 8 scenes.
     val_count = 0 if scenes < 2 else max(1, round(scenes / 4))
-    by_exposure = np.argsort(evs, kind="stable")
-    offset = rng.uniform(0.0, 1.0)
-    picks = {int(by_exposure[int((k + offset) * scenes / val_count)]) for k in range(val_count)}
-    val = [names[i] for i in sorted(picks)]
+    offset = int(rng.integers(0, len(THEMES)))
+    picks = []
+    for run, chunk in enumerate(np.array_split(np.arange(scenes), max(val_count, 1))):
+        if not val_count:
+            break
+        wanted = THEMES[(run + offset) % len(THEMES)]
+        fits = [int(i) for i in chunk if records[i].theme == wanted]
+        picks.append(fits[0] if fits else int(chunk[(run + offset) % len(chunk)]))
+    val = [names[i] for i in picks]
     train = [name for name in names if name not in set(val)]
     return records, prefixes, train, val
 

@@ -335,6 +335,9 @@ def test_split_disjoint_about_a_quarter_held_out():
         assert not set(train) & set(val) and sorted(train + val) == names
         assert len(val) == max(1, round(scenes / 4))
         assert len(set(prefixes)) == scenes
+    records, _, train, val = _plan(16, 64, seed=0)
+    themes = {scene.name: scene.theme for scene in records}
+    assert {themes[name] for name in val} == set(THEMES)  # every theme is held out once
     _, _, train, val = _plan(1, 64, seed=0)
     assert train == ["scene_000"] and val == []
 
