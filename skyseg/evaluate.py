@@ -385,13 +385,8 @@ def _fit(truth: np.ndarray, height: int, width: int, source: str) -> np.ndarray:
 
 def _coco_pairs(images_dir: Path, coco: Path, *, mode: str, sky_categories,
                 non_sky_categories) -> tuple[list, list[str]]:
-    try:
-        from skyseg.annotations import load_coco, match_images
-    except ImportError as exc:  # pragma: no cover - only before annotations is merged
-        raise ConfigError(
-            "COCO evaluation needs skyseg.annotations, which this installation lacks; "
-            "export masks with skyseg masks and pass --masks"
-        ) from exc
+    from skyseg.annotations import load_coco, match_images
+
     labels = load_coco(coco, sky_categories=sky_categories, non_sky_categories=non_sky_categories)
     matched, missing = match_images(labels, images_dir, mode=mode)
 
@@ -435,7 +430,8 @@ def evaluate_model(
         images: folder of images (EXR/HDR/JPG/PNG/TIFF).
         masks: folder of truth masks (``<stem>_mask.png`` or ``<stem>.png``);
             or
-        coco: a Label Studio COCO export (needs :mod:`skyseg.annotations`).
+        coco: a Label Studio COCO export (read by :mod:`skyseg.annotations`:
+            sky polygons minus non-sky polygons, matched by original name).
         out_dir: where to write ``metrics.csv``, ``summary.json`` and the
             worst overlays; None writes nothing.
         threshold: probability at or above which a pixel is predicted sky.
