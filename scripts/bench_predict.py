@@ -8,7 +8,9 @@ that peak memory is its own, measures:
 - end-to-end wall time of ``predict_files`` with default settings otherwise
   (read the EXR, tile, preprocess, predict, merge, write mask + overlay);
 - pure model time for the same tiles (same shapes, same batches, same
-  Keras call, graph already traced) in the same process;
+  Keras call, graph already traced) in the same process, timed before and
+  after the end-to-end run (the mean is used; the two show the drift that
+  other jobs on a shared machine cause);
 - their ratio (target <= 1.3), the pixel overhead of the overlap, the model
   time the image's own pixels would take, and the peak RSS (target < 2.5 GB).
 
@@ -64,13 +66,9 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int) -> dict:
     """One tile size, in this process; returns the figures."""
     import numpy as np
 
+    import skyseg.predict
     from skyseg.model import LoadedModel, build_model
-    from skyseg.predict import (
-        DEFAULT_BATCH_SIZE,
-        default_overlap,
-        keras_predictor,
-        predict_files,
-    )
+    from skyseg.predict import DEFAULT_BATCH_SIZE, default_overlap, keras_predictor, predict_files
     from skyseg.preprocess import Preprocessing
     from skyseg.tiling import tile_grid
 
@@ -93,7 +91,33 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int) -> dict:
     start = time.perf_counter()
     predict_batch(batch)  # traces the graph for this shape, as the first tile would
     figures["warmup_s"] = time.perf_counter() - start
+    batches = -(-grid.count // batch_size)
 
+    def pure_model_time() -> float:
+        """The same number of same-shaped batches through the same Keras call."""
+        begin = time.perf_counter()
+        for _ in range(batches):
+            predict_batch(batch)
+        return time.perf_counter() - begin
+
+    # Timed before and after the end-to-end run: other jobs on a shared machine
+    # change the speed, and the mean of both brackets the run.
+    figures["model_before_s"] = pure_model_time()
+
+    calls: list[float] = []
+
+    def timed_predictor(network):
+        inner = keras_predictor(network)
+
+        def predict(tiles):
+            begin = time.perf_counter()
+            result = inner(tiles)
+            calls.append(time.perf_counter() - begin)
+            return result
+
+        return predict
+
+    skyseg.predict.keras_predictor = timed_predictor
     with tempfile.TemporaryDirectory(prefix="skyseg-bench-") as out:
         start = time.perf_counter()
         report = predict_files(loaded, [panorama], out, tile_size=tile_size,
@@ -102,13 +126,12 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int) -> dict:
         if report.exit_code != 0:
             raise SystemExit(f"prediction failed: {report.failures}")
         figures["outputs"] = sorted(os.listdir(out))
+    skyseg.predict.keras_predictor = keras_predictor
     figures["peak_rss_gb"] = peak_rss_gb()
+    figures["model_calls_in_pipeline_s"] = sum(calls)
 
-    batches = -(-grid.count // batch_size)
-    start = time.perf_counter()
-    for _ in range(batches):
-        predict_batch(batch)
-    figures["model_s"] = time.perf_counter() - start
+    figures["model_after_s"] = pure_model_time()
+    figures["model_s"] = (figures["model_before_s"] + figures["model_after_s"]) / 2
     figures.update(
         tiles=grid.count, grid=f"{grid.rows.count}x{grid.cols.count}",
         tile_shape=list(grid.tile_shape), overlap_px=overlap, batch_size=batch_size,
@@ -164,7 +187,11 @@ def main() -> int:
             f"  end-to-end wall time     {figures['end_to_end_s']:8.1f} s  "
             f"(read + tiles + model + merge + write {', '.join(figures['outputs'])})\n"
             f"  pure model time, same tiles {figures['model_s']:5.1f} s  "
-            f"({figures['megapixels_per_s']:.3f} MP/s)\n"
+            f"({figures['megapixels_per_s']:.3f} MP/s; mean of {figures['model_before_s']:.1f} s "
+            f"before and {figures['model_after_s']:.1f} s after)\n"
+            f"  model calls inside the run {figures['model_calls_in_pipeline_s']:6.1f} s  "
+            f"(the rest, {figures['end_to_end_s'] - figures['model_calls_in_pipeline_s']:.1f} s,"
+            " is read + waiting for tiles + merge + write)\n"
             f"  ratio end-to-end / model {figures['ratio']:8.3f}    (target <= 1.3)\n"
             f"  pixel overhead of overlap{figures['pixel_overhead']:8.3f}  "
             f"(tile pixels / image pixels)\n"

@@ -284,6 +284,7 @@ class Prediction:
         tiles: tile evaluations (all passes and flips).
         tile_shape: (height, width) of the tiles.
         pixel_overhead: pixels fed to the network / image pixels.
+        passes: ``"plain"``, plus ``"flip"`` and ``"roll"`` with TTA.
     """
 
     probability: np.ndarray
@@ -374,7 +375,7 @@ def predict_image(
             offsets = (0, _roll_offset(width, grid.cols.count))
             passes.append("roll")
     evaluations = grid.count * len(offsets) * (2 if tta else 1)
-    logger.debug("%s: %dx%d, %s, %d tiles of %dx%d (pixel overhead %.2f), passes %s", name,
+    logger.info("%s: %dx%d, %s, %d tiles of %dx%d (pixel overhead %.2f), passes %s", name,
                  width, height, "wrap-around" if wrapping else "no wrap", grid.count,
                  *grid.tile_shape, grid.pixel_overhead, "+".join(passes))
     bar = progress(total=evaluations, desc=name, unit="tile",

@@ -121,6 +121,20 @@ def test_image_smaller_than_a_tile(runs, rng):
     np.testing.assert_allclose(result.probability, image[..., 0] / 255, atol=1e-6)
 
 
+def test_model_with_a_fixed_input_size_gets_tiles_of_that_size(tmp_path, rng):
+    keras = import_keras()
+    inputs = keras.Input((32, 64, 3))
+    layer = keras.layers.Conv2D(1, 1, use_bias=False)
+    model = keras.Model(inputs, layer(inputs))
+    layer.set_weights([np.array([0, 0, 1], np.float32).reshape(1, 1, 3, 1)])
+    save_model(model, tmp_path / "model_best.h5", include_optimizer=False)
+    Preprocessing(mode="ldr").save(tmp_path / "preprocessing.json")
+    image = _ldr(rng, 45, 20)  # smaller than the fixed width: padded, not shrunk
+    result = predict_image(tmp_path, image, is_hdr=False, tile_size=1024, details=True)
+    assert result.tile_shape == (32, 64) and result.tiles == 2  # 45 + 8 rows: 2 x 1 tiles
+    np.testing.assert_allclose(result.probability, image[..., 2] / 255, atol=1e-6)
+
+
 def test_tta_flip_of_a_symmetric_network_changes_nothing(runs, rng):
     image = _ldr(rng, 60, 90)
     plain = predict_image(runs["symmetric"], image, is_hdr=False, tile_size=32, overlap=8)
