@@ -353,22 +353,32 @@ def _pair(tile_size: int | tuple[int, int]) -> tuple[int, int]:
     return int(tile_size), int(tile_size)
 
 
+def _as_slice(indices: np.ndarray) -> slice | None:
+    """The slice equal to ``indices`` when they are a plain ascending run, else None."""
+    if len(indices) and indices[-1] - indices[0] == len(indices) - 1 and (
+            np.diff(indices) == 1).all():
+        return slice(int(indices[0]), int(indices[-1]) + 1)
+    return None
+
+
 def extract_tile(image: np.ndarray, grid: TileGrid, i: int, j: int) -> np.ndarray:
     """Copy tile ``(i, j)`` out of ``image`` (H, W[, C]), reflecting or wrapping as needed.
+
+    Only the tile is copied (never a full-width band of reflected rows).
 
     Returns:
         array ``(tile_h, tile_w[, C])`` of ``image``'s dtype.
     """
     rows = grid.rows.source_indices(i)
     cols = grid.cols.source_indices(j)
-    # Slicing where the indices are a plain run avoids a full fancy-index pass.
-    if rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
-        band = image[rows[0]:rows[-1] + 1]
-    else:
-        band = image[rows]
-    if cols[-1] - cols[0] == len(cols) - 1 and (np.diff(cols) == 1).all():
-        return np.array(band[:, cols[0]:cols[-1] + 1])
-    return band[:, cols]
+    row_run, col_run = _as_slice(rows), _as_slice(cols)
+    if row_run is not None and col_run is not None:
+        return np.array(image[row_run, col_run])
+    if col_run is not None:
+        return image[:, col_run][rows]
+    if row_run is not None:
+        return image[row_run][:, cols]
+    return image[np.ix_(rows, cols)]
 
 
 class TileAccumulator:

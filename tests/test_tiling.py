@@ -132,6 +132,17 @@ def test_extract_tile_reflects_rows_and_wraps_columns(rng):
     np.testing.assert_array_equal(tile, image[np.ix_(rows, cols)])
 
 
+@pytest.mark.parametrize("shape, wrap", [((100, 200), True), ((100, 150), False), ((20, 300), True)])
+def test_every_tile_equals_fancy_indexing(rng, shape, wrap):
+    image = rng.random((*shape, 2), dtype=np.float32)
+    grid = tile_grid(*shape, tile_size=64, overlap=16, wrap=wrap)
+    for i, j in grid.positions():
+        expected = image[np.ix_(grid.rows.source_indices(i), grid.cols.source_indices(j))]
+        tile = extract_tile(image, grid, i, j)
+        np.testing.assert_array_equal(tile, expected)
+        assert tile.flags.owndata or tile.base is not image  # a copy, never a view
+
+
 @pytest.mark.parametrize("shape", [(37, 53), (101, 67), (64, 128), (5, 7), (1, 1), (333, 77)])
 @pytest.mark.parametrize("overlap", [0, 0.1, 0.25, 0.5, 7])
 @pytest.mark.parametrize("wrap", [False, True])
