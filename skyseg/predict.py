@@ -39,7 +39,7 @@ import numpy as np
 
 from skyseg.cli import stage_main
 from skyseg.errors import ConfigError, ImageWriteError, ModelError, SkysegError
-from skyseg.io import find_images, read_image, write_exr, write_png
+from skyseg.io import find_images, read_image, read_image_info, write_exr, write_png
 from skyseg.log import BatchReport, progress
 from skyseg.model import PREPROCESSING_FILE, LoadedModel, load_run
 from skyseg.overlay import resize_mask, resize_uint8, tint
@@ -555,7 +555,9 @@ def predict_files(
     """Predict every input and write its outputs; bad files are reported, not fatal.
 
     While one image is in the network, the next is read and the previous
-    one's files are written in background threads (at most one of each).
+    one's files are written in background threads (at most one of each), when
+    that holds at most 256 MiB: an 8K panorama is read in the foreground, and
+    its sky EXR written in the foreground, so peak memory is one image's.
 
     Args:
         model: a :class:`~skyseg.model.LoadedModel`, run folder or model file.
@@ -606,6 +608,7 @@ def predict_files(
     reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="skyseg-read")
     writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="skyseg-write")
     pending: tuple[Path, concurrent.futures.Future] | None = None
+    reads: dict[int, concurrent.futures.Future] = {}
 
     def settle() -> None:
         nonlocal pending
@@ -620,18 +623,21 @@ def predict_files(
         except SkysegError as exc:
             report.failed(done_path, exc)
 
+    def read_ahead(index: int) -> None:
+        if index < len(queue) and _read_ahead_fits(queue[index]):
+            reads[index] = reader.submit(read_image, queue[index], return_info=True)
+
     try:
-        next_read = reader.submit(read_image, queue[0], return_info=True) if queue else None
+        read_ahead(0)
         for index, path in enumerate(queue):
-            read, next_read = next_read, None
             try:
-                image, info = read.result()
+                read = reads.pop(index, None)
+                image, info = read.result() if read else read_image(path, return_info=True)
             except SkysegError as exc:
                 report.failed(path, exc)
                 continue
             finally:
-                if index + 1 < len(queue):
-                    next_read = reader.submit(read_image, queue[index + 1], return_info=True)
+                read_ahead(index + 1)
             background = None
             if "overlay" in save:
                 background = writer.submit(overlay_background, image, is_hdr=info.is_hdr,
@@ -648,6 +654,8 @@ def predict_files(
             pending = (path, writer.submit(
                 _write_job, out_dir, path.stem, probability, save, threshold, background,
                 image if "exr" in save else None, info.is_hdr))
+            if _write_bytes(image.shape[:2], save) > _BACKGROUND_BYTES:
+                settle()  # too big to hold while the next image is predicted
             del image, probability
         settle()
     finally:
@@ -655,6 +663,29 @@ def predict_files(
             executor.shutdown(wait=True, cancel_futures=True)
     report.log_summary()
     return report
+
+
+#: Most memory a background read or write may hold while the network runs on
+#: another image. An 8K panorama's float32 pixels are 384 MiB: it is read in
+#: the foreground, and its sky EXR written in the foreground, so that peak
+#: memory stays that of one image (< 2.5 GB with the default tiles).
+_BACKGROUND_BYTES = 256 * 2**20
+
+
+def _read_ahead_fits(path: Path) -> bool:
+    """Whether reading ``path`` while another image is predicted stays within budget."""
+    try:
+        info = read_image_info(path)
+    except SkysegError:
+        return False  # read it in the foreground, where its error is reported
+    return info.height * info.width * 12 <= _BACKGROUND_BYTES
+
+
+def _write_bytes(shape: tuple[int, int], save) -> int:
+    """Memory a write job holds: probability + mask, and for the EXR the image plus
+    its half-float RGBA and the encoder's channel copies."""
+    pixels = shape[0] * shape[1]
+    return pixels * (5 + (28 if "exr" in save else 0))
 
 
 def _write_job(out_dir, stem, probability, save, threshold, background, image, is_hdr):

@@ -380,3 +380,43 @@ def test_python_m_skyseg_predict_takes_the_same_arguments(runs, tmp_path, rng):
     for option in ("--tile-size", "--overlap", "--batch-size", "--wrap", "--tta", "--threshold",
                    "--save", "--overlay-max-size", "--convert"):
         assert option in help_text
+
+
+def test_background_reads_and_writes_stay_within_the_memory_budget(runs, rng, tmp_path,
+                                                                     monkeypatch):
+    import threading
+
+    for name in ("a", "b", "c"):
+        write_png(tmp_path / f"{name}.png", _ldr(rng, 20, 30).astype(np.uint8))
+    events = []
+    real_read, real_predict, real_write = (predict_module.read_image,
+                                           predict_module.predict_image,
+                                           predict_module.write_outputs)
+
+    def read(path, **kwargs):
+        events.append(("read", path.stem, threading.current_thread().name))
+        return real_read(path, **kwargs)
+
+    def predict(loaded, image, **kwargs):
+        events.append(("predict", kwargs["name"][0], ""))
+        return real_predict(loaded, image, **kwargs)
+
+    def write(out_dir, stem, probability, **kwargs):
+        result = real_write(out_dir, stem, probability, **kwargs)
+        events.append(("written", stem, ""))
+        return result
+
+    monkeypatch.setattr(predict_module, "read_image", read)
+    monkeypatch.setattr(predict_module, "predict_image", predict)
+    monkeypatch.setattr(predict_module, "write_outputs", write)
+    # Small images: read ahead in the reader thread.
+    assert predict_files(runs["identity"], [tmp_path], tmp_path / "out1").exit_code == 0
+    assert {thread for kind, _, thread in events if kind == "read"} == {"skyseg-read_0"}
+    # Over the budget: every read in the foreground, each image written before the next.
+    events.clear()
+    monkeypatch.setattr(predict_module, "_BACKGROUND_BYTES", 100)
+    assert predict_files(runs["identity"], [tmp_path], tmp_path / "out2").exit_code == 0
+    assert {thread for kind, _, thread in events if kind == "read"} == {"MainThread"}
+    order = [(kind, stem) for kind, stem, _ in events if kind != "read"]
+    assert order == [("predict", "a"), ("written", "a"), ("predict", "b"), ("written", "b"),
+                     ("predict", "c"), ("written", "c")]
