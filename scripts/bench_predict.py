@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,8 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def run_one(panorama: Path, tile_size: int, width: int, height: int) -> dict:
+def run_one(panorama: Path, tile_size: int, width: int, height: int, *, copies: int = 1,
+            save: str = "mask,overlay", model_time: bool = True) -> dict:
     """One tile size, in this process; returns the figures."""
     import numpy as np
 
@@ -91,7 +93,7 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int) -> dict:
     start = time.perf_counter()
     predict_batch(batch)  # traces the graph for this shape, as the first tile would
     figures["warmup_s"] = time.perf_counter() - start
-    batches = -(-grid.count // batch_size)
+    batches = -(-grid.count // batch_size) * copies
 
     def pure_model_time() -> float:
         """The same number of same-shaped batches through the same Keras call."""
@@ -102,6 +104,8 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int) -> dict:
 
     # Timed before and after the end-to-end run: other jobs on a shared machine
     # change the speed, and the mean of both brackets the run.
+    if not model_time:
+        pure_model_time = lambda: float("nan")  # noqa: E731  (memory-only run)
     figures["model_before_s"] = pure_model_time()
 
     calls: list[float] = []
@@ -119,13 +123,18 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int) -> dict:
 
     skyseg.predict.keras_predictor = timed_predictor
     with tempfile.TemporaryDirectory(prefix="skyseg-bench-") as out:
+        inputs = [panorama]
+        for k in range(1, copies):  # more images: the read-ahead / write-behind path
+            copy = Path(out) / f"copy{k}{panorama.suffix}"
+            shutil.copyfile(panorama, copy)  # not a link: find_images drops duplicates
+            inputs.append(copy)
         start = time.perf_counter()
-        report = predict_files(loaded, [panorama], out, tile_size=tile_size,
+        report = predict_files(loaded, inputs, out, tile_size=tile_size, save=save,
                                show_progress=False)
         figures["end_to_end_s"] = time.perf_counter() - start
         if report.exit_code != 0:
             raise SystemExit(f"prediction failed: {report.failures}")
-        figures["outputs"] = sorted(os.listdir(out))
+        figures["outputs"] = sorted(set(os.listdir(out)) - {p.name for p in inputs})
     skyseg.predict.keras_predictor = keras_predictor
     figures["peak_rss_gb"] = peak_rss_gb()
     figures["model_calls_in_pipeline_s"] = sum(calls)
@@ -153,6 +162,11 @@ def main() -> int:
                         help="where the 8K panorama is kept between runs")
     parser.add_argument("--size", default="8192x4096",
                         help="panorama WIDTHxHEIGHT (smaller for a quick check)")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="predict this many copies of the panorama in one call")
+    parser.add_argument("--save", default="mask,overlay", help="outputs, as for skyseg predict")
+    parser.add_argument("--no-model-time", action="store_true",
+                        help="skip the pure model timing (for a quicker memory check)")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -162,7 +176,8 @@ def main() -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     panorama = make_panorama(args.cache, width, height)
     if args.single is not None:
-        print(json.dumps(run_one(panorama, args.single, width, height)))
+        print(json.dumps(run_one(panorama, args.single, width, height, copies=args.copies,
+                                 save=args.save, model_time=not args.no_model_time)))
         return 0
 
     print(f"panorama: {panorama} ({width}x{height}, {panorama.stat().st_size / 1e6:.1f} MB)")
@@ -172,7 +187,8 @@ def main() -> int:
     for tile_size in (int(t) for t in args.tile_sizes.split(",")):
         child = subprocess.run(
             [sys.executable, __file__, "--single", str(tile_size), "--cache", str(args.cache),
-             "--size", args.size],
+             "--size", args.size, "--copies", str(args.copies), "--save", args.save,
+             *(["--no-model-time"] if args.no_model_time else [])],
             capture_output=True, text=True,
         )
         if child.returncode != 0:
@@ -181,8 +197,9 @@ def main() -> int:
         figures = json.loads(child.stdout.strip().splitlines()[-1])
         results.append(figures)
         print(
-            f"\ntile {tile_size} (overlap {figures['overlap_px']} px, batch "
-            f"{figures['batch_size']}): {figures['tiles']} tiles ({figures['grid']} rows x "
+            f"\n{args.copies} image(s), saving {args.save}\n"
+            f"tile {tile_size} (overlap {figures['overlap_px']} px, batch "
+            f"{figures['batch_size']}): {figures['tiles']} tiles per image ({figures['grid']} rows x "
             f"columns) of {figures['tile_shape'][0]}x{figures['tile_shape'][1]}\n"
             f"  end-to-end wall time     {figures['end_to_end_s']:8.1f} s  "
             f"(read + tiles + model + merge + write {', '.join(figures['outputs'])})\n"
