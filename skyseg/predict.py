@@ -15,13 +15,32 @@ MODEL is a run folder of ``skyseg train`` or a model file; the preprocessing
 saved with it is applied exactly. An HDR model on an LDR file (or the
 reverse) is an error unless ``--convert`` asks for a conversion.
 
-Defaults for 8K (measured with a ResNet34 U-Net on the project's 2-core CPU,
-``scripts/bench_predict.py``): 1088-pixel tiles with 64 pixels of overlap,
-one tile per batch. 1088 = 1024 + 64, so 4 rows x 8 columns of tiles cover an
+Defaults for 8K: 1088-pixel tiles, 64 pixels of overlap, one tile per
+network call. 1088 = 1024 + 64, so 4 rows x 8 columns of tiles cover an
 8192x4096 panorama (32 reflected rows at the top and bottom, wrap-around
-columns) with 13% more pixels than the image; 1024-pixel tiles would need 5
-rows x 9 columns (+41%). Larger batches do not run faster on a CPU and cost
-about 0.45 GB of memory per 1088-pixel tile.
+columns) with 13% more pixels than the image; 1024-pixel tiles need 5 x 9
+tiles (of 896x992 after shrinking, +19%). Measured with
+``scripts/bench_predict.py`` (randomly initialised ResNet34 U-Net, the
+project's 2 shared CPU cores, 8192x4096 EXR, mask + overlay):
+
+====  =====  ========  ==========  ==========  ================  ========
+tile  tiles  overhead  end-to-end  pure model  end-to-end/model  peak RSS
+====  =====  ========  ==========  ==========  ================  ========
+1088  4 x 8  1.129     137.7 s     136.8 s     1.006             2.08 GB
+2112  2 x 4  1.063     133.7 s     141.1 s     0.947             3.06 GB
+====  =====  ========  ==========  ==========  ================  ========
+
+(Pure model time is the mean of runs before and after the end-to-end one;
+other jobs on the shared machine moved it by up to 15%, hence a ratio
+below 1.) Both run the network at about 0.25-0.28 megapixels/s; what is not
+the network (reading, cutting and preprocessing tiles, merging, writing)
+adds about 3 s, because tiles are prepared in a background thread and the
+overlay picture is made while the network runs. 2112-pixel tiles waste
+fewer pixels but need 1 GB more memory, over the 2.5 GB budget. A batch of
+two 1088-pixel tiles costs 0.31 GB more and showed no reliable speed-up on
+this CPU, so the default batch is one tile. Two 8K panoramas in one call
+with every output (mask, overlay, 16-bit probability, sky EXR) peaked at
+2.28 GB.
 """
 
 from __future__ import annotations
