@@ -51,6 +51,12 @@ _LAZY = {
     "sanitize_radiance": "skyseg.preprocess",
     "clip_radiance": "skyseg.preprocess",
     "tonemap": "skyseg.preprocess",
+    "train": "skyseg.train",
+    "build_model": "skyseg.model",
+    "load_run": "skyseg.model",
+    "PatchSequence": "skyseg.generators",
+    "PatchBatches": "skyseg.generators",
+    "Augmentation": "skyseg.augmentation",
 }
 
 __all__ = [
