@@ -202,9 +202,13 @@ def _reflect(coordinate: np.ndarray, size: int, scratch: np.ndarray) -> None:
 
 def _bilinear_taps(coordinate: np.ndarray, size: int, taps: np.ndarray,
                    scratch: np.ndarray) -> None:
-    """Lower neighbour in ``taps``; ``coordinate`` becomes the weight of the upper one."""
+    """Lower neighbour in ``taps``; ``coordinate`` becomes the weight of the upper one.
+
+    At the last pixel the weight is exactly 0, so the upper tap (past the
+    edge) contributes nothing and whole-pixel positions are copied exactly.
+    """
     np.floor(coordinate, out=scratch)
-    np.minimum(scratch, max(size - 2, 0), out=scratch)
+    np.minimum(scratch, size - 1, out=scratch)
     coordinate -= scratch
     np.copyto(taps, scratch, casting="unsafe")
 
@@ -255,10 +259,10 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, *, fill: str = "reflect",
     # broadcasts (N,) -> (N, C) with an inner loop of C, 10x slower.
     space.row_weight.T[...] = rows
     space.col_weight.T[...] = cols
-    # One flat index per tap; the "+1" neighbours stay inside because the
-    # lower taps stop at size - 2 (a size-1 axis has weight 0 on them).
-    row_step = width if height > 1 else 0
-    col_step = 1 if width > 1 else 0
+    # One flat index per tap. An upper tap past the last row or column has
+    # weight 0; it may point at the next row or past the end (clipped by
+    # mode="clip"): any finite value times 0 adds nothing.
+    row_step, col_step = width, 1
     index, index_right = space.index, space.index_right
     np.multiply(space.row_taps, width, out=index)
     index += space.col_taps
@@ -267,8 +271,7 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, *, fill: str = "reflect",
         np.copyto(space.source, source, casting="unsafe")
         source = space.source
     top, bottom, right = space.top, space.bottom, space.right
-    # mode="clip": with the default "raise" numpy buffers ``out`` (a copy);
-    # the indices are in range by construction.
+    # mode="clip": with the default "raise" numpy buffers ``out`` (a copy).
     np.take(source, index, axis=0, out=top, mode="clip")
     np.add(index, col_step, out=index_right)
     np.take(source, index_right, axis=0, out=right, mode="clip")
