@@ -49,6 +49,7 @@ import math
 import os
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -327,7 +328,7 @@ def _version() -> str:
 
 
 def _check_patch_size(patch_size: int, architecture: str) -> None:
-    if patch_size % 32:
+    if patch_size % 32 and architecture != "pspnet":
         raise DatasetError(f"patch size {patch_size} is not a multiple of 32, which the "
                            "network's 5 down-samplings need; rebuild the dataset with "
                            "--patch-size 256 (or another multiple of 32)")
@@ -700,3 +701,18 @@ def run(args: argparse.Namespace) -> int:
             logger.warning("  SKIPPED %s", message)
         return 1
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`train`.
+
+    ``skyseg.train`` is the train function (``skyseg.__init__`` exports it
+    lazily), but importing ``skyseg.train`` the module (as the CLI does) sets
+    the package attribute to the module; calling it then still trains.
+    """
+
+    def __call__(self, *args, **kwargs) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -153,3 +153,19 @@ def test_load_run_without_preprocessing(tmp_path):
 def test_load_run_of_an_empty_folder(tmp_path):
     with pytest.raises(ModelError, match="run folder has no model_best.h5 or model_last.h5"):
         load_run(tmp_path)
+
+
+def test_mixed_precision_optimizer_state_survives_save_and_load(tmp_path):
+    keras = import_keras()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_model()
+        x = np.random.default_rng(1).random((2, 8, 8, 3)).astype(np.float32)
+        y = (x[..., :1] > 0.5).astype(np.uint8)
+        model.train_on_batch(x, y)
+        loaded = load_model(save_model(model, tmp_path / "model_last.h5"), compile=True)
+        assert type(loaded.optimizer).__name__.startswith("LossScaleOptimizer")
+        np.testing.assert_array_equal(model.train_on_batch(x, y), loaded.train_on_batch(x, y))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

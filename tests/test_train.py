@@ -205,8 +205,8 @@ def test_empty_dataset_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="dataset.json: not found"):
         train(tmp_path / "empty", tmp_path / "run", encoder_weights=None)
-    (tmp_path / "empty" / "dataset.json").write_text((json.dumps(
-        {"mode": "hdr", "patch_size": 32, "preprocessing": {"mode": "hdr"}})))
+    (tmp_path / "empty" / "dataset.json").write_text(json.dumps(
+        {"mode": "hdr", "patch_size": 32, "preprocessing": {"mode": "hdr"}}))
     for folder in ("X_train/train", "Y_train/train"):
         (tmp_path / "empty" / folder).mkdir(parents=True)
     with pytest.raises(DatasetError, match="no patches in the train split"):
@@ -259,3 +259,14 @@ def test_cli_errors_are_one_line_with_status_2(small_dataset, tmp_path, cli):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "unknown backbone 'resnet35'" in result.stderr
+
+
+def test_skyseg_train_trains_whether_the_module_or_the_function_came_first(tmp_path):
+    import importlib
+
+    import skyseg
+
+    module = importlib.import_module("skyseg.train")
+    for entry in (skyseg.train, module, skyseg.__getattr__("train")):
+        with pytest.raises(DatasetError, match="dataset folder not found"):
+            entry(tmp_path / "nothing", tmp_path / "run", encoder_weights=None)
