@@ -1,6 +1,6 @@
 """Tiny patch datasets on disk, laid out as ``skyseg build-dataset`` writes them.
 
-Not a test module: test_generators.py, test_train.py and test_model.py import it.
+Not a test module: test_generators.py and test_train.py import it.
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-from synthetic_patches import write_dataset
 
 from skyseg.augmentation import Augmentation
 from skyseg.errors import ConfigError, DatasetError
 from skyseg.generators import PatchBatches, list_patches, read_dataset_info, read_patch
 from skyseg.io import write_png, write_tiff
+
+from .synthetic_patches import write_dataset
 
 
 @pytest.fixture

@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from synthetic_patches import write_dataset
 
 from skyseg.errors import ConfigError, DatasetError, ModelError
 from skyseg.generators import list_patches
 from skyseg.metrics import iou_score
 from skyseg.train import HISTORY_COLUMNS, read_history, train
+
+from .synthetic_patches import write_dataset
 
 EPOCHS = 3
 #: The options of the reference run; the CLI resume below repeats them.
