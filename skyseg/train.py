@@ -25,8 +25,11 @@ the history is the one an uninterrupted run would have (the batches of an
 epoch depend only on the seed and the epoch number).
 
 Repeatability: one seed drives the initial weights (``keras.utils.set_random_seed``),
-the patch order and the augmentation; TensorFlow's op determinism is on by
-default (``deterministic=False`` trades it for speed on GPUs).
+the patch order and the augmentation. TensorFlow's op determinism is on when
+training on the CPU, where it costs little and makes a run repeat bit for bit
+(resume included). It stays off on GPUs by default: the U-Net decoder's
+nearest-neighbour up-sampling has no deterministic GPU gradient, and
+TensorFlow raises on it when determinism is forced (``deterministic=True``).
 
 Several GPUs are used through ``tf.distribute.MirroredStrategy``; one GPU or
 the CPU through the default strategy. ``mixed_precision=True`` computes in
@@ -148,7 +151,7 @@ def train(
     mixed_precision: bool = False,
     workers: int = 2,
     patience: int = 15,
-    deterministic: bool = True,
+    deterministic: bool | None = None,
     callbacks=(),
     verbose: int = 0,
 ) -> TrainResult:
@@ -172,7 +175,8 @@ def train(
         mixed_precision: float16 compute (for GPUs).
         workers: threads reading and augmenting patches.
         patience: epochs without a better validation IoU before stopping.
-        deterministic: TensorFlow op determinism (repeatable runs).
+        deterministic: TensorFlow op determinism; None (default): on without
+            GPUs, off with GPUs (see the module notes).
         callbacks: extra Keras callbacks.
         verbose: Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
 
@@ -229,7 +233,7 @@ def train(
         "seed": seed,
         "augmentation": augmentation.to_dict() if augmentation is not None else None,
         "mixed_precision": bool(mixed_precision),
-        "deterministic": bool(deterministic),
+        "deterministic": deterministic,
         "patience": patience,
         "reduce_lr": {"monitor": "val_loss", "factor": PLATEAU_FACTOR,
                       "patience": PLATEAU_PATIENCE},
@@ -258,10 +262,14 @@ def train(
     previous_policy = keras.mixed_precision.global_policy()
     try:
         keras.utils.set_random_seed(seed)
-        if deterministic:
+        gpus = tf.config.list_logical_devices("GPU")
+        if deterministic or (deterministic is None and not gpus):
+            if gpus:
+                logger.warning("op determinism on a GPU: TensorFlow raises on ops without a "
+                               "deterministic GPU kernel (e.g. the U-Net's up-sampling gradient)")
             tf.config.experimental.enable_op_determinism()
         if mixed_precision:
-            if not tf.config.list_logical_devices("GPU"):
+            if not gpus:
                 logger.warning("--mixed-precision on a CPU: float16 is slower there, not faster")
             keras.mixed_precision.set_global_policy("mixed_float16")
         strategy = _strategy(tf)
@@ -677,8 +685,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="threads reading and augmenting patches")
     parser.add_argument("--patience", type=int, default=15,
                         help="epochs without a better validation IoU before stopping")
-    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
-                        help="repeatable TensorFlow ops (slower on GPUs)")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                        help="repeatable TensorFlow ops (default: on CPUs, off on GPUs, where "
+                             "the U-Net's up-sampling gradient has no deterministic kernel)")
 
 
 def run(args: argparse.Namespace) -> int:
