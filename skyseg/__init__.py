@@ -57,7 +57,7 @@ _LAZY = {
     "match_images": "skyseg.annotations",
     "export_masks": "skyseg.masks",
     "make_demo_data": "skyseg.demo",
-    "train": "skyseg.train",
+    "train_model": "skyseg.train",
     "build_model": "skyseg.model",
     "load_run": "skyseg.model",
     "PatchSequence": "skyseg.generators",

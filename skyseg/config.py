@@ -70,7 +70,7 @@ class PipelineConfig:
     ``work_dir/demo``), ``split_files`` or ``split`` / ``group_pattern``,
     ``mode`` (hdr/ldr, None: from the images).
     Dataset: patch_size, stride, dtype. Training: epochs, batch_size,
-    learning_rate, architecture, backbone, encoder_weights, steps_per_epoch.
+    learning_rate, architecture, backbone, encoder_weights, patience.
     Prediction: predict_inputs (None: the validation images), tile_size, tta.
     ``seed`` drives every random choice.
     """
@@ -103,7 +103,6 @@ class PipelineConfig:
     architecture: str = "unet"
     backbone: str = "resnet34"
     encoder_weights: str | None = None
-    steps_per_epoch: int | None = None
     patience: int | None = None
 
     predict_inputs: list[str] | None = None
@@ -189,7 +188,7 @@ class PipelineConfig:
 _PATH_KEYS = {"work_dir", "images", "coco"}
 _BOOL_KEYS = set(STAGE_FLAGS) | {"tta"}
 _INT_KEYS = {"demo_scenes", "demo_width", "patch_size", "stride", "epochs", "batch_size",
-             "steps_per_epoch", "patience", "tile_size", "seed"}
+             "patience", "tile_size", "seed"}
 _FLOAT_KEYS = {"learning_rate", "clip_max"}
 
 

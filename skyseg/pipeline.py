@@ -42,7 +42,6 @@ DEMO_DEFAULTS = {
     "patch_size": 128,
     "stride": 96,
     "epochs": 6,
-    "steps_per_epoch": 40,
     "batch_size": 8,
     "patience": 20,
 }
@@ -126,8 +125,6 @@ def plan_pipeline(config: PipelineConfig) -> list[tuple[str, list[str]]]:
                 "--seed", str(config.seed)]
         if config.encoder_weights:
             argv += ["--encoder-weights", config.encoder_weights]
-        if config.steps_per_epoch:
-            argv += ["--steps-per-epoch", str(config.steps_per_epoch)]
         if config.patience:
             argv += ["--patience", str(config.patience)]
         if (config.run_dir / "config.json").is_file():

@@ -52,7 +52,6 @@ import math
 import os
 import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,7 +133,7 @@ def _check_arguments(epochs, batch_size, learning_rate, patience, workers) -> No
         raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
 
 
-def train(
+def train_model(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
@@ -143,7 +142,7 @@ def train(
     learning_rate: float = 1e-4,
     architecture: str = "unet",
     backbone: str = "resnet34",
-    encoder_weights: str | os.PathLike | None = "imagenet",
+    encoder_weights: str | os.PathLike | None = None,
     loss: str = "bce_jaccard",
     seed: int = 0,
     resume: bool = False,
@@ -165,8 +164,9 @@ def train(
         learning_rate: Adam's initial learning rate.
         architecture: ``"unet"``, ``"fpn"``, ``"linknet"`` or ``"pspnet"``.
         backbone: encoder, e.g. ``"resnet34"`` (see :data:`skyseg.model.BACKBONES`).
-        encoder_weights: ``"imagenet"`` (downloaded once by segmentation_models),
-            a local weights file, or None (random).
+        encoder_weights: None (random, the default: nothing is downloaded),
+            a local weights file (e.g. ``resnet34_imagenet_1000_no_top.h5``), or
+            ``"imagenet"`` (downloaded once by segmentation_models; needs internet).
         loss: a name of :data:`skyseg.metrics.LOSSES`.
         seed: the one seed of the run.
         resume: continue the run in ``out_dir`` from its last finished epoch.
@@ -668,9 +668,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--architecture", default="unet",
                         help="unet, fpn, linknet or pspnet")
     parser.add_argument("--backbone", default="resnet34", help="encoder, e.g. resnet18, resnet34")
-    parser.add_argument("--encoder-weights", default="imagenet", metavar="none|imagenet|PATH",
-                        help="initial encoder weights: imagenet (downloaded once; needs "
-                             "internet), a local .h5 file, or none")
+    parser.add_argument("--encoder-weights", default="none", metavar="none|imagenet|PATH",
+                        help="initial encoder weights: none (random), a local .h5 file such "
+                             "as resnet34_imagenet_1000_no_top.h5, or imagenet (downloaded "
+                             "once; needs internet)")
     parser.add_argument("--loss", default="bce_jaccard",
                         help="bce_jaccard, bce_dice, dice, focal, jaccard or bce")
     parser.add_argument("--seed", type=int, default=0, help="the one seed of the run")
@@ -712,16 +713,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`train`.
-
-    ``skyseg.train`` is the train function (``skyseg.__init__`` exports it
-    lazily), but importing ``skyseg.train`` the module (as the CLI does) sets
-    the package attribute to the module; calling it then still trains.
-    """
-
-    def __call__(self, *args, **kwargs) -> TrainResult:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+#: ``skyseg.train.train`` reads naturally inside the module; the package exports
+#: :func:`train_model` (``skyseg.train`` is this module once the CLI imported it).
+train = train_model

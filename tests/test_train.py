@@ -10,7 +10,7 @@ import pytest
 from skyseg.errors import ConfigError, DatasetError, ModelError
 from skyseg.generators import list_patches
 from skyseg.metrics import iou_score
-from skyseg.train import HISTORY_COLUMNS, read_history, train
+from skyseg.train import HISTORY_COLUMNS, read_history, train, train_model
 
 from .synthetic_patches import write_dataset
 
@@ -263,12 +263,12 @@ def test_cli_errors_are_one_line_with_status_2(small_dataset, tmp_path, cli):
     assert "unknown backbone 'resnet35'" in result.stderr
 
 
-def test_skyseg_train_trains_whether_the_module_or_the_function_came_first(tmp_path):
+def test_package_exports_train_model_even_after_the_module_is_imported(tmp_path):
     import importlib
 
     import skyseg
 
-    module = importlib.import_module("skyseg.train")
-    for entry in (skyseg.train, module, skyseg.__getattr__("train")):
-        with pytest.raises(DatasetError, match="dataset folder not found"):
-            entry(tmp_path / "nothing", tmp_path / "run", encoder_weights=None)
+    importlib.import_module("skyseg.train")  # what the CLI does; rebinds skyseg.train
+    assert skyseg.train_model is train_model
+    with pytest.raises(DatasetError, match="dataset folder not found"):
+        skyseg.train_model(tmp_path / "nothing", tmp_path / "run")
