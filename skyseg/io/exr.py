@@ -186,16 +186,7 @@ def read_exr_header(path: str | os.PathLike) -> dict:
     header = headers[index]
     x0, y0, x1, y1 = _window(header, "displayWindow", path)
     _window(header, "dataWindow", path)
-    channel_types = {
-        getattr(c, "name", ""): str(getattr(c, "type", "")) for c in header.get("channels") or []
-    }
-    dtype = "float16"
-    for name in mapping.values():
-        text = channel_types.get(name, "")
-        if "FLOAT" in text:
-            dtype = "float32"
-        elif "UINT" in text:
-            dtype = "uint32"
+    dtype = "unknown"  # the binding only knows a channel's type once pixels are read
     del captured
     return {
         "width": x1 - x0 + 1,
@@ -242,10 +233,15 @@ def _upsample(plane: np.ndarray, x_sampling: int, y_sampling: int,
 
 
 def _rgb_to_xyz_matrix(chromaticities: tuple[float, ...]) -> np.ndarray:
+    """RGB -> XYZ for primaries and white given as CIE xy (white maps to Y = 1).
+
+    Columns are each primary's (x, y, 1 - x - y) scaled so that RGB = (1, 1, 1)
+    gives the white point. Unlike the x/y form this also works for primaries
+    with y = 0, such as the XYZ "primaries" (1, 0), (0, 1), (0, 0).
+    """
     rx, ry, gx, gy, bx, by, wx, wy = chromaticities
     primaries = np.array(
-        [[rx / ry, gx / gy, bx / by], [1.0, 1.0, 1.0],
-         [(1 - rx - ry) / ry, (1 - gx - gy) / gy, (1 - bx - by) / by]]
+        [[rx, gx, bx], [ry, gy, by], [1 - rx - ry, 1 - gx - gy, 1 - bx - by]], dtype=np.float64
     )
     white = np.array([wx / wy, 1.0, (1 - wx - wy) / wy])
     scale = np.linalg.solve(primaries, white)
@@ -274,10 +270,12 @@ def _parse_chromaticities(header: dict) -> tuple[float, ...] | None:
         numbers = tuple(float(v) for v in np.asarray(value, dtype=np.float64).ravel())
     except (TypeError, ValueError):
         return None
-    if len(numbers) != 8 or not all(np.isfinite(numbers)) or any(
-        numbers[i] <= 0 for i in (1, 3, 5, 7)
-    ):
+    if len(numbers) != 8 or not all(np.isfinite(numbers)) or numbers[7] <= 0:
         return None
+    try:
+        _rgb_to_xyz_matrix(numbers)
+    except np.linalg.LinAlgError:
+        return None  # degenerate primaries: damaged metadata, keep the values as stored
     return numbers
 
 
@@ -336,6 +334,9 @@ def read_exr(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
 
     dx0, dy0, dx1, dy1 = _window(header, "dataWindow", path)
     data_shape = (dy1 - dy0 + 1, dx1 - dx0 + 1)
+    details = dict(details)
+    kinds = {np.asarray(channels[name].pixels).dtype for name in details["channels"]}
+    details["dtype"] = max(kinds, key=lambda d: d.itemsize).name if kinds else "unknown"
     planes = {}
     for key, name in zip(_keys(details["kind"], channels), details["channels"], strict=True):
         channel = channels[name]
