@@ -51,6 +51,7 @@ _LAZY = {
     "sanitize_radiance": "skyseg.preprocess",
     "clip_radiance": "skyseg.preprocess",
     "tonemap": "skyseg.preprocess",
+    "build_dataset": "skyseg.dataset",
 }
 
 __all__ = [

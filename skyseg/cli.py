@@ -23,6 +23,7 @@ __all__ = ["main", "build_parser", "STAGES"]
 #: Stage name -> module. The order is the workflow's.
 STAGES = {
     "previews": "skyseg.previews",
+    "build-dataset": "skyseg.dataset",
 }
 
 
