@@ -360,7 +360,8 @@ def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
     prep = Preprocessing.from_dict(settings.preprocessing)
     counts = _preprocess_in_place(image, prep)
     if settings.dtype == "float16":
-        peak = float(np.abs(image).max()) if image.size else 0.0
+        # max and -min instead of abs(): no full-size temporary for an 8K image.
+        peak = max(float(image.max()), -float(image.min())) if image.size else 0.0
         if peak > _FLOAT16_MAX:
             raise DatasetError(f"{path}: preprocessed values reach {peak:g}, beyond float16; "
                                "use --dtype float32 or a preprocessing with a smaller scale")
@@ -375,12 +376,13 @@ def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
     dtype = np.dtype(settings.dtype)
     names = iter(_item_names(item, settings.id_digits))
     rows = []
-    for band in extract_patches(image, grid, mask=mask):
+    for band in extract_patches(image, grid, mask=mask, dtype=dtype):
         for j, col in enumerate(band.cols):
             name = next(names)
             x_path, y_path = _patch_paths(out_dir, item.split, name)
-            write_tiff(x_path, band.images[j].astype(dtype), compression=settings.compression)
-            write_png(y_path, band.masks[j])
+            write_tiff(x_path, band.images[j], compression=settings.compression)
+            # Level 1: three times faster than 6 on these mostly flat masks, same pixels.
+            write_png(y_path, band.masks[j], level=1)
             valid_h, valid_w = grid.valid_size(band.row, col)
             sky = int(np.count_nonzero(band.masks[j] == 1))
             rows.append([name, band.row, col, valid_h, valid_w, sky])

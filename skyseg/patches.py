@@ -229,27 +229,26 @@ def import_tensorflow():
     return tf
 
 
-def _extract_row(tf, band: np.ndarray, patch_size: int, stride: int, n_regular: int,
+def _extract_row(tf, band, patch_size: int, stride: int, n_regular: int,
                  border_col: int | None) -> np.ndarray:
-    """``(n, P, P, C)`` patches of a ``(P, W, C)`` band: regular columns, then the border one."""
-    channels = band.shape[2]
-    sizes = [1, patch_size, patch_size, 1]
-    pieces = []
-    regular_width = (n_regular - 1) * stride + patch_size
-    out = tf.image.extract_patches(band[None, :, :regular_width], sizes=sizes,
-                                   strides=[1, patch_size, stride, 1], rates=[1, 1, 1, 1],
+    """``(n, P, P, C)`` patches of a ``(P, W, C)`` band tensor: regular columns, then border."""
+    channels = int(band.shape[2])
+    sizes, rates = [1, patch_size, patch_size, 1], [1, 1, 1, 1]
+    # VALID on the full width gives exactly the regular columns.
+    out = tf.image.extract_patches(band[None], sizes=sizes, strides=[1, patch_size, stride, 1],
+                                   rates=rates, padding="VALID")
+    regular = out.numpy().reshape(n_regular, patch_size, patch_size, channels)
+    if border_col is None:
+        return regular
+    out = tf.image.extract_patches(band[None, :, border_col:border_col + patch_size], sizes=sizes,
+                                   strides=[1, patch_size, patch_size, 1], rates=rates,
                                    padding="VALID")
-    pieces.append(out.numpy().reshape(n_regular, patch_size, patch_size, channels))
-    if border_col is not None:
-        out = tf.image.extract_patches(band[None, :, border_col:border_col + patch_size],
-                                       sizes=sizes, strides=[1, patch_size, patch_size, 1],
-                                       rates=[1, 1, 1, 1], padding="VALID")
-        pieces.append(out.numpy().reshape(1, patch_size, patch_size, channels))
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    border = out.numpy().reshape(1, patch_size, patch_size, channels)
+    return np.concatenate([regular, border])
 
 
-def extract_patches(image: np.ndarray, grid: PatchGrid, *,
-                    mask: np.ndarray | None = None) -> Iterator[PatchBand]:
+def extract_patches(image: np.ndarray, grid: PatchGrid, *, mask: np.ndarray | None = None,
+                    dtype=None) -> Iterator[PatchBand]:
     """Cut an image (and its mask) into the grid's patches, one patch row at a time.
 
     Each band of ``P`` rows goes through ``tf.image.extract_patches`` (the
@@ -261,6 +260,10 @@ def extract_patches(image: np.ndarray, grid: PatchGrid, *,
         image: ``(H, W, C)`` float array (float32 for the network input).
         grid: from :func:`patch_grid` with the image's size.
         mask: ``uint8 (H, W)`` labels, or None.
+        dtype: type of the image patches (e.g. ``np.float16``; rounded to
+            nearest as ``astype`` does); None: the image's. The conversion
+            happens in TensorFlow, band by band, much faster than numpy's
+            float16 conversion patch by patch.
 
     Yields:
         a :class:`PatchBand` per patch row, top to bottom. Patch ``j`` of a
@@ -280,6 +283,7 @@ def extract_patches(image: np.ndarray, grid: PatchGrid, *,
         raise ConfigError(f"expected an (H, W, C) image, got shape {image.shape}")
     if mask is not None and np.asarray(mask).shape != image.shape[:2]:
         raise ConfigError(f"mask is {np.asarray(mask).shape} but the image is {image.shape[:2]}")
+    out_dtype = np.dtype(image.dtype if dtype is None else dtype)
     image, mask = pad_to_grid(image, mask, grid)
     tf = import_tensorflow()
     size, stride = grid.patch_size, grid.stride
@@ -291,19 +295,20 @@ def extract_patches(image: np.ndarray, grid: PatchGrid, *,
         band = image[row:row + size]
         if mask is not None:
             # One call for image and mask: they cannot drift apart. 0/1/255
-            # are exact in any float type.
+            # are exact in every float type, float16 included.
             stacked = np.empty(band.shape[:2] + (channels + 1,), dtype=np.float32)
             stacked[..., :channels] = band
             stacked[..., channels] = mask[row:row + size]
             band = stacked
-        patches = _extract_row(tf, np.ascontiguousarray(band), size, stride, n_regular,
-                               border_col)
+        tensor = tf.convert_to_tensor(np.ascontiguousarray(band))
+        if tensor.dtype.as_numpy_dtype != out_dtype:
+            tensor = tf.cast(tensor, out_dtype)
+        patches = _extract_row(tf, tensor, size, stride, n_regular, border_col)
+        del tensor, band
         if mask is not None:
             images = patches[..., :channels]
-            if images.dtype != image.dtype:
-                images = images.astype(image.dtype)
             masks = patches[..., channels].astype(np.uint8)
         else:
             images, masks = patches, None
         yield PatchBand(row_index, row, grid.cols, images, masks)
-        del patches, images, masks, band
+        del patches, images, masks
