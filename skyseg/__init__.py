@@ -51,6 +51,12 @@ _LAZY = {
     "sanitize_radiance": "skyseg.preprocess",
     "clip_radiance": "skyseg.preprocess",
     "tonemap": "skyseg.preprocess",
+    "CocoLabels": "skyseg.annotations",
+    "load_coco": "skyseg.annotations",
+    "original_name": "skyseg.annotations",
+    "match_images": "skyseg.annotations",
+    "export_masks": "skyseg.masks",
+    "make_demo_data": "skyseg.demo",
     "build_dataset": "skyseg.dataset",
 }
 

@@ -22,7 +22,9 @@ __all__ = ["main", "build_parser", "STAGES"]
 
 #: Stage name -> module. The order is the workflow's.
 STAGES = {
+    "demo-data": "skyseg.demo",
     "previews": "skyseg.previews",
+    "masks": "skyseg.masks",
     "build-dataset": "skyseg.dataset",
 }
 
