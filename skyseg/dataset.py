@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
 import functools
+import gc
 import io
 import json
 import logging
@@ -64,7 +66,13 @@ from skyseg.io import (
     write_tiff,
 )
 from skyseg.log import BatchReport, progress
-from skyseg.patches import IGNORE, check_patch_options, extract_patches, patch_grid
+from skyseg.patches import (
+    IGNORE,
+    check_patch_options,
+    extract_patches,
+    import_tensorflow,
+    patch_grid,
+)
 from skyseg.preprocess import Preprocessing
 from skyseg.splits import (
     SPLIT_NAMES,
@@ -345,10 +353,28 @@ def _build_image(item: _Item, settings: _Settings) -> dict:
     except SkysegError:
         _remove_item_files(out_dir, item, settings.id_digits)
         raise
+    finally:
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Hand the freed heap of the last image back to the system before the next one.
+
+    glibc keeps freed small blocks in its arenas; without the trim, image
+    ``n + 1`` of a long build starts about 50 MB higher (measured on 8K EXRs).
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
     path = Path(item.path)
+    # TensorFlow first: image n of a long build reads with TensorFlow loaded,
+    # so a one-image build then shows the same peak memory.
+    import_tensorflow()
     image, info = read_image(path, return_info=True)
     if (info.height, info.width) != (item.height, item.width):
         raise DatasetError(f"{path}: header says {item.width}x{item.height} but the pixels are "

@@ -201,13 +201,13 @@ def pad_to_grid(image: np.ndarray, mask: np.ndarray | None, grid: PatchGrid):
 
 @dataclass
 class PatchBand:
-    """The patches of one patch row.
+    """Consecutive patches of one patch row.
 
     Attributes:
         row_index: which patch row (0-based) of the grid.
         row: its top row in the image.
         cols: left column of each patch.
-        images: ``(n, P, P, C)`` patches, the image's dtype.
+        images: ``(n, P, P, C)`` patches, the image's dtype (or the one asked for).
         masks: ``uint8 (n, P, P)`` mask patches (255 on padding), or None.
     """
 
@@ -229,32 +229,27 @@ def import_tensorflow():
     return tf
 
 
-def _extract_row(tf, band, patch_size: int, stride: int, n_regular: int,
-                 border_col: int | None) -> np.ndarray:
-    """``(n, P, P, C)`` patches of a ``(P, W, C)`` band tensor: regular columns, then border."""
-    channels = int(band.shape[2])
-    sizes, rates = [1, patch_size, patch_size, 1], [1, 1, 1, 1]
-    # VALID on the full width gives exactly the regular columns.
-    out = tf.image.extract_patches(band[None], sizes=sizes, strides=[1, patch_size, stride, 1],
-                                   rates=rates, padding="VALID")
-    regular = out.numpy().reshape(n_regular, patch_size, patch_size, channels)
-    if border_col is None:
-        return regular
-    out = tf.image.extract_patches(band[None, :, border_col:border_col + patch_size], sizes=sizes,
-                                   strides=[1, patch_size, patch_size, 1], rates=rates,
+def _patches(tf, band, patch_size: int, stride: int, count: int) -> np.ndarray:
+    """``(count, P, P, C)`` patches of a ``(P, W, C)`` band tensor, ``stride`` apart, from x = 0."""
+    out = tf.image.extract_patches(band[None], sizes=[1, patch_size, patch_size, 1],
+                                   strides=[1, patch_size, stride, 1], rates=[1, 1, 1, 1],
                                    padding="VALID")
-    border = out.numpy().reshape(1, patch_size, patch_size, channels)
-    return np.concatenate([regular, border])
+    # On the CPU .numpy() shares the tensor's buffer: no copy.
+    return out.numpy().reshape(count, patch_size, patch_size, int(band.shape[2]))
 
 
 def extract_patches(image: np.ndarray, grid: PatchGrid, *, mask: np.ndarray | None = None,
                     dtype=None) -> Iterator[PatchBand]:
     """Cut an image (and its mask) into the grid's patches, one patch row at a time.
 
-    Each band of ``P`` rows goes through ``tf.image.extract_patches`` (the
-    regular columns in one call, the border-aligned column in a second), so
-    at most one patch row of patches exists at a time. Images smaller than a
-    patch are padded as in :func:`pad_to_grid`.
+    Each band of ``P`` rows goes through ``tf.image.extract_patches``: the
+    regular columns in one call and, when the grid has a border-aligned last
+    column, that patch in a second call, yielded as its own
+    :class:`PatchBand` so the regular patches are never copied to join them.
+    At most one patch row of patches exists at a time (about 64 MB of
+    float32 patches for an 8192-wide image at 256/100). The mask goes
+    through the same calls with the same sizes and strides. Images smaller
+    than a patch are padded as in :func:`pad_to_grid`.
 
     Args:
         image: ``(H, W, C)`` float array (float32 for the network input).
@@ -266,8 +261,9 @@ def extract_patches(image: np.ndarray, grid: PatchGrid, *, mask: np.ndarray | No
             float16 conversion patch by patch.
 
     Yields:
-        a :class:`PatchBand` per patch row, top to bottom. Patch ``j`` of a
-        band equals ``image[row:row + P, cols[j]:cols[j] + P]``.
+        :class:`PatchBand` objects, top to bottom, left to right: one per
+        patch row, or two when the row has a border-aligned last column.
+        Patch ``j`` of a band equals ``image[row:row + P, cols[j]:cols[j] + P]``.
 
     Raises:
         ConfigError: image or mask size differs from the grid's.
@@ -275,7 +271,9 @@ def extract_patches(image: np.ndarray, grid: PatchGrid, *, mask: np.ndarray | No
     Example:
         >>> image = np.random.default_rng(0).random((40, 70, 3), dtype=np.float32)
         >>> bands = list(extract_patches(image, patch_grid(40, 70, 16, 10)))  # doctest: +SKIP
-        >>> np.array_equal(bands[1].images[2], image[10:26, 20:36])  # doctest: +SKIP
+        >>> [band.cols for band in bands[:2]]  # doctest: +SKIP
+        [(0, 10, 20, 30, 40, 50), (54,)]
+        >>> np.array_equal(bands[2].images[2], image[10:26, 20:36])  # doctest: +SKIP
         True
     """
     image = np.asarray(image)
@@ -287,28 +285,25 @@ def extract_patches(image: np.ndarray, grid: PatchGrid, *, mask: np.ndarray | No
     image, mask = pad_to_grid(image, mask, grid)
     tf = import_tensorflow()
     size, stride = grid.patch_size, grid.stride
-    width = image.shape[1]
-    n_regular = (width - size) // stride + 1
-    border_col = grid.cols[-1] if len(grid.cols) > n_regular else None
-    channels = image.shape[2]
+    n_regular = (image.shape[1] - size) // stride + 1
+    # (first column, patch count, columns) of the regular run, then of the border patch
+    runs = [(0, n_regular, grid.cols[:n_regular])]
+    if len(grid.cols) > n_regular:
+        runs.append((grid.cols[-1], 1, grid.cols[n_regular:]))
     for row_index, row in enumerate(grid.rows):
-        band = image[row:row + size]
+        band = tf.convert_to_tensor(np.ascontiguousarray(image[row:row + size]))
+        if band.dtype.as_numpy_dtype != out_dtype:
+            band = tf.cast(band, out_dtype)
+        mask_band = None
         if mask is not None:
-            # One call for image and mask: they cannot drift apart. 0/1/255
-            # are exact in every float type, float16 included.
-            stacked = np.empty(band.shape[:2] + (channels + 1,), dtype=np.float32)
-            stacked[..., :channels] = band
-            stacked[..., channels] = mask[row:row + size]
-            band = stacked
-        tensor = tf.convert_to_tensor(np.ascontiguousarray(band))
-        if tensor.dtype.as_numpy_dtype != out_dtype:
-            tensor = tf.cast(tensor, out_dtype)
-        patches = _extract_row(tf, tensor, size, stride, n_regular, border_col)
-        del tensor, band
-        if mask is not None:
-            images = patches[..., :channels]
-            masks = patches[..., channels].astype(np.uint8)
-        else:
-            images, masks = patches, None
-        yield PatchBand(row_index, row, grid.cols, images, masks)
-        del patches, images, masks
+            mask_band = tf.convert_to_tensor(np.ascontiguousarray(mask[row:row + size, :, None]))
+        for first, count, cols in runs:
+            # VALID from column 0 over the whole width gives exactly the regular run.
+            images = _patches(tf, band[:, first:] if first else band, size, stride, count)
+            masks = None
+            if mask_band is not None:
+                masks = _patches(tf, mask_band[:, first:] if first else mask_band, size, stride,
+                                 count)[..., 0]
+            yield PatchBand(row_index, row, cols, images, masks)
+            del images, masks
+        del band, mask_band

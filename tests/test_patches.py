@@ -114,13 +114,16 @@ def test_extract_patches_equal_the_slices(size):
     grid = patch_grid(height, width, 16, 10)
     padded, padded_mask = pad_to_grid(image, mask, grid)
     bands = list(extract_patches(image, grid, mask=mask))
-    assert [band.row for band in bands] == list(grid.rows)
+    # Left to right, top to bottom: the grid's positions in order.
+    assert [(b.row, c) for b in bands for c in b.cols] == grid.positions()
+    assert all(b.row == grid.rows[b.row_index] for b in bands)
     covered = np.zeros((height, width), bool)
     count = 0
     for band in bands:
-        assert band.images.shape == (len(grid.cols), 16, 16, 3)
+        assert band.images.shape == (len(band.cols), 16, 16, 3)
+        assert band.masks.shape == (len(band.cols), 16, 16)
         assert band.images.dtype == np.float32 and band.masks.dtype == np.uint8
-        for j, col in enumerate(grid.cols):
+        for j, col in enumerate(band.cols):
             row = band.row
             np.testing.assert_array_equal(band.images[j], padded[row:row + 16, col:col + 16])
             np.testing.assert_array_equal(band.masks[j], padded_mask[row:row + 16, col:col + 16])
@@ -141,6 +144,8 @@ def test_extract_without_mask_keeps_dtype():
     bands = list(extract_patches(image, grid))
     assert bands[0].masks is None
     assert sum(len(b.images) for b in bands) == len(grid) == 3 * 4
+    # 30 wide at 8/8: regular columns 0, 8, 16, then the border-aligned 22 on its own.
+    assert [b.cols for b in bands[:2]] == [(0, 8, 16), (22,)]
     np.testing.assert_array_equal(bands[-1].images[-1], image[12:20, 22:30])
 
 
@@ -148,3 +153,22 @@ def test_extract_rejects_mismatched_mask():
     with pytest.raises(ConfigError, match="mask is"):
         next(extract_patches(np.zeros((20, 30, 3), np.float32), patch_grid(20, 30, 8, 8),
                              mask=np.zeros((20, 31), np.uint8)))
+
+
+def test_float16_patches_match_numpy_rounding_bitwise():
+    rng = np.random.default_rng(3)
+    image = rng.normal(0.0, 3.0, (20, 30, 3)).astype(np.float32)
+    image[0, 0, 0] = 70000.0  # overflows float16 to inf, as numpy does
+    image[0, 1, 0] = 1e-7  # subnormal in float16
+    image[0, 2, 0] = 2049.0001  # ties and rounding
+    grid = patch_grid(20, 30, 8, 5)
+    mask = np.ones((20, 30), np.uint8)
+    with np.errstate(over="ignore"):
+        expected = image.astype(np.float16)
+    for band in extract_patches(image, grid, mask=mask, dtype=np.float16):
+        assert band.images.dtype == np.float16
+        for j, col in enumerate(band.cols):
+            np.testing.assert_array_equal(
+                band.images[j].view(np.uint16),
+                expected[band.row:band.row + 8, col:col + 8].view(np.uint16))
+            assert (band.masks[j] == 1).all()
