@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import secrets
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +29,7 @@ from skyseg.errors import ConfigError, DatasetError
 from skyseg.io import TEMP_MARKER, read_image, write_exr, write_png
 from skyseg.patches import patch_grid
 from skyseg.preprocess import Preprocessing
-from tests.conftest import shared_path
+from tests.conftest import ROOT, shared_path
 
 # (stem, height, width): smaller than a patch both ways and one way, exactly a
 # patch, exact multiples of the stride (26 = 16 + 10), off by one, a 1-pixel
@@ -311,6 +316,37 @@ def test_resume_after_a_kill_gives_the_uninterrupted_dataset(ldr_set, ldr_build,
     # Running again on a finished dataset changes nothing.
     build_dataset(coco, images, out, **kwargs)
     assert tree(out) == tree(reference)
+
+
+def test_resume_after_sigkill_of_the_cli(tmp_path):
+    """A real kill -9 at a random moment of the writing, then the same command again."""
+    sizes = [(f"big_{i:02d}", 100, 150) for i in range(12)]  # 150 patches each at 16/10
+    coco, images = make_labelled_set(tmp_path, sizes, seed=9)
+    reference, out = tmp_path / "reference", tmp_path / "data"
+    options = ["--mode", "ldr", "--patch-size", "16", "--stride", "10", "--seed", "2", "-q"]
+    build_dataset(coco, images, reference, mode="ldr", patch_size=16, stride=10, seed=2)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "skyseg", "build-dataset", "--coco", str(coco),
+               "--images", str(images), "--out", str(out), *options]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    threshold = 777  # files written before the kill: odd, so mid-way through an X/Y pair
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            written = sum(1 for _ in out.glob("[XY]_*/*/*")) if out.is_dir() else 0
+            if written >= threshold:
+                break
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the build ended before it could be killed"
+    assert not (out / "dataset.json").exists()
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=16, stride=10, seed=2)
+    assert result.exit_code == 0
+    assert tree(out) == tree(reference)
+    assert not list(out.rglob(f"*{TEMP_MARKER}*"))
 
 
 def test_resume_redoes_an_image_whose_files_went_missing(ldr_set, ldr_build, tmp_path):
