@@ -662,7 +662,8 @@ def build_dataset(
         if group_pattern is not None:
             check_groups_disjoint(assignment, group_pattern)
         split_names = _split_order(split_files)
-        split_method = {"files": {name: str(path) for name, path in split_files.items()},
+        split_method = {"files": {name: str(Path(path).resolve())
+                                  for name, path in split_files.items()},
                         "group_pattern": group_pattern}
     else:
         if not candidates:
@@ -692,6 +693,17 @@ def build_dataset(
             raise ConfigError(f"{images_dir}: mixes HDR ({_display(hdr, 2)}) and LDR "
                               f"({_display(ldr, 2)}) images; pass --mode hdr or --mode ldr")
         mode = "hdr" if kinds.pop() else "ldr"
+    kept = []
+    for path, stem, info in headers:
+        if info.is_hdr == (mode == "hdr"):
+            kept.append((path, stem, info))
+        else:
+            report.failed(path.name, f"{path}: is {'an HDR' if info.is_hdr else 'an LDR'} image "
+                                     f"but the dataset is built in {mode.upper()} mode; give "
+                                     f"the {mode.upper()} original of {stem!r} or another --mode")
+    headers = kept
+    if not headers:
+        raise ConfigError(f"no {mode.upper()} images to build in {images_dir}; check --mode")
     patch_size, stride = _patch_options(mode, patch_size, stride)
     if preprocessing is None:
         preprocessing = Preprocessing(mode=mode)
@@ -710,7 +722,8 @@ def build_dataset(
         "format": FORMAT_VERSION, "mode": mode, "patch_size": patch_size, "stride": stride,
         "dtype": dtype, "compression": compression, "seed": int(seed), "id_digits": digits,
         "preprocessing": preprocessing.to_dict(), "split_names": split_names,
-        "split_method": split_method, "coco": str(coco), "images_dir": str(images_dir),
+        "split_method": split_method, "coco": str(coco.resolve()),
+        "images_dir": str(images_dir.resolve()),
         "images": [asdict(item) | {"path": Path(item.path).name} for item in items],
     }
 

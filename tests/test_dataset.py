@@ -440,6 +440,30 @@ def test_mixed_hdr_and_ldr_need_a_mode(tmp_path):
         build_dataset(coco, images, tmp_path / "data", patch_size=PATCH, stride=STRIDE)
 
 
+def test_image_of_the_other_mode_is_skipped(tmp_path):
+    coco, images = make_labelled_set(tmp_path, [("a", 20, 30), ("b", 20, 30)])
+    write_exr(images / "c.exr", np.ones((20, 30, 3), np.float32))
+    data = json.loads(coco.read_text())
+    data["images"].append(_coco_entry(7, "c", ".jpg", 20, 30))
+    data["annotations"] += _sky_annotations(100, 7, 20, 30)
+    coco.write_text(json.dumps(data))
+    result = build_dataset(coco, images, tmp_path / "data", mode="ldr", patch_size=PATCH,
+                           stride=STRIDE)
+    assert result.exit_code == 1
+    failed = dict(result.report.failures)
+    assert "c.exr: is an HDR image but the dataset is built in LDR mode" in failed["c.exr"]
+    assert {r["source"] for r in read_manifest(tmp_path / "data")} == {"a.png", "b.png"}
+    with pytest.raises(ConfigError, match="no HDR images to build"):
+        build_dataset(coco, images, tmp_path / "data_hdr", mode="hdr", patch_size=PATCH,
+                      stride=STRIDE, split_files={"train": _list(tmp_path, "a", "b")})
+
+
+def _list(folder: Path, *stems: str) -> Path:
+    path = folder / "list.txt"
+    path.write_text("".join(f"{stem}\n" for stem in stems))
+    return path
+
+
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     (dict(patch_size=16, stride=17), ConfigError, "larger than the patch size"),
     (dict(patch_size=16, stride=0), ConfigError, "at least 1"),
