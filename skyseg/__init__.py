@@ -58,6 +58,12 @@ _LAZY = {
     "export_masks": "skyseg.masks",
     "make_demo_data": "skyseg.demo",
     "build_dataset": "skyseg.dataset",
+    "train": "skyseg.train",
+    "build_model": "skyseg.model",
+    "load_run": "skyseg.model",
+    "PatchSequence": "skyseg.generators",
+    "PatchBatches": "skyseg.generators",
+    "Augmentation": "skyseg.augmentation",
 }
 
 __all__ = [

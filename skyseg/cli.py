@@ -26,6 +26,7 @@ STAGES = {
     "previews": "skyseg.previews",
     "masks": "skyseg.masks",
     "build-dataset": "skyseg.dataset",
+    "train": "skyseg.train",
 }
 
 
