@@ -57,6 +57,7 @@ _LAZY = {
     "match_images": "skyseg.annotations",
     "export_masks": "skyseg.masks",
     "make_demo_data": "skyseg.demo",
+    "build_dataset": "skyseg.dataset",
     "train_model": "skyseg.train",
     "build_model": "skyseg.model",
     "load_run": "skyseg.model",

@@ -25,6 +25,7 @@ STAGES = {
     "demo-data": "skyseg.demo",
     "previews": "skyseg.previews",
     "masks": "skyseg.masks",
+    "build-dataset": "skyseg.dataset",
     "train": "skyseg.train",
 }
 
