@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,8 @@ __all__ = [
     "import_segmentation_models",
     "load_model",
     "save_model",
+    "read_model_attributes",
+    "check_model_choice",
     "load_run",
     "LoadedModel",
     "MODEL_BEST",
@@ -58,6 +59,7 @@ MODEL_BEST = "model_best.h5"
 MODEL_LAST = "model_last.h5"
 PREPROCESSING_FILE = "preprocessing.json"
 CONFIG_FILE = "config.json"
+_ATTRIBUTE_GROUP = "skyseg"
 
 
 def import_keras():
@@ -68,12 +70,9 @@ def import_keras():
             ``TF_USE_LEGACY_KERAS=1``, so ``tf.keras`` is Keras 3, which
             segmentation_models cannot use.
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from skyseg.backend import import_tensorflow
 
-    _quiet_tensorflow_logging()
+    tf = import_tensorflow()
     keras = tf.keras
     version = getattr(keras, "__version__", "2")
     if not str(version).startswith("2"):
@@ -102,6 +101,23 @@ def _check_choice(value: str, choices, what: str) -> str:
             f"unknown {what} {value!r}{hint} Choose one of: {', '.join(choices)}"
         )
     return value
+
+
+def check_model_choice(architecture: str, backbone: str) -> tuple[str, str]:
+    """Validate an architecture and backbone name without importing TensorFlow.
+
+    Returns:
+        the lower-cased ``(architecture, backbone)``.
+
+    Raises:
+        ConfigError: unknown name (the message suggests close names).
+
+    Example:
+        >>> check_model_choice("UNet", "resnet34")
+        ('unet', 'resnet34')
+    """
+    return (_check_choice(str(architecture).lower(), ARCHITECTURES, "architecture"),
+            _check_choice(str(backbone).lower(), BACKBONES, "backbone"))
 
 
 def build_model(
@@ -136,8 +152,7 @@ def build_model(
         >>> model.output_shape  # doctest: +SKIP
         (None, None, None, 1)
     """
-    architecture = _check_choice(str(architecture).lower(), ARCHITECTURES, "architecture")
-    backbone = _check_choice(str(backbone).lower(), BACKBONES, "backbone")
+    architecture, backbone = check_model_choice(architecture, backbone)
     input_shape = tuple(input_shape)
     if architecture == "pspnet" and (None in input_shape[:2] or any(
             s % 48 for s in input_shape[:2])):
@@ -176,6 +191,13 @@ def build_model(
         raise ModelError(f"could not build {architecture}/{backbone}: {exc}") from exc
     if local_weights is not None:
         _load_encoder_weights(model, local_weights)
+    keras = import_keras()
+    if keras.mixed_precision.global_policy().compute_dtype != "float32":
+        # Under mixed precision the sigmoid computes in float16; the losses,
+        # metrics and callers want float32 probabilities.
+        output = keras.layers.Activation("linear", dtype="float32", name="probability")(
+            model.output)
+        model = keras.Model(model.input, output, name=model.name)
     return model
 
 
@@ -200,11 +222,23 @@ def _load_encoder_weights(model, path: Path) -> None:
     logger.info("loaded encoder weights from %s (%d arrays)", path, changed)
 
 
-def save_model(model, path: str | os.PathLike, *, include_optimizer: bool = True) -> Path:
+def save_model(model, path: str | os.PathLike, *, include_optimizer: bool = True,
+               attributes: dict | None = None) -> Path:
     """Save a Keras model atomically as HDF5 (``.h5``).
 
     HDF5 rather than the ``.keras`` zip: tf-keras loads a ResNet U-Net from
     HDF5 in about 1.5 s and from ``.keras`` in about 20 s.
+
+    Args:
+        model: the Keras model.
+        path: the ``.h5`` file.
+        include_optimizer: also save the optimizer's state (to resume training).
+        attributes: JSON-serialisable values stored in the file's root
+            attributes (read back with :func:`read_model_attributes`); being
+            in the same file as the weights, they can never disagree with them.
+
+    Example:
+        >>> save_model(model, "run/model_last.h5", attributes={"epoch": 3})  # doctest: +SKIP
     """
     import warnings
 
@@ -214,8 +248,50 @@ def save_model(model, path: str | os.PathLike, *, include_optimizer: bool = True
     with atomic_output(path) as temporary, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="tf_keras")
-        model.save(str(temporary), include_optimizer=include_optimizer)
+        model.save(str(temporary), include_optimizer=include_optimizer, save_format="h5")
+        if attributes:
+            import h5py
+
+            # Datasets in a "skyseg" group rather than HDF5 attributes, which
+            # are limited to 64 KiB (a long history would not fit).
+            with h5py.File(temporary, "r+") as handle:
+                group = handle.require_group(_ATTRIBUTE_GROUP)
+                for key, value in attributes.items():
+                    group.create_dataset(key, data=json.dumps(value))
     return path
+
+
+def read_model_attributes(path: str | os.PathLike) -> dict:
+    """The attributes :func:`save_model` stored in an ``.h5`` file (without loading the model).
+
+    Raises:
+        ModelError: the file is missing or not HDF5.
+
+    Example:
+        >>> read_model_attributes("run/model_last.h5")["epoch"]  # doctest: +SKIP
+        3
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    try:
+        with h5py.File(path, "r") as handle:
+            group = handle.get(_ATTRIBUTE_GROUP)
+            raw = {key: group[key][()] for key in group} if group is not None else {}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: not a readable HDF5 model file ({exc}); re-run skyseg "
+                         "train") from exc
+    values = {}
+    for key, value in raw.items():
+        text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{path}: stored {key!r} is not valid JSON ({exc}); re-run "
+                             "skyseg train") from exc
+    return values
 
 
 def _custom_objects() -> dict:
@@ -319,9 +395,3 @@ def load_run(path: str | os.PathLike, *, preprocessing: Preprocessing | None = N
         preprocessing = Preprocessing.load(prep_path)
     model = load_model(model_path)
     return LoadedModel(model=model, preprocessing=preprocessing, config=config, path=model_path)
-
-
-def _quiet_tensorflow_logging() -> None:
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    if "absl" in sys.modules:
-        logging.getLogger("absl").setLevel(logging.ERROR)

@@ -1,0 +1,255 @@
+"""The pipeline's configuration: one dataclass, loaded from YAML at the edge.
+
+Stage functions take flat keyword arguments; only ``skyseg pipeline`` (and
+``run_pipeline.sh`` through it) reads a config file. Precedence, lowest
+first: the defaults below, the YAML file, environment variables (the stage
+flags ``PREVIEWS``, ``BUILD_DATASET``, ``TRAIN``, ``PREDICT``, ``EVALUATE``),
+command-line options.
+
+Example YAML (every key optional)::
+
+    work_dir: outputs/my-skies
+    images: /data/skies/exr        # omit to use the bundled demo
+    coco: /data/skies/result.json
+    split_files: {train: /data/skies/train.txt, val: /data/skies/val.txt}
+    train: true
+    epochs: 30
+    backbone: resnet34
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skyseg.errors import ConfigError
+
+__all__ = ["PipelineConfig", "STAGE_FLAGS", "parse_bool", "load_config"]
+
+#: Stage flag -> environment variable, in workflow order.
+STAGE_FLAGS = {
+    "previews": "PREVIEWS",
+    "build_dataset": "BUILD_DATASET",
+    "train": "TRAIN",
+    "predict": "PREDICT",
+    "evaluate": "EVALUATE",
+}
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def parse_bool(value, *, name: str = "flag") -> bool:
+    """``true/false/yes/no/on/off/1/0`` (any case) -> bool.
+
+    Raises:
+        ConfigError: anything else, naming the flag.
+
+    Example:
+        >>> parse_bool("False"), parse_bool("1")
+        (False, True)
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+@dataclass
+class PipelineConfig:
+    """Everything ``skyseg pipeline`` needs; defaults run the bundled demo.
+
+    Stage flags: previews, build_dataset, train, predict, evaluate.
+    Data: ``images`` + ``coco`` (None: generate the demo data into
+    ``work_dir/demo``), ``split_files`` or ``split`` / ``group_pattern``,
+    ``mode`` (hdr/ldr, None: from the images).
+    Dataset: patch_size, stride, dtype. Training: epochs, batch_size,
+    learning_rate, architecture, backbone, encoder_weights, patience.
+    Prediction: predict_inputs (None: the validation images), tile_size, tta.
+    ``seed`` drives every random choice.
+    """
+
+    previews: bool = True
+    build_dataset: bool = True
+    train: bool = True
+    predict: bool = True
+    evaluate: bool = True
+
+    work_dir: Path = Path("outputs/demo")
+    images: Path | None = None
+    coco: Path | None = None
+    split_files: dict[str, Path] = field(default_factory=dict)
+    split: str | None = None
+    group_pattern: str | None = None
+    mode: str | None = None
+
+    demo_scenes: int = 16
+    demo_width: int = 1024
+
+    patch_size: int | None = None
+    stride: int | None = None
+    dtype: str = "float16"
+    clip_max: float | None = None
+
+    epochs: int = 30
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    architecture: str = "unet"
+    backbone: str = "resnet34"
+    encoder_weights: str | None = None
+    patience: int | None = None
+
+    predict_inputs: list[str] | None = None
+    tile_size: int | None = None
+    tta: bool = False
+
+    seed: int = 0
+
+    # ------------------------------------------------------------------ derived paths
+    @property
+    def uses_demo(self) -> bool:
+        return self.images is None
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.work_dir / "demo"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.demo_dir / "images" if self.images is None else Path(self.images)
+
+    @property
+    def coco_file(self) -> Path | None:
+        return self.demo_dir / "result.json" if self.images is None else self.coco
+
+    @property
+    def previews_dir(self) -> Path:
+        return self.work_dir / "previews"
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.work_dir / "dataset"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.work_dir / "run"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.work_dir / "predictions"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.work_dir / "evaluation"
+
+    def resolved_split_files(self) -> dict[str, Path]:
+        if self.split_files or self.split or self.group_pattern:
+            return {k: Path(v) for k, v in self.split_files.items()}
+        if self.uses_demo:
+            return {"train": self.demo_dir / "train.txt", "val": self.demo_dir / "val.txt"}
+        return {}
+
+    # ------------------------------------------------------------------ loading
+    def update(self, values: dict, *, source: str) -> None:
+        """Set fields from a mapping, converting types; unknown keys are an error."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown setting(s) {unknown}; known: {', '.join(sorted(fields))}"
+            )
+        for key, value in values.items():
+            setattr(self, key, _convert(key, value, getattr(self, key), source))
+
+    def apply_environment(self, environ=None) -> None:
+        """Stage flags from PREVIEWS, BUILD_DATASET, TRAIN, PREDICT, EVALUATE."""
+        environ = os.environ if environ is None else environ
+        for key, variable in STAGE_FLAGS.items():
+            if environ.get(variable, "").strip():
+                setattr(self, key, parse_bool(environ[variable], name=variable))
+
+    def to_dict(self) -> dict:
+        out = {}
+        for key, value in dataclasses.asdict(self).items():
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, dict):
+                value = {k: str(v) for k, v in value.items()}
+            out[key] = value
+        return out
+
+
+_PATH_KEYS = {"work_dir", "images", "coco"}
+_BOOL_KEYS = set(STAGE_FLAGS) | {"tta"}
+_INT_KEYS = {"demo_scenes", "demo_width", "patch_size", "stride", "epochs", "batch_size",
+             "patience", "tile_size", "seed"}
+_FLOAT_KEYS = {"learning_rate", "clip_max"}
+
+
+def _convert(key: str, value, current, source: str):
+    if value is None:
+        return None
+    try:
+        if key in _BOOL_KEYS:
+            return parse_bool(value, name=key)
+        if key in _PATH_KEYS:
+            return Path(os.path.expanduser(str(value)))
+        if key in _INT_KEYS:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if key in _FLOAT_KEYS:
+            return float(value)
+        if key == "split_files":
+            if not isinstance(value, dict):
+                raise ValueError
+            return {str(k): Path(os.path.expanduser(str(v))) for k, v in value.items()}
+        if key == "predict_inputs":
+            return [str(v) for v in ([value] if isinstance(value, str) else value)]
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {key} = {value!r} is not a valid value") from exc
+
+
+def load_config(path: str | os.PathLike | None) -> PipelineConfig:
+    """Defaults, updated from a YAML file when ``path`` is given.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, unknown keys, bad values.
+    """
+    config = PipelineConfig()
+    if path is None:
+        return config
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the file") from exc
+    if values is None:
+        return config
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    base = path.parent
+    config.update(values, source=str(path))
+    # Relative paths in a config file are relative to the file, not to the shell.
+    for key in ("images", "coco"):
+        value = getattr(config, key)
+        if value is not None and not value.is_absolute():
+            setattr(config, key, base / value)
+    if "work_dir" in values and not config.work_dir.is_absolute():
+        config.work_dir = base / config.work_dir
+    config.split_files = {k: v if v.is_absolute() else base / v
+                          for k, v in config.split_files.items()}
+    return config

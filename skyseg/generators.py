@@ -1,0 +1,502 @@
+"""Batches of training patches from a dataset folder, as a ``keras.utils.Sequence``.
+
+The folder is the one ``skyseg build-dataset`` writes::
+
+    DATA/X_<split>/<split>/<id>.tif   image patch (P, P, 3), float16/float32, preprocessed
+    DATA/Y_<split>/<split>/<id>.png   mask patch uint8 (P, P): 0, 1, 255 = ignore
+    DATA/dataset.json                 "mode", "patch_size", "preprocessing", ...
+
+Image patches may also be uint8 TIFF/PNG/JPEG display values (LDR), which
+are divided by 255 on reading.
+
+:class:`PatchBatches` does the work in plain Python and numpy;
+:class:`PatchSequence` is the same class on top of ``keras.utils.Sequence``
+so that ``model.fit`` takes it. It is built on first access, so importing
+this module does not import TensorFlow.
+
+Batches: ``x`` float32 ``(B, P, P, 3)``, ``y`` uint8 ``(B, P, P, 1)`` in
+{0, 1, 255}. ``len(sequence)`` counts batches. A shuffled (training)
+sequence returns only full batches (the remainder of an epoch is left out,
+a different one each epoch); an unshuffled one (validation) returns every
+patch, the last batch possibly smaller.
+
+Reproducibility: the order of epoch ``e`` is a permutation drawn from
+``(seed, e)`` and the augmentation of batch ``i`` from ``(seed, e, i)``, so
+a batch does not depend on which thread made it or on earlier batches, and
+a resumed run sees the very batches of an uninterrupted one.
+:meth:`PatchBatches.on_epoch_end` moves to the next epoch; ``set_epoch``
+jumps to one.
+
+Damaged patches (unreadable file, wrong shape, non-finite values, mask
+values other than 0/1/255) are logged once, counted in
+:attr:`PatchBatches.skipped` and replaced by the next readable patch of the
+epoch's order, so batches stay full.
+
+Example:
+    >>> batches = PatchBatches("DATA", "train", batch_size=8)  # doctest: +SKIP
+    >>> x, y = batches[0]  # doctest: +SKIP
+    >>> x.shape, y.shape  # doctest: +SKIP
+    ((8, 256, 256, 3), (8, 256, 256, 1))
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skyseg.augmentation import Augmentation
+from skyseg.errors import ConfigError, DatasetError
+from skyseg.preprocess import Preprocessing
+
+__all__ = [
+    "SPLITS",
+    "DatasetInfo",
+    "read_dataset_info",
+    "list_patches",
+    "read_patch",
+    "PatchBatches",
+    "PatchSequence",  # noqa: F822 (built on first access, see __getattr__)
+]
+
+logger = logging.getLogger("skyseg")
+
+SPLITS = ("train", "val", "test")
+IMAGE_PATCH_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+MASK_PATCH_SUFFIX = ".png"
+DATASET_FILE = "dataset.json"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What ``dataset.json`` says about a patch dataset.
+
+    Attributes:
+        root: the dataset folder.
+        mode: ``"hdr"`` or ``"ldr"``.
+        patch_size: side of the square patches (None when not recorded).
+        preprocessing: how the image patches were made from the images.
+        metadata: the whole ``dataset.json``.
+    """
+
+    root: Path
+    mode: str
+    patch_size: int | None
+    preprocessing: Preprocessing
+    metadata: dict = field(default_factory=dict)
+
+
+def read_dataset_info(data_dir: str | os.PathLike) -> DatasetInfo:
+    """Read ``DATA/dataset.json``.
+
+    Raises:
+        DatasetError: folder or file missing, not JSON, or without a valid
+            ``"preprocessing"``.
+
+    Example:
+        >>> info = read_dataset_info("DATA")  # doctest: +SKIP
+        >>> info.mode, info.patch_size  # doctest: +SKIP
+        ('hdr', 256)
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found; pass the --out folder of "
+                           "skyseg build-dataset")
+    path = root / DATASET_FILE
+    if not path.is_file():
+        raise DatasetError(f"{path}: not found; is {root} a folder made by skyseg build-dataset? "
+                           "(re-run it to write dataset.json)")
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc}); re-run skyseg build-dataset") from exc
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("preprocessing"), dict):
+        raise DatasetError(f"{path}: no \"preprocessing\" mapping; re-run skyseg build-dataset")
+    try:
+        preprocessing = Preprocessing.from_dict(metadata["preprocessing"], source=str(path))
+    except ConfigError as exc:
+        raise DatasetError(str(exc)) from exc
+    mode = metadata.get("mode", preprocessing.mode)
+    if mode != preprocessing.mode:
+        raise DatasetError(f"{path}: mode {mode!r} differs from the preprocessing's mode "
+                           f"{preprocessing.mode!r}; re-run skyseg build-dataset")
+    patch_size = metadata.get("patch_size")
+    if patch_size is not None and not (isinstance(patch_size, int) and patch_size > 0):
+        raise DatasetError(f"{path}: patch_size must be a positive integer, got {patch_size!r}")
+    return DatasetInfo(root=root, mode=mode, patch_size=patch_size,
+                       preprocessing=preprocessing, metadata=metadata)
+
+
+def _patch_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    files = {}
+    for path in folder.iterdir():
+        if path.suffix.lower() in suffixes and ".tmp" not in path.name and path.is_file():
+            files[path.stem] = path
+    return files
+
+
+def _sort_key(identifier: str):
+    # Numeric ids sort as numbers (2 before 10), others as text after them.
+    return (0, int(identifier), "") if identifier.isdigit() else (1, 0, identifier)
+
+
+def list_patches(data_dir: str | os.PathLike, split: str = "train") -> list[tuple[Path, Path]]:
+    """The (image patch, mask patch) file pairs of a split, matched by id, sorted.
+
+    Raises:
+        DatasetError: unknown split, folder missing or empty, or images and
+            masks that do not pair up (the message gives both counts and
+            some unmatched ids).
+
+    Example:
+        >>> pairs = list_patches("DATA", "val")  # doctest: +SKIP
+        >>> pairs[0]  # doctest: +SKIP
+        (PosixPath('DATA/X_val/val/0.tif'), PosixPath('DATA/Y_val/val/0.png'))
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    root = Path(data_dir)
+    image_dir = root / f"X_{split}" / split
+    mask_dir = root / f"Y_{split}" / split
+    for folder in (image_dir, mask_dir):
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: folder not found; {root} has no {split} split "
+                               "(run skyseg build-dataset with a split that includes it)")
+    images = _patch_files(image_dir, IMAGE_PATCH_SUFFIXES)
+    masks = _patch_files(mask_dir, (MASK_PATCH_SUFFIX,))
+    if not images and not masks:
+        raise DatasetError(f"{image_dir}: no patches in the {split} split (empty folder); "
+                           "re-run skyseg build-dataset")
+    if images.keys() != masks.keys():
+        only_images = sorted(images.keys() - masks.keys(), key=_sort_key)
+        only_masks = sorted(masks.keys() - images.keys(), key=_sort_key)
+        details = []
+        if only_images:
+            details.append(f"no mask for {len(only_images)} image(s), e.g. {only_images[:3]}")
+        if only_masks:
+            details.append(f"no image for {len(only_masks)} mask(s), e.g. {only_masks[:3]}")
+        raise DatasetError(
+            f"{root}: {split} split has {len(images)} image patches in {image_dir} but "
+            f"{len(masks)} mask patches in {mask_dir} ({'; '.join(details)}); "
+            "re-run skyseg build-dataset or remove the strays"
+        )
+    return [(images[key], masks[key]) for key in sorted(images, key=_sort_key)]
+
+
+def _read_image_patch(path: Path) -> np.ndarray:
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        array = tifffile.imread(path)
+    elif path.suffix.lower() == ".png":
+        import imagecodecs
+
+        array = imagecodecs.png_decode(path.read_bytes())
+    else:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / np.float32(255.0)
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) / np.float32(65535.0)
+    return array
+
+
+def _all_finite(image: np.ndarray) -> bool:
+    if image.dtype == np.float16:
+        # Exponent bits all set = Inf or NaN; 10x faster than np.isfinite on float16.
+        return int((image.view(np.uint16) & 0x7C00).max()) != 0x7C00
+    return bool(np.isfinite(image).all())
+
+
+def read_patch(image_path: str | os.PathLike, mask_path: str | os.PathLike,
+               patch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check one pair of patches.
+
+    Args:
+        image_path: TIFF (float: stored network input; uint8: display values)
+            or PNG/JPEG (display values).
+        mask_path: PNG with values 0, 1 and 255.
+        patch_size: expected side; None accepts any square size.
+
+    Returns:
+        ``(image, mask)``: image ``(P, P, 3)`` float16 or float32 as stored
+        (integer patches become float32 in 0..1), mask ``uint8 (P, P)``.
+
+    Raises:
+        DatasetError: unreadable file, wrong shape or type, non-finite
+            image values, mask values other than 0/1/255.
+    """
+    import imagecodecs
+
+    image_path, mask_path = Path(image_path), Path(mask_path)
+    try:
+        image = _read_image_patch(image_path)
+    except Exception as exc:
+        raise DatasetError(f"{image_path}: unreadable image patch ({type(exc).__name__}: "
+                           f"{exc}); delete it or re-run skyseg build-dataset") from exc
+    try:
+        mask = imagecodecs.png_decode(mask_path.read_bytes())
+    except Exception as exc:
+        raise DatasetError(f"{mask_path}: unreadable mask patch ({type(exc).__name__}: "
+                           f"{exc}); delete it or re-run skyseg build-dataset") from exc
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    side = patch_size or image.shape[0]
+    if image.ndim != 3 or image.shape != (side, side, 3) or image.dtype.kind != "f":
+        raise DatasetError(f"{image_path}: image patch is {image.dtype} {image.shape}, expected "
+                           f"float ({side}, {side}, 3)")
+    if mask.dtype != np.uint8 or mask.shape != (side, side):
+        raise DatasetError(f"{mask_path}: mask patch is {mask.dtype} {mask.shape}, expected "
+                           f"uint8 ({side}, {side})")
+    if not _all_finite(image):
+        raise DatasetError(f"{image_path}: image patch has NaN/Inf values; re-run skyseg "
+                           "build-dataset")
+    if mask.max() > 1 and ((mask > 1) & (mask != 255)).any():
+        bad = (mask > 1) & (mask != 255)
+        values = np.unique(mask[bad]).tolist()[:5]
+        raise DatasetError(f"{mask_path}: mask values {values} found, expected 0 (not sky), "
+                           "1 (sky) or 255 (ignore)")
+    return image, mask
+
+
+class PatchBatches:
+    """Batches of (image, mask) patches of one split, optionally augmented.
+
+    Args:
+        data_dir: the dataset folder (``dataset.json`` and ``X_*/Y_*`` folders).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        batch_size: patches per batch.
+        augmentation: an :class:`~skyseg.augmentation.Augmentation`, or None
+            (never for validation).
+        shuffle: a new order every epoch and full batches only; default:
+            True for ``"train"``.
+        seed: the seed of the orders and of the augmentation.
+        workers: threads reading and augmenting the patches of a batch.
+
+    Raises:
+        DatasetError: see :func:`read_dataset_info` and :func:`list_patches`.
+        ConfigError: ``batch_size`` or ``workers`` below 1.
+
+    Example:
+        >>> batches = PatchBatches("DATA", "train", augmentation=Augmentation())  # doctest: +SKIP
+        >>> len(batches), batches.skipped  # doctest: +SKIP
+        (125, {})
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, split: str = "train", *,
+                 batch_size: int = 8, augmentation: Augmentation | None = None,
+                 shuffle: bool | None = None, seed: int = 0, workers: int = 1):
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        if int(workers) < 1:
+            raise ConfigError(f"workers must be at least 1, got {workers}")
+        self.info = read_dataset_info(data_dir)
+        self.split = split
+        self.pairs = list_patches(data_dir, split)
+        self.batch_size = int(batch_size)
+        self.augmentation = augmentation
+        self.shuffle = (split == "train") if shuffle is None else bool(shuffle)
+        self.seed = int(seed)
+        self.workers = int(workers)
+        self.epoch = 0
+        #: Damaged patch file -> reason; they are replaced in every batch.
+        self.skipped: dict[str, str] = {}
+        self._bad: set[int] = set()
+        self._lock = threading.Lock()
+        self._orders: dict[int, np.ndarray] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- Sequence protocol -------------------------------------------------
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            return max(1, len(self.pairs) // self.batch_size)
+        return -(-len(self.pairs) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
+        return self.batch(index, self.epoch)
+
+    def on_epoch_end(self) -> None:
+        """Move to the next epoch (a new order and new augmentation draws)."""
+        self.epoch += 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Continue at ``epoch`` (0-based), as after ``epoch`` calls of :meth:`on_epoch_end`."""
+        self.epoch = int(epoch)
+
+    # -- batches -----------------------------------------------------------
+
+    @property
+    def patch_size(self) -> int:
+        """Side of the patches (from ``dataset.json``, else from the first readable one)."""
+        if self.info.patch_size:
+            return self.info.patch_size
+        for position in range(len(self.pairs)):
+            try:
+                return self._load(position)[0].shape[0]
+            except DatasetError:
+                continue
+        raise self._all_bad()
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Patch positions in the order of ``epoch``."""
+        order = self._orders.get(epoch)
+        if order is None:
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, epoch]).permutation(len(self.pairs))
+            else:
+                order = np.arange(len(self.pairs))
+            with self._lock:
+                if len(self._orders) > 4:
+                    self._orders.clear()
+                self._orders[epoch] = order
+        return order
+
+    def batch(self, index: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of ``epoch``: ``(x float32 (B, P, P, 3), y uint8 (B, P, P, 1))``."""
+        order = self.order(epoch)
+        count = len(order)
+        start = index * self.batch_size
+        stop = start + self.batch_size if self.shuffle else min(start + self.batch_size, count)
+        slots = [int(order[i % count]) for i in range(start, stop)]
+        side = self.patch_size
+        x = np.empty((len(slots), side, side, 3), np.float32)
+        y = np.empty((len(slots), side, side, 1), np.uint8)
+        draws = None
+        if self.augmentation is not None:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            draws = [self.augmentation.draw(rng, (side, side)) for _ in slots]
+
+        def fill(slot: int) -> int | None:
+            position = slots[slot]
+            if position in self._bad:
+                return slot
+            try:
+                self._fill(slot, position, x, y, draws)
+            except DatasetError:
+                return slot
+            return None
+
+        if self.workers > 1 and len(slots) > 1:
+            failed = [s for s in self._executor().map(fill, range(len(slots))) if s is not None]
+        else:
+            failed = [s for s in map(fill, range(len(slots))) if s is not None]
+        # Replacements come from the rest of the epoch's order, in order, so
+        # the batch is the same whatever the threads did.
+        candidates = (int(order[(stop + k) % count]) for k in range(count))
+        for slot in failed:
+            for position in candidates:
+                if position in self._bad:
+                    continue
+                try:
+                    self._fill(slot, position, x, y, draws)
+                    break
+                except DatasetError:
+                    continue
+            else:
+                raise self._all_bad()
+        return x, y
+
+    def _fill(self, slot: int, position: int, x: np.ndarray, y: np.ndarray, draws) -> None:
+        image, mask = self._load(position)
+        if draws is None:
+            x[slot] = image
+            y[slot, :, :, 0] = mask
+            return
+        draw = draws[slot]
+        augmentation = self.augmentation
+        if augmentation.photometric:
+            from skyseg.augmentation import augment_values
+
+            image = augment_values(image, self.info.preprocessing, gamma=draw["gamma"],
+                                   exposure_ev=draw["exposure_ev"])
+        if draw["matrix"] is None:
+            x[slot] = image
+            y[slot, :, :, 0] = mask
+            return
+        from skyseg.augmentation import warp_image, warp_mask
+
+        warp_image(image, draw["matrix"], fill=augmentation.fill, out=x[slot])
+        warp_mask(mask, draw["matrix"], out=y[slot, :, :, 0])
+
+    def _load(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        image_path, mask_path = self.pairs[position]
+        try:
+            return read_patch(image_path, mask_path, self.info.patch_size)
+        except DatasetError as exc:
+            with self._lock:
+                first = position not in self._bad
+                self._bad.add(position)
+                self.skipped[str(image_path)] = str(exc)
+            if first:
+                logger.warning("skipping damaged patch: %s", exc)
+            raise
+
+    def _all_bad(self) -> DatasetError:
+        example = next(iter(self.skipped.values()), "")
+        return DatasetError(
+            f"{self.info.root}: none of the {len(self.pairs)} {self.split} patches is readable "
+            f"(e.g. {example}); re-run skyseg build-dataset"
+        )
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers,
+                                                    thread_name_prefix="skyseg-patches")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker threads (they also stop with the process)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __getstate__(self):
+        # Picklable for Keras' multiprocessing workers: no threads or locks.
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.info.root)!r}, {self.split!r}, "
+                f"patches={len(self.pairs)}, batch_size={self.batch_size}, "
+                f"augmentation={'on' if self.augmentation else 'off'}, epoch={self.epoch})")
+
+
+@functools.cache
+def _patch_sequence_class():
+    from skyseg.model import import_keras
+
+    keras = import_keras()
+
+    class PatchSequence(PatchBatches, keras.utils.Sequence):
+        __doc__ = ("A :class:`PatchBatches` that is also a ``keras.utils.Sequence``, for "
+                   "``model.fit``.\n\n" + (PatchBatches.__doc__ or ""))
+
+    PatchSequence.__module__ = __name__
+    return PatchSequence
+
+
+def __getattr__(name: str):
+    if name == "PatchSequence":
+        return _patch_sequence_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

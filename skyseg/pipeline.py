@@ -1,0 +1,336 @@
+"""The whole workflow in one command: previews, dataset, training, prediction, evaluation.
+
+``skyseg pipeline`` (what ``./run_pipeline.sh`` runs) calls the stage
+commands in order, each as a user would type it (the command lines are
+logged, so any step can be re-run by hand). With no data given it first makes
+the bundled demo (``skyseg demo-data``): synthetic labelled HDR panoramas.
+
+Stage flags switch stages on and off (``--train=false``, or ``TRAIN=false``
+in the environment). Before anything runs, the plan is checked: a stage whose
+input a switched-off stage would have made must find that input on disk, or
+the pipeline stops with a message saying which flag to switch on. A stage
+that fails for some inputs only (exit status 1) lets the pipeline go on; a
+fatal failure (exit status 2) stops it. A second run reuses what exists:
+previews and dataset are kept, training resumes (and ends at once when it
+had finished), prediction and evaluation are redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+from skyseg.config import STAGE_FLAGS, PipelineConfig, load_config, parse_bool
+from skyseg.errors import ConfigError
+
+__all__ = ["run_pipeline", "plan_pipeline", "CLI_HELP", "add_arguments", "run"]
+
+logger = logging.getLogger("skyseg")
+
+CLI_HELP = "run the whole workflow (the demo when no data is given); what run_pipeline.sh runs"
+
+#: Smaller settings for the bundled demo so that the whole pipeline fits in a
+#: few minutes on a laptop CPU. A config file or options override them.
+DEMO_DEFAULTS = {
+    "patch_size": 128,
+    "stride": 96,
+    "epochs": 6,
+    "batch_size": 8,
+    "patience": 20,
+}
+
+
+def _stem_list(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [Path(line.strip()).stem for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _has_model(run_dir: Path) -> bool:
+    from skyseg.model import MODEL_BEST, MODEL_LAST
+
+    return (run_dir / MODEL_BEST).is_file() or (run_dir / MODEL_LAST).is_file()
+
+
+def plan_pipeline(config: PipelineConfig) -> list[tuple[str, list[str]]]:
+    """The stage command lines the pipeline will run, after checking their inputs.
+
+    Returns:
+        ``[(stage, argv), ...]`` in order; argv is what follows ``skyseg``.
+
+    Raises:
+        ConfigError: a switched-off stage's output is needed and missing, or
+            the data settings are incomplete.
+    """
+    steps: list[tuple[str, list[str]]] = []
+    work = config.work_dir
+    if config.uses_demo:
+        steps.append(("demo-data", ["demo-data", "--out", str(config.demo_dir),
+                                    "--scenes", str(config.demo_scenes),
+                                    "--width", str(config.demo_width), "--seed", str(config.seed)]))
+    else:
+        if not config.images_dir.is_dir():
+            raise ConfigError(f"images folder {config.images_dir} not found; set images: in the "
+                              "config or --images")
+        needs_labels = config.build_dataset or config.evaluate
+        if needs_labels and (config.coco_file is None or not config.coco_file.is_file()):
+            raise ConfigError(
+                f"the COCO export {config.coco_file} is missing; building the dataset and "
+                "evaluating need it (set coco: or --coco, or switch those stages off)"
+            )
+    images = str(config.images_dir)
+    coco = str(config.coco_file) if config.coco_file else None
+    split_files = config.resolved_split_files()
+
+    if config.previews:
+        steps.append(("previews", ["previews", images, "--out", str(config.previews_dir),
+                                   "--max-size", "2048"]))
+
+    if config.build_dataset:
+        argv = ["build-dataset", "--coco", coco, "--images", images,
+                "--out", str(config.dataset_dir), "--seed", str(config.seed),
+                "--dtype", config.dtype]
+        if config.mode:
+            argv += ["--mode", config.mode]
+        if config.patch_size:
+            argv += ["--patch-size", str(config.patch_size)]
+        if config.stride:
+            argv += ["--stride", str(config.stride)]
+        if config.clip_max:
+            argv += ["--clip-max", str(config.clip_max)]
+        for name, path in split_files.items():
+            argv += ["--split-file", f"{name}={path}"]
+        if config.split:
+            argv += ["--split", config.split]
+        if config.group_pattern:
+            argv += ["--group-pattern", config.group_pattern]
+        steps.append(("build-dataset", argv))
+    elif config.train and not (config.dataset_dir / "dataset.json").is_file():
+        raise ConfigError(
+            f"training needs the patch dataset in {config.dataset_dir}, which is not there; "
+            "switch BUILD_DATASET on (--build-dataset=true) or point work_dir at a built one"
+        )
+
+    if config.train:
+        argv = ["train", "--data", str(config.dataset_dir), "--out", str(config.run_dir),
+                "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
+                "--learning-rate", str(config.learning_rate),
+                "--architecture", config.architecture, "--backbone", config.backbone,
+                "--seed", str(config.seed)]
+        if config.encoder_weights:
+            argv += ["--encoder-weights", config.encoder_weights]
+        if config.patience:
+            argv += ["--patience", str(config.patience)]
+        if (config.run_dir / "config.json").is_file():
+            argv.append("--resume")
+        steps.append(("train", argv))
+    elif (config.predict or config.evaluate) and not _has_model(config.run_dir):
+        raise ConfigError(
+            f"prediction and evaluation need a trained model in {config.run_dir}, which has "
+            "none; switch TRAIN on (--train=true) or point work_dir at a finished run"
+        )
+
+    held_out = work / "held_out"
+    if config.predict:
+        inputs = config.predict_inputs or [str(held_out if "val" in split_files else images)]
+        argv = ["predict", str(config.run_dir), *inputs, "--out", str(config.predictions_dir)]
+        if config.tile_size:
+            argv += ["--tile-size", str(config.tile_size)]
+        if config.tta:
+            argv.append("--tta")
+        steps.append(("predict", argv))
+
+    if config.evaluate:
+        target = held_out if "val" in split_files else config.images_dir
+        argv = ["evaluate", str(config.run_dir), "--images", str(target), "--coco", coco,
+                "--out", str(config.evaluation_dir)]
+        steps.append(("evaluate", argv))
+    return steps
+
+
+def _link_held_out(config: PipelineConfig) -> Path | None:
+    """A folder of links to the validation images, so predict/evaluate see only those."""
+    split_files = config.resolved_split_files()
+    if "val" not in split_files:
+        return None
+    val_list = Path(split_files["val"])
+    if not val_list.is_file():
+        raise ConfigError(f"validation list {val_list} not found; fix split_files")
+    stems = set(_stem_list(val_list))
+    from skyseg.io import IMAGE_SUFFIXES
+
+    folder = config.work_dir / "held_out"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for path in sorted(config.images_dir.iterdir()):
+        if path.stem in stems and path.suffix.lower() in IMAGE_SUFFIXES:
+            target = folder / path.name
+            try:
+                target.symlink_to(path.resolve())
+            except OSError:  # file systems without symbolic links
+                shutil.copy2(path, target)
+    return folder
+
+
+def _command_line(argv: list[str]) -> str:
+    return "skyseg " + " ".join(shlex.quote(a) for a in argv)
+
+
+def run_pipeline(config: PipelineConfig) -> int:
+    """Run the planned stages; returns 0, 1 (some inputs failed) or 2 (a stage failed).
+
+    Raises:
+        ConfigError: as :func:`plan_pipeline`.
+    """
+    from skyseg.cli import main
+
+    steps = plan_pipeline(config)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    timings: list[tuple[str, float, int]] = []
+    worst = 0
+    start_all = time.perf_counter()
+    held_out = str(config.work_dir / "held_out")
+    linked = False
+    for stage, argv in steps:
+        if not linked and held_out in argv:
+            _link_held_out(config)  # needs the demo data / images, made by earlier steps
+            linked = True
+        logger.info("== %s: %s", stage, _command_line(argv))
+        start = time.perf_counter()
+        status = main(argv)
+        elapsed = time.perf_counter() - start
+        timings.append((stage, elapsed, status))
+        if status >= 2:
+            logger.error("pipeline stopped: stage %s failed (exit status %d); see the message "
+                         "above. Earlier results are kept; fix it and run again.", stage, status)
+            _summary(config, timings, time.perf_counter() - start_all)
+            return 2
+        worst = max(worst, status)
+    _summary(config, timings, time.perf_counter() - start_all)
+    return worst
+
+
+def _summary(config: PipelineConfig, timings, total: float) -> None:
+    lines = ["", "skyseg pipeline summary", ""]
+    for stage, elapsed, status in timings:
+        state = {0: "ok", 1: "some inputs failed"}.get(status, f"FAILED ({status})")
+        lines.append(f"  {stage:<14} {elapsed:7.1f} s  {state}")
+    lines.append(f"  {'total':<14} {total:7.1f} s")
+    lines.append("")
+    lines.append("Results:")
+    where = [
+        ("demo data", config.demo_dir if config.uses_demo else None),
+        ("previews", config.previews_dir),
+        ("dataset", config.dataset_dir),
+        ("model", config.run_dir),
+        ("curves", config.run_dir / "curves.png"),
+        ("predictions", config.predictions_dir),
+        ("evaluation", config.evaluation_dir),
+    ]
+    for label, path in where:
+        if path is not None and Path(path).exists():
+            lines.append(f"  {label:<12} {path}")
+    overlays = sorted(config.predictions_dir.glob("*_overlay.png")) if \
+        config.predictions_dir.is_dir() else []
+    for overlay in overlays:
+        lines.append(f"  overlay      {overlay}")
+    metrics = _evaluation_means(config.evaluation_dir)
+    if metrics:
+        lines.append("  held-out scores: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    print("\n".join(lines))
+
+
+def _evaluation_means(folder: Path) -> dict[str, float]:
+    summary = folder / "summary.json"
+    if summary.is_file():
+        try:
+            data = json.loads(summary.read_text(encoding="utf-8"))
+            means = data.get("mean", {})
+            return {k: float(v) for k, v in means.items() if isinstance(v, (int, float))}
+        except (json.JSONDecodeError, ValueError, AttributeError):
+            return {}
+    table = folder / "metrics.csv"
+    if not table.is_file():
+        return {}
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    means = {}
+    for key in ("iou", "dice", "boundary_f"):
+        values = [float(r[key]) for r in rows if r.get(key) not in (None, "", "nan")]
+        if values:
+            means[key] = sum(values) / len(values)
+    return means
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML file of settings (see skyseg/config.py); options override it")
+    flags = parser.add_argument_group(
+        "stage flags", "true/false; also from the environment: "
+        + ", ".join(f"{v}" for v in STAGE_FLAGS.values()))
+    for key in STAGE_FLAGS:
+        flags.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar="BOOL", default=None,
+                           help=f"run the {key.replace('_', ' ')} stage (default true)")
+    data = parser.add_argument_group("data (default: the bundled demo)")
+    data.add_argument("--work-dir", type=Path, default=None,
+                      help="folder for every result (default outputs/demo)")
+    data.add_argument("--images", type=Path, default=None, help="folder of your images")
+    data.add_argument("--coco", type=Path, default=None, help="your Label Studio COCO export")
+    data.add_argument("--split-file", action="append", default=None, metavar="NAME=FILE",
+                      help="image list of a split (train=..., val=...); repeatable")
+    data.add_argument("--mode", choices=("hdr", "ldr"), default=None)
+    options = parser.add_argument_group("main options")
+    options.add_argument("--epochs", type=int, default=None)
+    options.add_argument("--backbone", default=None)
+    options.add_argument("--patch-size", type=int, default=None)
+    options.add_argument("--seed", type=int, default=None)
+
+
+def config_from_args(args: argparse.Namespace, environ=None) -> PipelineConfig:
+    """Defaults < YAML < environment < command line."""
+    config = load_config(args.config)
+    explicit = set()
+    if args.config is not None:
+        import yaml
+
+        explicit = set(yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {})
+    config.apply_environment(os.environ if environ is None else environ)
+    values = {}
+    for key in STAGE_FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            values[key] = parse_bool(value, name=f"--{key.replace('_', '-')}")
+    for key in ("work_dir", "images", "coco", "mode", "epochs", "backbone", "patch_size", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            values[key] = value
+    if args.split_file:
+        pairs = {}
+        for item in args.split_file:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ConfigError(f"--split-file expects NAME=FILE, got {item!r}")
+            pairs[name] = path
+        values["split_files"] = pairs
+    config.update(values, source="command line")
+    explicit |= set(values)
+    if config.images is None and args.work_dir is None and "work_dir" not in explicit:
+        config.work_dir = Path("outputs/demo")
+    if config.uses_demo:
+        for key, value in DEMO_DEFAULTS.items():
+            if key not in explicit:
+                setattr(config, key, value)
+    elif "work_dir" not in explicit:
+        config.work_dir = Path("outputs/pipeline")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_pipeline(config_from_args(args))

@@ -1,0 +1,718 @@
+"""Train a U-Net on a patch dataset: checkpoints, logs, curves, samples, resume.
+
+``skyseg train --data DATA --out RUN`` reads the patch dataset written by
+``skyseg build-dataset`` and fills the run folder::
+
+    RUN/config.json         the exact configuration (compared on --resume)
+    RUN/preprocessing.json  the dataset's preprocessing, for predict
+    RUN/model_best.h5       the model of the best validation IoU so far
+    RUN/model_last.h5       the last finished epoch, with the optimizer and the
+                            training state (history, best score, schedules)
+    RUN/history.csv         one row per finished epoch
+    RUN/curves.png          loss and IoU, training vs validation
+    RUN/samples.png         validation patches: image, true mask, prediction
+    RUN/tensorboard/        TensorBoard logs
+
+Training: Adam; the loss of :mod:`skyseg.metrics` (BCE + Jaccard by default)
+with 255 pixels ignored; IoU and Dice over each epoch; the learning rate
+halves when the validation loss has not improved for 5 epochs; training
+stops when the validation IoU has not improved for ``patience`` epochs.
+
+Resume: ``model_last.h5`` is written once per finished epoch and carries the
+training state inside it, so a run killed at any moment continues with
+``--resume`` from its last finished epoch: no epoch is lost or repeated, and
+the history is the one an uninterrupted run would have (the batches of an
+epoch depend only on the seed and the epoch number).
+
+Repeatability: one seed drives the initial weights (``keras.utils.set_random_seed``),
+the patch order and the augmentation. TensorFlow's op determinism is on when
+training on the CPU, where it costs little and makes a run repeat bit for bit
+(resume included). It stays off on GPUs by default: the U-Net decoder's
+nearest-neighbour up-sampling has no deterministic GPU gradient, and
+TensorFlow raises on it when determinism is forced (``deterministic=True``).
+
+Several GPUs are used through ``tf.distribute.MirroredStrategy``; one GPU or
+the CPU through the default strategy. ``mixed_precision=True`` computes in
+float16 on GPUs (the output stays float32).
+
+Example:
+    >>> result = train("DATA", "runs/resnet34", epochs=50)  # doctest: +SKIP
+    >>> result.best_val_iou  # doctest: +SKIP
+    0.962
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skyseg.augmentation import Augmentation
+from skyseg.errors import ConfigError, DatasetError, ModelError
+from skyseg.model import (
+    CONFIG_FILE,
+    MODEL_BEST,
+    MODEL_LAST,
+    PREPROCESSING_FILE,
+    check_model_choice,
+)
+
+__all__ = ["train", "TrainResult", "read_history", "write_history", "plot_curves",
+           "plot_samples", "CLI_HELP", "add_arguments", "run", "HISTORY_FILE", "CURVES_FILE",
+           "SAMPLES_FILE", "TENSORBOARD_DIR"]
+
+logger = logging.getLogger("skyseg")
+
+CLI_HELP = "train a U-Net on a patch dataset (checkpoints, history, curves, resume)"
+
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "curves.png"
+SAMPLES_FILE = "samples.png"
+TENSORBOARD_DIR = "tensorboard"
+#: The learning rate is multiplied by this after PLATEAU_PATIENCE epochs without a
+#: lower validation loss.
+PLATEAU_FACTOR = 0.5
+PLATEAU_PATIENCE = 5
+#: Config keys that may differ when a run is resumed (they do not change the result).
+RESUMABLE_KEYS = ("epochs", "workers", "data", "created", "skyseg_version")
+HISTORY_COLUMNS = ("epoch", "loss", "iou", "dice", "val_loss", "val_iou", "val_dice", "lr",
+                   "seconds")
+
+
+@dataclass
+class TrainResult:
+    """What a training run did.
+
+    Attributes:
+        run_dir: the run folder.
+        epochs: epochs finished in total (resumed runs included).
+        best_epoch: the epoch (1-based) of ``model_best.h5``.
+        best_val_iou: its validation IoU.
+        history: one dict per finished epoch (the rows of ``history.csv``).
+        skipped: damaged patch files left out -> reason.
+        stopped_early: early stopping ended the run.
+    """
+
+    run_dir: Path
+    epochs: int
+    best_epoch: int | None
+    best_val_iou: float
+    history: list[dict] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def _parse_encoder_weights(value):
+    if value is None or str(value).lower() in ("none", "null", ""):
+        return None
+    if str(value).lower() == "imagenet":
+        return "imagenet"
+    return str(Path(value).resolve())
+
+
+def _check_arguments(epochs, batch_size, learning_rate, patience, workers) -> None:
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ConfigError(f"--epochs must be a whole number >= 1, got {epochs!r}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ConfigError(f"--batch-size must be a whole number >= 1, got {batch_size!r}")
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ConfigError(f"--learning-rate must be a positive number, got {learning_rate!r}")
+    if not (isinstance(patience, int) and patience >= 1):
+        raise ConfigError(f"--patience must be a whole number >= 1, got {patience!r}")
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
+
+
+def train_model(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    epochs: int = 100,
+    batch_size: int = 8,
+    learning_rate: float = 1e-4,
+    architecture: str = "unet",
+    backbone: str = "resnet34",
+    encoder_weights: str | os.PathLike | None = None,
+    loss: str = "bce_jaccard",
+    seed: int = 0,
+    resume: bool = False,
+    augmentation: Augmentation | None = Augmentation(),
+    mixed_precision: bool = False,
+    workers: int = 2,
+    patience: int = 15,
+    deterministic: bool | None = None,
+    callbacks=(),
+    verbose: int = 0,
+) -> TrainResult:
+    """Train a segmentation network on a patch dataset and fill a run folder.
+
+    Args:
+        data_dir: dataset folder of ``skyseg build-dataset`` (train and val splits).
+        out_dir: the run folder (created; must not hold another run unless ``resume``).
+        epochs: total epochs (a resumed run counts the ones already done).
+        batch_size: patches per batch (split across GPUs when there are several).
+        learning_rate: Adam's initial learning rate.
+        architecture: ``"unet"``, ``"fpn"``, ``"linknet"`` or ``"pspnet"``.
+        backbone: encoder, e.g. ``"resnet34"`` (see :data:`skyseg.model.BACKBONES`).
+        encoder_weights: None (random, the default: nothing is downloaded),
+            a local weights file (e.g. ``resnet34_imagenet_1000_no_top.h5``), or
+            ``"imagenet"`` (downloaded once by segmentation_models; needs internet).
+        loss: a name of :data:`skyseg.metrics.LOSSES`.
+        seed: the one seed of the run.
+        resume: continue the run in ``out_dir`` from its last finished epoch.
+        augmentation: for the training patches (None: none); validation
+            patches are never augmented.
+        mixed_precision: float16 compute (for GPUs).
+        workers: threads reading and augmenting patches.
+        patience: epochs without a better validation IoU before stopping.
+        deterministic: TensorFlow op determinism; None (default): on without
+            GPUs, off with GPUs (see the module notes).
+        callbacks: extra Keras callbacks.
+        verbose: Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
+
+    Returns:
+        a :class:`TrainResult`.
+
+    Raises:
+        ConfigError: bad option, unknown architecture/backbone/loss, a run
+            folder that holds another run (without ``resume``) or a resume
+            with a different configuration (the message names the keys).
+        DatasetError: dataset folder missing, empty or inconsistent.
+        ModelError: weights cannot be loaded or downloaded.
+
+    Example:
+        >>> train("DATA", "runs/r18", backbone="resnet18", encoder_weights=None,
+        ...       epochs=20)  # doctest: +SKIP
+    """
+    started = time.time()
+    _check_arguments(epochs, batch_size, learning_rate, patience, workers)
+    architecture, backbone = check_model_choice(architecture, backbone)
+    from skyseg.metrics import LOSSES
+
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    encoder_weights = _parse_encoder_weights(encoder_weights)
+    if encoder_weights not in (None, "imagenet") and not Path(encoder_weights).is_file():
+        raise ModelError(f"{encoder_weights}: encoder weights file not found; pass a "
+                         "segmentation_models backbone .h5 file, imagenet or none")
+    from skyseg.generators import PatchBatches, read_dataset_info
+
+    data_dir = Path(data_dir)
+    info = read_dataset_info(data_dir)
+    # Plain batches first: they check the dataset without importing TensorFlow.
+    train_batches = PatchBatches(data_dir, "train", batch_size=batch_size,
+                                 augmentation=augmentation, seed=seed, workers=workers)
+    val_batches = PatchBatches(data_dir, "val", batch_size=batch_size, seed=seed,
+                               workers=workers)
+    patch_size = train_batches.patch_size
+    _check_patch_size(patch_size, architecture)
+
+    out_dir = Path(out_dir)
+    config = {
+        "architecture": architecture,
+        "backbone": backbone,
+        "encoder_weights": encoder_weights,
+        "patch_size": patch_size,
+        "mode": info.mode,
+        "preprocessing": info.preprocessing.to_dict(),
+        "loss": loss,
+        "optimizer": "adam",
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "seed": seed,
+        "augmentation": augmentation.to_dict() if augmentation is not None else None,
+        "mixed_precision": bool(mixed_precision),
+        "deterministic": deterministic,
+        "patience": patience,
+        "reduce_lr": {"monitor": "val_loss", "factor": PLATEAU_FACTOR,
+                      "patience": PLATEAU_PATIENCE},
+        "checkpoint_monitor": "val_iou",
+        "train_patches": len(train_batches.pairs),
+        "val_patches": len(val_batches.pairs),
+        "workers": workers,
+        "data": str(data_dir.resolve()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "skyseg_version": _version(),
+    }
+    state = _prepare_run_folder(out_dir, config, resume)
+    if state is not None and (state["epoch"] >= epochs or state.get("stopped_early")):
+        why = "stopped early" if state.get("stopped_early") else f"reached {state['epoch']} epochs"
+        logger.info("%s: the run already %s; nothing to resume (raise --epochs to go on)",
+                    out_dir, why)
+        return _result(out_dir, state, {})
+    _write_json(out_dir / CONFIG_FILE, config)
+    info.preprocessing.save(out_dir / PREPROCESSING_FILE)
+
+    from skyseg.model import import_keras
+
+    keras = import_keras()
+    import tensorflow as tf
+
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        keras.utils.set_random_seed(seed)
+        gpus = tf.config.list_logical_devices("GPU")
+        if deterministic or (deterministic is None and not gpus):
+            if gpus:
+                logger.warning("op determinism on a GPU: TensorFlow raises on ops without a "
+                               "deterministic GPU kernel (e.g. the U-Net's up-sampling gradient)")
+            tf.config.experimental.enable_op_determinism()
+        if mixed_precision:
+            if not gpus:
+                logger.warning("--mixed-precision on a CPU: float16 is slower there, not faster")
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        strategy = _strategy(tf)
+        with strategy.scope():
+            model = _make_model(config, state, out_dir, keras)
+        from skyseg.generators import PatchSequence
+
+        train_sequence = PatchSequence(data_dir, "train", batch_size=batch_size,
+                                       augmentation=augmentation, seed=seed, workers=workers)
+        val_sequence = PatchSequence(data_dir, "val", batch_size=batch_size, seed=seed,
+                                     workers=workers)
+        initial_epoch = state["epoch"] if state else 0
+        train_sequence.set_epoch(initial_epoch)
+        recorder = _make_recorder(keras)(
+            out_dir=out_dir, epochs=epochs, state=state, train_sequence=train_sequence,
+            val_sequence=val_sequence, preprocessing=info.preprocessing)
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
+            verbose=0)
+        stopper = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max",
+                                                patience=patience, verbose=0)
+        recorder.plateau, recorder.stopper = plateau, stopper
+        board = _tensorboard(keras, out_dir / TENSORBOARD_DIR)
+        start = (f"resuming after epoch {initial_epoch}" if initial_epoch
+                 else f"encoder weights: {encoder_weights or 'random'}")
+        logger.info("training %s/%s on %d patches (%d px, %s), validating on %d; %s",
+                    architecture, backbone, len(train_batches.pairs), patch_size, info.mode,
+                    len(val_batches.pairs), start)
+        try:
+            model.fit(
+                train_sequence,
+                validation_data=val_sequence,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                # The sequence shuffles itself from the seed; Keras' shuffle
+                # would use Python's global random state, lost on resume.
+                shuffle=False,
+                workers=1,
+                use_multiprocessing=False,
+                callbacks=[*board, plateau, stopper, recorder, *callbacks],
+                verbose=verbose,
+            )
+        except KeyboardInterrupt:
+            logger.warning("%s: interrupted; continue with skyseg train --resume (the last "
+                           "finished epoch is kept)", out_dir)
+            raise
+        finally:
+            train_sequence.close()
+            val_sequence.close()
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    skipped = {**train_sequence.skipped, **val_sequence.skipped}
+    final_state = recorder.state
+    logger.info("%s: %d epochs, best validation IoU %.4f at epoch %s (%.0f s)", out_dir,
+                final_state["epoch"], final_state["best_val_iou"] or 0.0,
+                final_state["best_epoch"], time.time() - started)
+    return _result(out_dir, final_state, skipped)
+
+
+def _version() -> str:
+    from skyseg import __version__
+
+    return __version__
+
+
+def _check_patch_size(patch_size: int, architecture: str) -> None:
+    if patch_size % 32 and architecture != "pspnet":
+        raise DatasetError(f"patch size {patch_size} is not a multiple of 32, which the "
+                           "network's 5 down-samplings need; rebuild the dataset with "
+                           "--patch-size 256 (or another multiple of 32)")
+    if architecture == "pspnet" and patch_size % 48:
+        raise ConfigError(f"PSPNet needs patches whose size is a multiple of 48, got "
+                          f"{patch_size}; use unet/fpn/linknet or rebuild with 288 px patches")
+
+
+def _result(out_dir: Path, state: dict, skipped: dict) -> TrainResult:
+    return TrainResult(
+        run_dir=out_dir,
+        epochs=int(state["epoch"]),
+        best_epoch=state.get("best_epoch"),
+        best_val_iou=float(state.get("best_val_iou") or 0.0),
+        history=list(state.get("history", [])),
+        skipped=skipped,
+        stopped_early=bool(state.get("stopped_early")),
+    )
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from skyseg.io import write_text
+
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _prepare_run_folder(out_dir: Path, config: dict, resume: bool) -> dict | None:
+    """Create or check the run folder; the saved training state when resuming."""
+    from skyseg.model import read_model_attributes
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: --out is a file; pass a folder for the run")
+    config_path, last_path = out_dir / CONFIG_FILE, out_dir / MODEL_LAST
+    existing = config_path.is_file() or last_path.is_file()
+    if existing and not resume:
+        raise ConfigError(f"{out_dir}: already holds a training run; pass --resume to continue "
+                          "it or choose another --out")
+    if resume and config_path.is_file():
+        try:
+            saved = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_path}: not valid JSON ({exc}); cannot resume, use "
+                              "another --out") from exc
+        keys = sorted((set(saved) | set(config)) - set(RESUMABLE_KEYS))
+        differing = [key for key in keys if saved.get(key) != config.get(key)]
+        if differing:
+            details = ", ".join(f"{key}: {saved.get(key)!r} -> {config.get(key)!r}"
+                                for key in differing[:6])
+            raise ConfigError(
+                f"{out_dir}: cannot resume, the configuration differs in {differing} "
+                f"({details}); pass the run's options again or choose another --out"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        return None
+    if not last_path.is_file():
+        logger.info("%s: no finished epoch to resume from; starting the run", out_dir)
+        return None
+    state = read_model_attributes(last_path).get("state")
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise ModelError(f"{last_path}: holds no training state (not written by skyseg "
+                         "train?); cannot resume, choose another --out")
+    logger.info("%s: resuming after epoch %d", out_dir, state["epoch"])
+    return state
+
+
+def _tensorboard(keras, folder: Path) -> list:
+    """The TensorBoard callback, or none when the tensorboard package is missing.
+
+    TensorFlow 2.21 no longer installs tensorboard, and without it every
+    summary op fails, so the run goes on without TensorBoard logs.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        logger.warning("tensorboard is not installed: no TensorBoard logs in %s "
+                       "(pip install tensorboard); history.csv and curves.png are written",
+                       folder)
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(folder), write_graph=False,
+                                        profile_batch=0)]
+
+
+def _strategy(tf):
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        logger.info("training on %d GPUs (MirroredStrategy)", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _make_model(config: dict, state: dict | None, out_dir: Path, keras):
+    from skyseg import metrics
+    from skyseg.model import build_model, load_model
+
+    if state is not None:
+        model = load_model(out_dir / MODEL_LAST, compile=True)
+        keras.backend.set_value(model.optimizer.learning_rate, state["lr"])
+        return model
+    input_shape = ((config["patch_size"], config["patch_size"], 3)
+                   if config["architecture"] == "pspnet" else (None, None, 3))
+    model = build_model(config["architecture"], config["backbone"],
+                        encoder_weights=config["encoder_weights"], input_shape=input_shape)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config["learning_rate"]),
+                  loss=metrics.get_loss(config["loss"]), metrics=metrics.make_metrics())
+    return model
+
+
+def _make_recorder(keras):
+    """The callback class that writes the run folder (defined once Keras is imported)."""
+
+    class RunRecorder(keras.callbacks.Callback):
+        """Saves checkpoints, history, curves and samples after each epoch.
+
+        ``model_last.h5`` is written last and holds the state: it is the one
+        commit point of an epoch.
+        """
+
+        def __init__(self, *, out_dir: Path, epochs: int, state: dict | None,
+                     train_sequence, val_sequence, preprocessing):
+            super().__init__()
+            self.out_dir = out_dir
+            self.epochs = epochs
+            self.train_sequence = train_sequence
+            self.val_sequence = val_sequence
+            self.preprocessing = preprocessing
+            self.plateau = None
+            self.stopper = None
+            self.state = state or {"epoch": 0, "history": [], "best_val_iou": None,
+                                   "best_epoch": None, "stopped_early": False}
+            self._epoch_started = 0.0
+            self._samples = None
+
+        def on_train_begin(self, logs=None):
+            # Keras' callbacks reset themselves in on_train_begin (they come
+            # before this one in the list); give them back their state.
+            saved = self.state
+            if saved.get("plateau") and self.plateau is not None:
+                self.plateau.wait = saved["plateau"]["wait"]
+                self.plateau.cooldown_counter = saved["plateau"]["cooldown_counter"]
+                self.plateau.best = float(saved["plateau"]["best"])
+            if saved.get("stopper") and self.stopper is not None:
+                self.stopper.wait = saved["stopper"]["wait"]
+                self.stopper.best = float(saved["stopper"]["best"])
+                self.stopper.best_epoch = saved["stopper"]["best_epoch"]
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch_started = time.time()
+            if self.train_sequence.epoch != epoch:
+                # Keras calls on_epoch_end once per epoch; this catches a change.
+                logger.debug("patch order epoch %d, Keras epoch %d: realigning",
+                             self.train_sequence.epoch, epoch)
+                self.train_sequence.set_epoch(epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+            row = {"epoch": epoch + 1}
+            for key in HISTORY_COLUMNS[1:-2]:
+                row[key] = float(logs[key]) if key in logs else float("nan")
+            row["lr"] = float(logs.get("lr", lr))
+            row["seconds"] = round(time.time() - self._epoch_started, 3)
+            state = self.state
+            history = [r for r in state["history"] if r["epoch"] < row["epoch"]] + [row]
+            val_iou = row["val_iou"]
+            best = state["best_val_iou"]
+            improved = math.isfinite(val_iou) and (best is None or val_iou > best)
+            if improved:
+                from skyseg.model import save_model
+
+                save_model(self.model, self.out_dir / MODEL_BEST, include_optimizer=False,
+                           attributes={"epoch": row["epoch"], "val_iou": val_iou})
+                best, best_epoch = val_iou, row["epoch"]
+            else:
+                best_epoch = state["best_epoch"]
+            self.state = {
+                "epoch": row["epoch"],
+                "history": history,
+                "best_val_iou": best,
+                "best_epoch": best_epoch,
+                "lr": lr,
+                "stopped_early": bool(self.model.stop_training and row["epoch"] < self.epochs),
+                "plateau": None if self.plateau is None else {
+                    "wait": int(self.plateau.wait),
+                    "cooldown_counter": int(self.plateau.cooldown_counter),
+                    "best": float(self.plateau.best)},
+                "stopper": None if self.stopper is None else {
+                    "wait": int(self.stopper.wait),
+                    "best": float(self.stopper.best),
+                    "best_epoch": int(self.stopper.best_epoch)},
+                "skipped": len(self.train_sequence.skipped) + len(self.val_sequence.skipped),
+            }
+            from skyseg.model import save_model
+
+            save_model(self.model, self.out_dir / MODEL_LAST, include_optimizer=True,
+                       attributes={"state": self.state})
+            write_history(self.out_dir / HISTORY_FILE, history)
+            plot_curves(self.out_dir / CURVES_FILE, history, best_epoch=best_epoch)
+            self._write_samples()
+            logger.info(
+                "epoch %d/%d: loss %.4f iou %.4f | val_loss %.4f val_iou %.4f%s (%.1f s)",
+                row["epoch"], self.epochs, row["loss"], row["iou"], row["val_loss"], val_iou,
+                " best" if improved else "", row["seconds"])
+            if self.state["skipped"]:
+                logger.warning("%d damaged patch file(s) skipped so far",
+                               self.state["skipped"])
+
+        def _write_samples(self):
+            if self._samples is None:
+                x, y = self.val_sequence.batch(0, 0)
+                self._samples = (x[:4], y[:4])
+            x, y = self._samples
+            probability = np.asarray(self.model(x, training=False), dtype=np.float32)
+            plot_samples(self.out_dir / SAMPLES_FILE, x, y, probability, self.preprocessing)
+
+    return RunRecorder
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    """Write the history rows as CSV (atomically), columns :data:`HISTORY_COLUMNS`."""
+    from skyseg.io import write_text
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({key: _format_value(row.get(key)) for key in HISTORY_COLUMNS})
+    write_text(path, buffer.getvalue())
+
+
+def read_history(path: str | os.PathLike) -> list[dict]:
+    """Read a ``history.csv`` back: a list of dicts with int epoch and float values."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
+            for row in rows]
+
+
+def _format_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _save_figure(figure, path: Path) -> None:
+    from skyseg.io import atomic_output
+
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+
+
+def plot_curves(path: Path, history: list[dict], *, best_epoch: int | None = None) -> None:
+    """``curves.png``: loss and IoU per epoch, training vs validation."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [row["epoch"] for row in history]
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    for axes, key, title in zip(figure.subplots(1, 2), ("loss", "iou"), ("loss", "IoU (sky)"),
+                                strict=True):
+        axes.plot(epochs, [row[key] for row in history], "o-", label="training", markersize=3)
+        axes.plot(epochs, [row[f"val_{key}"] for row in history], "o-", label="validation",
+                  markersize=3)
+        if best_epoch is not None:
+            axes.axvline(best_epoch, color="grey", linestyle=":",
+                         label=f"best (epoch {best_epoch})")
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        axes.legend()
+        if len(epochs) == 1:
+            axes.set_xlim(epochs[0] - 1, epochs[0] + 1)
+    _save_figure(figure, path)
+
+
+def plot_samples(path: Path, images: np.ndarray, masks: np.ndarray, probabilities: np.ndarray,
+                 preprocessing) -> None:
+    """``samples.png``: per row a patch (tonemapped if HDR), its true mask, the prediction.
+
+    Args:
+        path: the PNG to write.
+        images: float32 (N, P, P, 3) network input.
+        masks: uint8 (N, P, P, 1) truth (255 = ignore, shown grey).
+        probabilities: float32 (N, P, P, 1).
+        preprocessing: the dataset's, to show the images as people see them.
+    """
+    from matplotlib.figure import Figure
+
+    from skyseg.metrics import iou_score
+    from skyseg.preprocess import tonemap
+
+    count = len(images)
+    figure = Figure(figsize=(7.5, 2.5 * count), layout="constrained")
+    grid = figure.subplots(count, 3, squeeze=False)
+    for row, (image, mask, probability) in enumerate(zip(images, masks, probabilities,
+                                                         strict=True)):
+        values = preprocessing.invert(image)
+        display = tonemap(values, is_hdr=preprocessing.is_hdr)
+        truth = mask[:, :, 0].astype(np.float32)
+        truth[mask[:, :, 0] == 255] = 0.5
+        score = iou_score(mask[:, :, 0], probability[:, :, 0])
+        panels = ((display, "image", None), (truth, "true sky (grey: ignored)", "gray"),
+                  (probability[:, :, 0], f"predicted sky (IoU {score:.3f})", "gray"))
+        for column, (panel, title, cmap) in enumerate(panels):
+            axes = grid[row, column]
+            axes.imshow(panel, cmap=cmap, vmin=0 if cmap else None, vmax=1 if cmap else None,
+                        interpolation="nearest")
+            axes.set_axis_off()
+            if row == 0 or column == 2:
+                axes.set_title(title, fontsize=9)
+    _save_figure(figure, path)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path,
+                        help="dataset folder written by skyseg build-dataset")
+    parser.add_argument("--out", required=True, type=Path, help="run folder to create (or resume)")
+    parser.add_argument("--epochs", type=int, default=100, help="total number of epochs")
+    parser.add_argument("--batch-size", type=int, default=8, help="patches per batch")
+    parser.add_argument("--learning-rate", type=float, default=1e-4,
+                        help="Adam's initial learning rate")
+    parser.add_argument("--architecture", default="unet",
+                        help="unet, fpn, linknet or pspnet")
+    parser.add_argument("--backbone", default="resnet34", help="encoder, e.g. resnet18, resnet34")
+    parser.add_argument("--encoder-weights", default="none", metavar="none|imagenet|PATH",
+                        help="initial encoder weights: none (random), a local .h5 file such "
+                             "as resnet34_imagenet_1000_no_top.h5, or imagenet (downloaded "
+                             "once; needs internet)")
+    parser.add_argument("--loss", default="bce_jaccard",
+                        help="bce_jaccard, bce_dice, dice, focal, jaccard or bce")
+    parser.add_argument("--seed", type=int, default=0, help="the one seed of the run")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last finished epoch")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="compute in float16 (GPUs with tensor cores)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                        help="augment training patches (flip, rotation, shift, zoom, shear, "
+                             "exposure, gamma)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="threads reading and augmenting patches")
+    parser.add_argument("--patience", type=int, default=15,
+                        help="epochs without a better validation IoU before stopping")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                        help="repeatable TensorFlow ops (default: on CPUs, off on GPUs, where "
+                             "the U-Net's up-sampling gradient has no deterministic kernel)")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Keras' progress bar on a terminal; the log has one line per epoch anyway.
+    verbose = 1 if sys.stdout.isatty() and not getattr(args, "quiet", False) else 0
+    result = train(
+        args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, architecture=args.architecture,
+        backbone=args.backbone, encoder_weights=args.encoder_weights, loss=args.loss,
+        seed=args.seed, resume=args.resume,
+        augmentation=Augmentation() if args.augment else None,
+        mixed_precision=args.mixed_precision, workers=args.workers, patience=args.patience,
+        deterministic=args.deterministic, verbose=verbose,
+    )
+    logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
+                result.best_val_iou, result.best_epoch, MODEL_BEST)
+    if result.skipped:
+        logger.warning("%d damaged patch file(s) were left out:", len(result.skipped))
+        for message in result.skipped.values():
+            logger.warning("  SKIPPED %s", message)
+        return 1
+    return 0
+
+
+#: ``skyseg.train.train`` reads naturally inside the module; the package exports
+#: :func:`train_model` (``skyseg.train`` is this module once the CLI imported it).
+train = train_model

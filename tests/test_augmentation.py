@@ -1,0 +1,258 @@
+"""Augmentation: image and mask move together; exposure and gamma are exact on radiance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skyseg.augmentation import (
+    Augmentation,
+    adjust_radiance,
+    affine_matrix,
+    augment_values,
+    random_affine,
+    warp_image,
+    warp_mask,
+)
+from skyseg.errors import ConfigError
+from skyseg.preprocess import Preprocessing, srgb_decode
+
+
+def blocks(rng: np.random.Generator, size: int = 64, block: int = 8) -> np.ndarray:
+    """A random 0/1 pattern of ``block`` x ``block`` squares: uint8 (size, size)."""
+    cells = rng.integers(0, 2, size=(size // block, size // block), dtype=np.uint8)
+    return np.kron(cells, np.ones((block, block), np.uint8))
+
+
+def pattern_pair(rng, size=64):
+    """A mask and an image whose three channels are that mask (so they can be compared)."""
+    mask = blocks(rng, size)
+    image = np.repeat(mask[:, :, None].astype(np.float32), 3, axis=2)
+    return image, mask
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def test_identity_leaves_image_and_mask_unchanged(rng):
+    image, mask = rng.random((16, 24, 3)).astype(np.float32), blocks(rng, 16)[:, :16]
+    identity = affine_matrix((16, 24))
+    np.testing.assert_array_equal(warp_image(image, identity), image)
+    identity = affine_matrix((16, 16))
+    np.testing.assert_array_equal(warp_mask(mask, identity), mask)
+
+
+def test_flip_mirrors_left_right_exactly(rng):
+    image, mask = rng.random((8, 12, 3)).astype(np.float32), blocks(rng, 8, 2)
+    np.testing.assert_array_equal(warp_image(image, affine_matrix((8, 12), flip=True)),
+                                  image[:, ::-1])
+    np.testing.assert_array_equal(warp_mask(mask, affine_matrix((8, 8), flip=True)),
+                                  mask[:, ::-1])
+
+
+def test_whole_pixel_shift_moves_content_and_marks_invented_pixels_ignored(rng):
+    image = rng.random((10, 10, 3)).astype(np.float32)
+    mask = blocks(rng, 10, 2)
+    matrix = affine_matrix((10, 10), shift=(0.0, 0.3))  # samples 3 columns to the right
+    warped_image, warped_mask = warp_image(image, matrix), warp_mask(mask, matrix)
+    np.testing.assert_array_equal(warped_image[:, :7], image[:, 3:])
+    np.testing.assert_array_equal(warped_mask[:, :7], mask[:, 3:])
+    assert (warped_mask[:, 7:] == 255).all()
+    # Reflection about the last column: columns 10, 11, 12 read 8, 7, 6.
+    np.testing.assert_array_equal(warped_image[:, 7:], image[:, [8, 7, 6]])
+    constant = warp_image(image, matrix, fill="constant", cval=-1.0)
+    assert (constant[:, 7:] == -1.0).all()
+    np.testing.assert_array_equal(constant[:, :7], image[:, 3:])
+
+
+def test_quarter_turn_is_clockwise(rng):
+    image = rng.random((9, 9, 3)).astype(np.float32)
+    mask = blocks(rng, 9, 3)
+    matrix = affine_matrix((9, 9), rotation=90)
+    np.testing.assert_allclose(warp_image(image, matrix), np.rot90(image, k=-1), atol=1e-5)
+    np.testing.assert_array_equal(warp_mask(mask, matrix), np.rot90(mask, k=-1))
+
+
+def test_zoom_in_by_two_magnifies_about_the_centre():
+    image = np.arange(64, dtype=np.float32).reshape(8, 8)
+    warped = warp_image(image, affine_matrix((8, 8), zoom=(0.5, 0.5)))
+    # Output pixel (0, 0) samples source (1.75, 1.75): bilinear between rows/cols 1 and 2.
+    assert warped[0, 0] == pytest.approx(1.75 * 8 + 1.75)
+    assert warped[3, 4] == pytest.approx(3.25 * 8 + 3.75)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_draws_keep_image_and_mask_aligned(seed):
+    """A known pattern, drawn into the image and the mask, ends up in the same place."""
+    rng = np.random.default_rng(seed)
+    image, mask = pattern_pair(rng)
+    augmentation = Augmentation(exposure_ev=0.0, gamma=1.0)
+    out_image, out_mask = augmentation.apply(image, mask, rng)
+    valid = out_mask != 255
+    agreement = np.mean(np.rint(out_image[:, :, 0][valid]) == out_mask[valid])
+    # Bilinear vs nearest sampling differ only at some block corners.
+    assert agreement > 0.97
+    # The test has teeth: the same image against a mask moved by another draw.
+    other_image, other_mask = augmentation.apply(image, mask, np.random.default_rng(seed + 100))
+    both = valid & (other_mask != 255)
+    assert np.mean(np.rint(out_image[:, :, 0][both]) == other_mask[both]) < 0.8
+
+
+def test_invented_pixels_are_exactly_those_sampled_outside(rng):
+    matrix = random_affine(rng, (32, 32))
+    mask = np.ones((32, 32), np.uint8)
+    warped = warp_mask(mask, matrix)
+    rows, cols = np.mgrid[0:32, 0:32]
+    source = np.einsum("ij,jhw->ihw", matrix, np.stack([rows, cols, np.ones_like(rows)]))
+    outside = ((np.rint(source[0]) < 0) | (np.rint(source[0]) > 31) | (np.rint(source[1]) < 0)
+               | (np.rint(source[1]) > 31))
+    np.testing.assert_array_equal(warped == 255, outside)
+    assert set(np.unique(warped)) <= {1, 255}
+
+
+def test_sky_stays_up_no_vertical_flip():
+    augmentation = Augmentation()
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:32] = 1
+    image = np.zeros((64, 64, 3), np.float32)
+    rows = np.mgrid[0:64, 0:64][0]
+    for seed in range(40):
+        _, out = augmentation.apply(image, mask, np.random.default_rng(seed))
+        # The sky's mean row stays above the ground's: never upside down.
+        assert rows[out == 1].mean() < rows[out == 0].mean() - 10
+
+
+def test_horizontal_flip_is_drawn_about_half_the_time():
+    flips = sum(random_affine(np.random.default_rng(seed), (8, 8), rotation=0, shift=0, zoom=0,
+                              shear=0)[1, 1] < 0 for seed in range(200))
+    assert 70 < flips < 130
+    no_flip = [random_affine(np.random.default_rng(seed), (8, 8), rotation=0, shift=0, zoom=0,
+                             shear=0, horizontal_flip=False) for seed in range(20)]
+    for matrix in no_flip:
+        np.testing.assert_array_equal(matrix, np.eye(3))
+
+
+def test_draws_stay_within_their_ranges():
+    augmentation = Augmentation(rotation=15, shift=0.3, zoom=0.3, shear=0.1)
+    for seed in range(100):
+        draw = augmentation.draw(np.random.default_rng(seed), (64, 64))
+        determinant = abs(np.linalg.det(draw["matrix"][:2, :2]))
+        assert 0.7 ** 2 - 1e-9 <= determinant <= 1.3 ** 2 + 1e-9
+        assert -1.0 <= draw["exposure_ev"] <= 1.0
+        assert 1 / 1.25 - 1e-12 <= draw["gamma"] <= 1.25 + 1e-12
+
+
+def test_same_seed_same_augmentation(rng):
+    image, mask = pattern_pair(rng, 32)
+    first = Augmentation().apply(image, mask, np.random.default_rng(7), Preprocessing())
+    second = Augmentation().apply(image, mask, np.random.default_rng(7), Preprocessing())
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_float16_patches_warp_like_float32(rng):
+    image = rng.random((32, 32, 3)).astype(np.float16)
+    matrix = random_affine(rng, (32, 32))
+    np.testing.assert_array_equal(warp_image(image, matrix),
+                                  warp_image(image.astype(np.float32), matrix))
+
+
+def test_warp_writes_into_out(rng):
+    image, mask = pattern_pair(rng, 16)
+    matrix = random_affine(rng, (16, 16))
+    out_image, out_mask = np.empty((16, 16, 3), np.float32), np.empty((16, 16), np.uint8)
+    assert warp_image(image, matrix, out=out_image) is out_image
+    assert warp_mask(mask, matrix, out=out_mask) is out_mask
+    np.testing.assert_array_equal(out_image, warp_image(image, matrix))
+    np.testing.assert_array_equal(out_mask, warp_mask(mask, matrix))
+
+
+# --------------------------------------------------------------------------- photometry
+
+
+def log_uniform_radiance(rng, shape=(16, 16, 3)) -> np.ndarray:
+    return (10.0 ** rng.uniform(-3, 4, size=shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("gamma", "exposure_ev"), [(1.2, 1.5), (0.8, -2.0), (1.0, 0.5),
+                                                    (1.1, 0.0)])
+def test_exposure_and_gamma_are_exact_on_radiance_float32(rng, gamma, exposure_ev):
+    preprocessing = Preprocessing(mode="hdr")
+    radiance = log_uniform_radiance(rng)
+    stored = preprocessing.apply(radiance)
+    augmented = augment_values(stored, preprocessing, gamma=gamma, exposure_ev=exposure_ev)
+    expected = 2.0 ** exposure_ev * radiance.astype(np.float64) ** gamma
+    np.testing.assert_allclose(preprocessing.invert(augmented), expected, rtol=2e-4, atol=1e-6)
+
+
+def test_exposure_respects_the_clip_of_the_preprocessing(rng):
+    preprocessing = Preprocessing(mode="hdr", clip_max=500.0)
+    radiance = log_uniform_radiance(rng)
+    stored = preprocessing.apply(radiance)
+    augmented = augment_values(stored, preprocessing, exposure_ev=2.0)
+    expected = np.minimum(4.0 * np.minimum(radiance, 500.0), 500.0)
+    np.testing.assert_allclose(preprocessing.invert(augmented), expected, rtol=2e-4, atol=1e-6)
+
+
+def test_split_log_transform_is_inverted_exactly_too(rng):
+    preprocessing = Preprocessing(mode="hdr", log_split_around1=True, input_mul=4.0)
+    radiance = log_uniform_radiance(rng)
+    augmented = augment_values(preprocessing.apply(radiance), preprocessing, gamma=0.9,
+                               exposure_ev=-1.0)
+    np.testing.assert_allclose(preprocessing.invert(augmented),
+                               0.5 * radiance.astype(np.float64) ** 0.9, rtol=2e-4, atol=1e-6)
+
+
+def test_float16_patches_use_a_table_with_the_same_result(rng):
+    preprocessing = Preprocessing(mode="hdr")
+    stored = preprocessing.apply(log_uniform_radiance(rng, (64, 64, 3))).astype(np.float16)
+    through_table = augment_values(stored, preprocessing, gamma=1.15, exposure_ev=0.7)
+    direct = augment_values(stored.astype(np.float32), preprocessing, gamma=1.15,
+                            exposure_ev=0.7)
+    assert through_table.dtype == np.float32
+    np.testing.assert_allclose(through_table, direct, rtol=1e-6, atol=1e-6)
+    # ... and exact on the radiance the float16 patch stands for.
+    radiance = preprocessing.invert(stored.astype(np.float32)).astype(np.float64)
+    np.testing.assert_allclose(preprocessing.invert(through_table),
+                               2 ** 0.7 * np.maximum(radiance, 0) ** 1.15, rtol=2e-4, atol=1e-6)
+
+
+def test_ldr_patches_change_linear_light_and_saturate_at_white(rng):
+    preprocessing = Preprocessing(mode="ldr")
+    values = rng.random((16, 16, 3)).astype(np.float32)
+    augmented = augment_values(values, preprocessing, gamma=1.1, exposure_ev=1.0)
+    expected = np.minimum(2.0 * srgb_decode(values).astype(np.float64) ** 1.1, 1.0)
+    np.testing.assert_allclose(srgb_decode(augmented), expected, rtol=1e-4, atol=1e-6)
+    assert augmented.max() <= 1.0
+
+
+def test_no_change_returns_the_values(rng):
+    values = rng.random((4, 4, 3)).astype(np.float16)
+    np.testing.assert_array_equal(augment_values(values, Preprocessing()), values)
+
+
+def test_adjust_radiance_formula():
+    radiance = np.array([0.0, 0.5, 1.0, 8.0], np.float32)
+    np.testing.assert_allclose(adjust_radiance(radiance, gamma=2.0, exposure_ev=-1.0),
+                               [0.0, 0.125, 0.5, 32.0], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"zoom": 1.0}, r"zoom must be in \[0, 1\), got 1.0"),
+    ({"gamma": 0.8}, r"gamma must be >= 1 .*got 0.8"),
+    ({"rotation": -5}, "rotation must be a range >= 0, got -5"),
+    ({"fill": "wrap"}, "fill must be one of"),
+])
+def test_bad_settings_are_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Augmentation(**kwargs)
+
+
+def test_settings_round_trip_and_refuse_unknown_keys():
+    augmentation = Augmentation(rotation=5.0, fill="constant")
+    assert Augmentation.from_dict(augmentation.to_dict()) == augmentation
+    with pytest.raises(ConfigError, match=r"unknown augmentation parameter\(s\) \['vflip'\]"):
+        Augmentation.from_dict({"vflip": True})

@@ -1,0 +1,558 @@
+"""The build-dataset stage on tiny synthetic images (and a few real CamVid frames).
+
+Patch 16 / stride 10 on images of a few dozen pixels keeps TensorFlow's work
+small; every build here takes well under a second after TensorFlow's import.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import skyseg.dataset as dataset_module
+from skyseg.annotations import load_coco
+from skyseg.dataset import build_dataset
+from skyseg.errors import ConfigError, DatasetError
+from skyseg.io import TEMP_MARKER, read_image, write_exr, write_png
+from skyseg.patches import patch_grid
+from skyseg.preprocess import Preprocessing
+from tests.conftest import ROOT, shared_path
+
+# (stem, height, width): smaller than a patch both ways and one way, exactly a
+# patch, exact multiples of the stride (26 = 16 + 10), off by one, a 1-pixel
+# remainder (37: patches at 0, 10, 20 and 21), a typical odd size.
+ODD_SIZES = [
+    ("seqA_000", 40, 70),
+    ("seqA_001", 9, 12),
+    ("seqA_002", 5, 40),
+    ("seqB_000", 16, 16),
+    ("seqB_001", 26, 36),
+    ("seqB_002", 17, 27),
+    ("seqC_000", 37, 31),
+    ("seqC_001", 15, 41),
+    ("seqD_000", 1, 30),
+    ("seqD_001", 33, 1),
+]
+PATCH, STRIDE = 16, 10
+
+
+def _coco_entry(image_id: int, stem: str, suffix: str, height: int, width: int) -> dict:
+    return {"id": image_id, "width": width, "height": height,
+            "file_name": f"images/{secrets.token_hex(4)}-{stem}{suffix}"}
+
+
+def _sky_annotations(start_id: int, image_id: int, height: int, width: int) -> list[dict]:
+    """Sky over the upper 40 % of the picture, minus a small non-sky hole."""
+    top = max(1.0, 0.4 * height)
+    sky = [0, 0, width, 0, width, top, 0, top]
+    hole_w = max(1.0, width / 5)
+    hole = [width / 2, 0, width / 2 + hole_w, 0, width / 2 + hole_w, top / 2, width / 2, top / 2]
+    return [
+        {"id": start_id, "image_id": image_id, "category_id": 1, "segmentation": [sky],
+         "iscrowd": 0, "area": 1.0, "bbox": [0, 0, width, top]},
+        {"id": start_id + 1, "image_id": image_id, "category_id": 2, "segmentation": [hole],
+         "iscrowd": 0, "area": 1.0, "bbox": [0, 0, 1, 1]},
+    ]
+
+
+def make_labelled_set(folder: Path, sizes=ODD_SIZES, *, kind: str = "ldr", seed: int = 0,
+                      unlabelled: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """Write images (PNG for LDR, float32 EXR for HDR) and a Label Studio style COCO file."""
+    rng = np.random.default_rng(seed)
+    images = folder / "images"
+    images.mkdir(parents=True)
+    coco = {"images": [], "annotations": [],
+            "categories": [{"id": 1, "name": "sky"}, {"id": 2, "name": "non-sky"}]}
+    suffix = ".png" if kind == "ldr" else ".exr"
+    for image_id, (stem, height, width) in enumerate(sizes):
+        if kind == "ldr":
+            write_png(images / f"{stem}.png",
+                      rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        else:
+            radiance = np.exp(rng.normal(0.0, 2.0, (height, width, 3))).astype(np.float32)
+            write_exr(images / f"{stem}.exr", radiance, half=False)
+        if stem in unlabelled:
+            continue
+        coco["images"].append(_coco_entry(image_id, stem, suffix, height, width))
+        coco["annotations"] += _sky_annotations(2 * image_id, image_id, height, width)
+    coco_path = folder / "result.json"
+    coco_path.write_text(json.dumps(coco))
+    return coco_path, images
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root``: relative path -> bytes."""
+    return {str(path.relative_to(root)): path.read_bytes()
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def read_manifest(out: Path) -> list[dict]:
+    with open(out / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def ldr_set(tmp_path_factory):
+    return make_labelled_set(tmp_path_factory.mktemp("ldr"))
+
+
+@pytest.fixture(scope="module")
+def ldr_build(ldr_set, tmp_path_factory):
+    coco, images = ldr_set
+    out = tmp_path_factory.mktemp("ldr_out") / "data"
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=PATCH, stride=STRIDE,
+                           dtype="float32", seed=3)
+    return result, out
+
+
+# ----------------------------------------------------------------------------- layout and sizes
+
+def test_layout_counts_and_coverage(ldr_set, ldr_build):
+    coco, images = ldr_set
+    result, out = ldr_build
+    assert result.exit_code == 0
+    info = json.loads((out / "dataset.json").read_text())
+    for key in ("mode", "patch_size", "stride", "dtype", "seed", "preprocessing", "splits",
+                "stats", "sources"):
+        assert key in info
+    assert (info["mode"], info["patch_size"], info["stride"], info["dtype"]) == \
+        ("ldr", PATCH, STRIDE, "float32")
+    assert Preprocessing.from_dict(info["preprocessing"]) == Preprocessing(mode="ldr")
+    rows = read_manifest(out)
+    assert len({row["id"] for row in rows}) == len(rows)
+    assert info["splits"] == result.splits
+    assert sum(info["splits"].values()) == len(rows)
+    expected = sum(len(patch_grid(h, w, PATCH, STRIDE)) for _, h, w in ODD_SIZES)
+    assert len(rows) == expected
+    for split in info["splits"]:
+        x_files = sorted(p.stem for p in (out / f"X_{split}" / split).iterdir())
+        y_files = sorted(p.stem for p in (out / f"Y_{split}" / split).iterdir())
+        assert x_files == y_files == sorted(r["id"] for r in rows if r["split"] == split)
+    # Every pixel of every source lies in a patch; patch positions stay inside the image.
+    for stem, height, width in ODD_SIZES:
+        covered = np.zeros((height, width), bool)
+        mine = [r for r in rows if r["source"] == f"{stem}.png"]
+        assert len(mine) == len(patch_grid(height, width, PATCH, STRIDE))
+        for r in mine:
+            row, col = int(r["row"]), int(r["col"])
+            vh, vw = int(r["valid_height"]), int(r["valid_width"])
+            assert (vh, vw) == (min(PATCH, height - row), min(PATCH, width - col))
+            covered[row:row + vh, col:col + vw] = True
+        assert covered.all(), stem
+    stats = info["stats"]
+    assert set(stats["quantiles_percent"]["all"]) == {"0.25", "0.5", "25", "50", "75", "99.5"}
+    assert 0 < stats["sky_fraction"]["train"] < 1
+    assert set(stats["nonfinite_repaired"]) == {f"{s}.png" for s, _, _ in ODD_SIZES}
+    assert not list(out.rglob(f"*{TEMP_MARKER}*"))
+
+
+def test_patches_line_up_with_source_and_mask(ldr_set, ldr_build):
+    coco, images = ldr_set
+    _, out = ldr_build
+    labels = load_coco(coco)
+    prep = Preprocessing(mode="ldr")
+    for r in read_manifest(out):
+        stem = Path(r["source"]).stem
+        source = read_image(images / r["source"])
+        mask = labels.mask(stem, *source.shape[:2])
+        row, col = int(r["row"]), int(r["col"])
+        vh, vw = int(r["valid_height"]), int(r["valid_width"])
+        x = tifffile.imread(out / f"X_{r['split']}" / r["split"] / f"{r['id']}.tif")
+        y = np.asarray(Image.open(out / f"Y_{r['split']}" / r["split"] / f"{r['id']}.png"))
+        assert x.shape == (PATCH, PATCH, 3) and x.dtype == np.float32
+        assert y.shape == (PATCH, PATCH) and y.dtype == np.uint8
+        np.testing.assert_allclose(prep.invert(x[:vh, :vw]), source[row:row + vh, col:col + vw],
+                                   atol=1e-4)
+        np.testing.assert_array_equal(y[:vh, :vw], mask[row:row + vh, col:col + vw])
+        assert (y[vh:] == 255).all() and (y[:, vw:] == 255).all()
+        assert set(np.unique(y[:vh, :vw])) <= {0, 1}
+        assert float(r["sky_fraction"]) == pytest.approx((y == 1).sum() / (vh * vw), abs=1e-6)
+
+
+def test_hdr_patch_inverts_to_radiance(tmp_path):
+    sizes = [("pano_a", 40, 70), ("pano_b", 12, 30)]
+    coco, images = make_labelled_set(tmp_path, sizes, kind="hdr", seed=5)
+    out = tmp_path / "data"
+    result = build_dataset(coco, images, out, patch_size=PATCH, stride=STRIDE, dtype="float32",
+                           split=(0.5, 0.5))
+    assert result.exit_code == 0
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["mode"] == "hdr"  # detected from the EXR files
+    prep = Preprocessing.from_dict(info["preprocessing"])
+    labels = load_coco(coco)
+    for r in read_manifest(out):
+        source = read_image(images / r["source"])
+        row, col, vh, vw = (int(r[k]) for k in ("row", "col", "valid_height", "valid_width"))
+        x = tifffile.imread(out / f"X_{r['split']}" / r["split"] / f"{r['id']}.tif")
+        np.testing.assert_allclose(prep.invert(x[:vh, :vw]), source[row:row + vh, col:col + vw],
+                                   rtol=1e-4, atol=1e-6)
+        y = np.asarray(Image.open(out / f"Y_{r['split']}" / r["split"] / f"{r['id']}.png"))
+        mask = labels.mask(Path(r["source"]).stem, *source.shape[:2])
+        np.testing.assert_array_equal(y[:vh, :vw], mask[row:row + vh, col:col + vw])
+
+
+def test_float16_and_compression_store_the_same_values(ldr_set, ldr_build, tmp_path):
+    coco, images = ldr_set
+    _, out32 = ldr_build
+    out16 = tmp_path / "data16"
+    build_dataset(coco, images, out16, mode="ldr", patch_size=PATCH, stride=STRIDE, seed=3,
+                  compression="zlib")
+    info = json.loads((out16 / "dataset.json").read_text())
+    assert info["dtype"] == "float16" and info["compression"] == "zlib"
+    assert read_manifest(out16) == read_manifest(out32)
+    for r in read_manifest(out16)[:20]:
+        name = Path(f"X_{r['split']}") / r["split"] / f"{r['id']}.tif"
+        x16, x32 = tifffile.imread(out16 / name), tifffile.imread(out32 / name)
+        assert x16.dtype == np.float16
+        np.testing.assert_array_equal(x16, x32.astype(np.float16))
+
+
+# ----------------------------------------------------------------------------- splits
+
+def test_no_source_or_group_in_two_splits(ldr_set, tmp_path):
+    coco, images = ldr_set
+    out = tmp_path / "data"
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=PATCH, stride=STRIDE,
+                           split="0.5,0.25,0.25", group_pattern=r"^(seq[A-Z])_", seed=1)
+    rows = read_manifest(out)
+    by_source: dict[str, set] = {}
+    by_group: dict[str, set] = {}
+    for r in rows:
+        by_source.setdefault(r["source"], set()).add(r["split"])
+        by_group.setdefault(r["source"][:4], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_source.values())
+    assert all(len(s) == 1 for s in by_group.values())
+    assert set(result.splits) == {"train", "val", "test"}
+    assert all(count > 0 for count in result.splits.values())
+    info = json.loads((out / "dataset.json").read_text())
+    assert {name: split for name, split in info["sources"].items()} == \
+        {source: splits.pop() for source, splits in by_source.items()}
+
+
+def test_split_files_and_unlisted_images(ldr_set, tmp_path):
+    coco, images = ldr_set
+    (tmp_path / "train.txt").write_text("seqA_000\nseqA_001\nseqB_000\n")
+    (tmp_path / "val.txt").write_text("seqC_000.png\n")
+    out = tmp_path / "data"
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=PATCH, stride=STRIDE,
+                           split_files={"train": tmp_path / "train.txt",
+                                        "val": tmp_path / "val.txt"})
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["sources"] == {"seqA_000.png": "train", "seqA_001.png": "train",
+                               "seqB_000.png": "train", "seqC_000.png": "val"}
+    assert sorted(info["unassigned"]) == sorted(result.unassigned) == sorted(
+        s for s, _, _ in ODD_SIZES if s not in ("seqA_000", "seqA_001", "seqB_000", "seqC_000"))
+    assert result.exit_code == 0
+    with pytest.raises(DatasetError, match="group 'seqA' .* has images in train, val"):
+        (tmp_path / "val2.txt").write_text("seqA_002\n")
+        build_dataset(coco, images, tmp_path / "data2", mode="ldr", patch_size=PATCH,
+                      stride=STRIDE, group_pattern=r"^(seq[A-Z])_",
+                      split_files={"train": tmp_path / "train.txt",
+                                   "val": tmp_path / "val2.txt"})
+
+
+# ----------------------------------------------------------------------------- determinism
+
+def test_same_seed_same_bytes_with_one_or_two_workers(ldr_set, tmp_path):
+    coco, images = ldr_set
+    kwargs = dict(mode="ldr", patch_size=PATCH, stride=STRIDE, seed=11)
+    build_dataset(coco, images, tmp_path / "one", workers=1, **kwargs)
+    build_dataset(coco, images, tmp_path / "two", workers=2, **kwargs)
+    one, two = tree(tmp_path / "one"), tree(tmp_path / "two")
+    patches = sum(len(patch_grid(h, w, PATCH, STRIDE)) for _, h, w in ODD_SIZES)
+    # X and Y per patch, a done record and a value sample per image, plan, manifest, json
+    assert len(one) == 2 * patches + 2 * len(ODD_SIZES) + 3
+    assert one == two
+    build_dataset(coco, images, tmp_path / "other", workers=1, **{**kwargs, "seed": 12})
+    other = json.loads((tmp_path / "other" / "dataset.json").read_text())
+    assert other["sources"] != json.loads((tmp_path / "one" / "dataset.json").read_text())[
+        "sources"]
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_dataset(ldr_set, ldr_build, tmp_path,
+                                                             monkeypatch):
+    coco, images = ldr_set
+    _, reference = ldr_build
+    out = tmp_path / "data"
+    kwargs = dict(mode="ldr", patch_size=PATCH, stride=STRIDE, dtype="float32", seed=3)
+    real_write_png = dataset_module.write_png
+    calls = {"n": 0}
+
+    def dying_write_png(path, array, **options):
+        calls["n"] += 1
+        if calls["n"] > 40:  # the 41st mask: in the middle of an image
+            raise RuntimeError("simulated kill")
+        return real_write_png(path, array, **options)
+
+    monkeypatch.setattr(dataset_module, "write_png", dying_write_png)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        build_dataset(coco, images, out, **kwargs)
+    monkeypatch.setattr(dataset_module, "write_png", real_write_png)
+    assert not (out / "dataset.json").exists()
+    written = [p for p in out.rglob("*.tif")]
+    assert 0 < len(written) < len(read_manifest(reference))
+    # A killed process also leaves temporary files behind.
+    stray = written[-1].parent / f".{written[-1].stem}.deadbeef{TEMP_MARKER}.tif"
+    stray.write_bytes(b"half a tiff")
+    (out / ".build" / "done" / f".000009.cafe{TEMP_MARKER}.json").write_text("{")
+
+    result = build_dataset(coco, images, out, **kwargs)
+    assert result.exit_code == 0
+    assert tree(out) == tree(reference)
+    assert not list(out.rglob(f"*{TEMP_MARKER}*"))
+    # Running again on a finished dataset changes nothing.
+    build_dataset(coco, images, out, **kwargs)
+    assert tree(out) == tree(reference)
+
+
+def test_resume_after_sigkill_of_the_cli(tmp_path):
+    """A real kill -9 at a random moment of the writing, then the same command again."""
+    sizes = [(f"big_{i:02d}", 100, 150) for i in range(12)]  # 150 patches each at 16/10
+    coco, images = make_labelled_set(tmp_path, sizes, seed=9)
+    reference, out = tmp_path / "reference", tmp_path / "data"
+    options = ["--mode", "ldr", "--patch-size", "16", "--stride", "10", "--seed", "2", "-q"]
+    build_dataset(coco, images, reference, mode="ldr", patch_size=16, stride=10, seed=2)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "skyseg", "build-dataset", "--coco", str(coco),
+               "--images", str(images), "--out", str(out), *options]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    threshold = 777  # files written before the kill: odd, so mid-way through an X/Y pair
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            written = sum(1 for _ in out.glob("[XY]_*/*/*")) if out.is_dir() else 0
+            if written >= threshold:
+                break
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the build ended before it could be killed"
+    assert not (out / "dataset.json").exists()
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=16, stride=10, seed=2)
+    assert result.exit_code == 0
+    assert tree(out) == tree(reference)
+    assert not list(out.rglob(f"*{TEMP_MARKER}*"))
+
+
+def test_resume_redoes_an_image_whose_files_went_missing(ldr_set, ldr_build, tmp_path):
+    coco, images = ldr_set
+    _, reference = ldr_build
+    out = tmp_path / "data"
+    shutil.copytree(reference, out)
+    victim = next((out / "Y_train" / "train").iterdir())
+    victim.unlink()
+    build_dataset(coco, images, out, mode="ldr", patch_size=PATCH, stride=STRIDE,
+                  dtype="float32", seed=3)
+    assert tree(out) == tree(reference)
+
+
+def test_out_folder_of_another_build_or_unrelated_is_refused(ldr_set, ldr_build, tmp_path):
+    coco, images = ldr_set
+    _, reference = ldr_build
+    out = tmp_path / "data"
+    shutil.copytree(reference, out)
+    with pytest.raises(DatasetError, match=r"other settings or inputs \(differs in .*stride"):
+        build_dataset(coco, images, out, mode="ldr", patch_size=PATCH, stride=8,
+                      dtype="float32", seed=3)
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="not empty .*notes.txt.* holds no skyseg build state"):
+        build_dataset(coco, images, unrelated, mode="ldr", patch_size=PATCH, stride=STRIDE)
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+def test_damaged_images_are_skipped_and_listed(tmp_path):
+    sizes = [("good_0", 20, 30), ("good_1", 18, 22), ("good_2", 30, 20), ("truncated", 24, 24),
+             ("garbage", 20, 20)]
+    coco, images = make_labelled_set(tmp_path, sizes)
+    whole = (images / "truncated.png").read_bytes()
+    (images / "truncated.png").write_bytes(whole[: len(whole) // 2])  # header fine, pixels not
+    (images / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    out = tmp_path / "data"
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=PATCH, stride=STRIDE)
+    assert result.exit_code == 1
+    failed = {item: message for item, message in result.report.failures}
+    assert set(failed) == {"truncated.png", "garbage.png"}
+    assert all(name in failed[name] for name in failed)
+    info = json.loads((out / "dataset.json").read_text())
+    assert {entry["image"] for entry in info["skipped"]} == {"truncated.png", "garbage.png"}
+    sources = {r["source"] for r in read_manifest(out)}
+    assert sources == {"good_0.png", "good_1.png", "good_2.png"}
+    assert not list(out.rglob(f"*{TEMP_MARKER}*"))
+    total = sum(len(patch_grid(h, w, PATCH, STRIDE)) for s, h, w in sizes if s.startswith("good"))
+    assert len(list(out.rglob("*.tif"))) == len(list(out.rglob("*.png"))) == total
+
+
+def test_unlabelled_and_missing_images_are_listed(tmp_path):
+    sizes = [("a_0", 20, 30), ("a_1", 18, 22), ("a_2", 30, 20), ("stray", 20, 20)]
+    coco, images = make_labelled_set(tmp_path, sizes, unlabelled=("stray",))
+    (images / "a_2.png").unlink()  # labelled, but not on disk
+    out = tmp_path / "data"
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=PATCH, stride=STRIDE)
+    assert result.exit_code == 1
+    failed = dict(result.report.failures)
+    assert "has no labels" in failed["stray.png"]
+    assert "no image of that name" in failed["a_2"]
+    assert {r["source"] for r in read_manifest(out)} == {"a_0.png", "a_1.png"}
+
+
+def test_image_with_no_regions_is_built_as_no_sky(tmp_path):
+    coco, images = make_labelled_set(tmp_path, [("a", 20, 30), ("b", 20, 30)])
+    data = json.loads(coco.read_text())
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 1]
+    coco.write_text(json.dumps(data))
+    out = tmp_path / "data"
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=PATCH, stride=STRIDE)
+    assert result.exit_code == 0
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["without_sky_regions"] == ["b"]
+    for r in read_manifest(out):
+        if r["source"] == "b.png":
+            y = np.asarray(Image.open(out / f"Y_{r['split']}" / r["split"] / f"{r['id']}.png"))
+            assert set(np.unique(y)) <= {0, 255}
+
+
+def test_mixed_hdr_and_ldr_need_a_mode(tmp_path):
+    coco, images = make_labelled_set(tmp_path / "l", [("a", 20, 30), ("b", 20, 30)])
+    write_exr(images / "c.exr", np.ones((20, 30, 3), np.float32))
+    data = json.loads(coco.read_text())
+    data["images"].append(_coco_entry(7, "c", ".jpg", 20, 30))
+    data["annotations"] += _sky_annotations(100, 7, 20, 30)
+    coco.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="mixes HDR .*c.exr.* and LDR .* pass --mode"):
+        build_dataset(coco, images, tmp_path / "data", patch_size=PATCH, stride=STRIDE)
+
+
+def test_image_of_the_other_mode_is_skipped(tmp_path):
+    coco, images = make_labelled_set(tmp_path, [("a", 20, 30), ("b", 20, 30)])
+    write_exr(images / "c.exr", np.ones((20, 30, 3), np.float32))
+    data = json.loads(coco.read_text())
+    data["images"].append(_coco_entry(7, "c", ".jpg", 20, 30))
+    data["annotations"] += _sky_annotations(100, 7, 20, 30)
+    coco.write_text(json.dumps(data))
+    result = build_dataset(coco, images, tmp_path / "data", mode="ldr", patch_size=PATCH,
+                           stride=STRIDE)
+    assert result.exit_code == 1
+    failed = dict(result.report.failures)
+    assert "c.exr: is an HDR image but the dataset is built in LDR mode" in failed["c.exr"]
+    assert {r["source"] for r in read_manifest(tmp_path / "data")} == {"a.png", "b.png"}
+    with pytest.raises(ConfigError, match="no HDR images to build"):
+        build_dataset(coco, images, tmp_path / "data_hdr", mode="hdr", patch_size=PATCH,
+                      stride=STRIDE, split_files={"train": _list(tmp_path, "a", "b")})
+
+
+def _list(folder: Path, *stems: str) -> Path:
+    path = folder / "list.txt"
+    path.write_text("".join(f"{stem}\n" for stem in stems))
+    return path
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    (dict(patch_size=16, stride=17), ConfigError, "larger than the patch size"),
+    (dict(patch_size=16, stride=0), ConfigError, "at least 1"),
+    (dict(patch_size=1), ConfigError, "at least 2"),
+    (dict(dtype="float64"), ConfigError, "--dtype must be one of"),
+    (dict(compression="jpeg"), ConfigError, "--compression must be one of"),
+    (dict(workers=0), ConfigError, "--workers must be"),
+    (dict(seed=-1), ConfigError, "--seed must be"),
+    (dict(split="0.5,0.4"), ConfigError, "sum to 0.9"),
+    (dict(split="0.5,0.5", split_files={"train": "t.txt"}), ConfigError, "not both"),
+    (dict(mode="ldr", preprocessing=Preprocessing(mode="hdr")), ConfigError, "contradicts"),
+    (dict(split=(0.4, 0.3, 0.3), group_pattern="^(seq)"), ConfigError, "at least 3 groups"),
+])
+def test_bad_options(ldr_set, tmp_path, kwargs, error, match):
+    coco, images = ldr_set
+    with pytest.raises(error, match=match):
+        build_dataset(coco, images, tmp_path / "data", **{"mode": "ldr", **kwargs}
+                      if "preprocessing" not in kwargs else kwargs)
+
+
+def test_missing_images_folder(ldr_set, tmp_path):
+    coco, _ = ldr_set
+    with pytest.raises(ConfigError, match="images folder not found"):
+        build_dataset(coco, tmp_path / "nowhere", tmp_path / "data")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+@pytest.mark.parametrize(("extra", "match"), [
+    (["--split", "0.75;0.25"], "comma-separated fractions"),
+    (["--split", "0.6,0.2,0.1"], "sum to 0.9"),
+    (["--split-file", "train=missing_list.txt", "--split-file", "val=also_missing.txt"],
+     "missing_list.txt: file not found"),
+    (["--split-file", "train"], "expected NAME=FILE"),
+    (["--patch-size", "16", "--stride", "32"], "stride 32 is larger than the patch size 16"),
+    (["--stride", "-5"], "stride must be at least 1"),
+    (["--mode", "ldr", "--clip-max", "100"], "--clip-max applies to HDR"),
+])
+def test_cli_bad_arguments_one_line_exit_2(cli, ldr_set, tmp_path, extra, match):
+    coco, images = ldr_set
+    proc = cli("build-dataset", "--coco", coco, "--images", images, "--out", tmp_path / "d",
+               *extra, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and match in lines[0], proc.stderr
+
+
+def test_cli_builds_and_lists_failures_exit_1(cli, tmp_path):
+    coco, images = make_labelled_set(tmp_path, [("a", 20, 30), ("b", 24, 18), ("c", 17, 17)])
+    (images / "c.png").write_bytes(b"not a png at all")
+    proc = cli("build-dataset", "--coco", coco, "--images", images, "--out", tmp_path / "d",
+               "--patch-size", "16", "--stride", "10", "--mode", "ldr", "--split", "0.5,0.5")
+    assert proc.returncode == 1, proc.stderr
+    assert "FAILED" in proc.stderr and "c.png" in proc.stderr
+    assert "train:" in proc.stdout and "val:" in proc.stdout
+    assert (tmp_path / "d" / "dataset.json").is_file()
+
+
+# ----------------------------------------------------------------------------- real data
+
+def test_camvid_frames_line_up(tmp_path):
+    root = shared_path("camvid-sky")
+    data = json.loads((root / "result.json").read_text())
+    keep = {"0001TP_006690", "0016E5_07959", "0006R0_f00930"}
+    images = tmp_path / "images"
+    images.mkdir()
+    entries = [e for e in data["images"] if any(e["file_name"].endswith(f"-{k}.jpg")
+                                                 for k in keep)]
+    assert len(entries) >= 2
+    ids = {e["id"] for e in entries}
+    subset = {"images": entries, "categories": data["categories"],
+              "annotations": [a for a in data["annotations"] if a["image_id"] in ids]}
+    coco = tmp_path / "result.json"
+    coco.write_text(json.dumps(subset))
+    for entry in entries:
+        name = entry["file_name"].split("-", 1)[1]
+        shutil.copy(root / "images" / name, images / name)
+    out = tmp_path / "data"
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=256, stride=200,
+                           split=(0.5, 0.5), dtype="float32")
+    assert result.exit_code == 0
+    rows = read_manifest(out)
+    assert len(rows) == 6 * len(entries)  # 360x480 at 256/200: rows 0,104; cols 0,200,224
+    labels = load_coco(coco)
+    for r in rows[:6]:
+        source = read_image(images / r["source"])
+        mask = labels.mask(Path(r["source"]).stem, 360, 480)
+        row, col = int(r["row"]), int(r["col"])
+        x = tifffile.imread(out / f"X_{r['split']}" / r["split"] / f"{r['id']}.tif")
+        y = np.asarray(Image.open(out / f"Y_{r['split']}" / r["split"] / f"{r['id']}.png"))
+        np.testing.assert_allclose(x * 255, source[row:row + 256, col:col + 256], atol=1e-3)
+        np.testing.assert_array_equal(y, mask[row:row + 256, col:col + 256])

@@ -1,0 +1,274 @@
+"""The trainer: it learns, fills the run folder, resumes after a kill, refuses bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from skyseg.errors import ConfigError, DatasetError, ModelError
+from skyseg.generators import list_patches
+from skyseg.metrics import iou_score
+from skyseg.train import HISTORY_COLUMNS, read_history, train, train_model
+
+from .synthetic_patches import write_dataset
+
+EPOCHS = 3
+#: The options of the reference run; the CLI resume below repeats them.
+OPTIONS = dict(epochs=EPOCHS, batch_size=8, learning_rate=1e-3, backbone="resnet18",
+               encoder_weights=None, seed=0, workers=2)
+CLI_OPTIONS = ["--epochs", EPOCHS, "--batch-size", 8, "--learning-rate", 1e-3, "--backbone",
+               "resnet18", "--encoder-weights", "none", "--seed", 0]
+
+
+def fast_batch_norm():
+    """A callback that lets BatchNorm's moving statistics follow the data within ~10 steps.
+
+    With Keras' default momentum (0.99) the statistics used for validation
+    take hundreds of steps to leave their initial values; a test run has 24.
+    The momentum is saved in the model file, so a resumed run keeps it.
+    """
+    from skyseg.model import import_keras
+
+    keras = import_keras()
+
+    class FastBatchNorm(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            for layer in self.model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = 0.6
+
+    return FastBatchNorm()
+
+
+def kill_during(epoch: int, batch: int):
+    """A callback that raises at ``batch`` of ``epoch`` (0-based), as a killed process."""
+    from skyseg.model import import_keras
+
+    keras = import_keras()
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, current, logs=None):
+            self.epoch = current
+
+        def on_train_batch_end(self, current, logs=None):
+            if self.epoch == epoch and current == batch:
+                raise RuntimeError("simulated kill")
+
+    return Kill()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """64 training and 16 validation patches of 32 px; training patch 9 is damaged."""
+    root = write_dataset(tmp_path_factory.mktemp("train") / "data",
+                         counts={"train": 64, "val": 16}, size=32)
+    damaged = root / "X_train" / "train" / "9.tif"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory):
+    """An uninterrupted run of EPOCHS epochs."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    return train(dataset, run_dir, callbacks=[fast_batch_norm()], **OPTIONS)
+
+
+def comparable(rows):
+    return [{key: row[key] for key in HISTORY_COLUMNS if key != "seconds"} for row in rows]
+
+
+# --------------------------------------------------------------------------- real training
+
+
+@pytest.mark.slow
+def test_training_learns_the_sky(reference, dataset):
+    masks = np.stack([np.asarray(__import__("imagecodecs").png_decode(m.read_bytes()))
+                      for _, m in list_patches(dataset, "val")])
+    constant_scores = [iou_score(masks, np.ones(masks.shape)), iou_score(masks, np.zeros(
+        masks.shape))]
+    final = reference.history[-1]["val_iou"]
+    assert final > 0.9
+    assert final > max(constant_scores) + 0.3
+    assert reference.best_val_iou == max(row["val_iou"] for row in reference.history)
+
+
+@pytest.mark.slow
+def test_a_damaged_patch_is_skipped_and_training_goes_on(reference, dataset):
+    assert list(reference.skipped) == [str(dataset / "X_train" / "train" / "9.tif")]
+    assert reference.epochs == EPOCHS
+
+
+@pytest.mark.slow
+def test_run_folder_holds_everything_predict_needs(reference, dataset):
+    from skyseg.io import read_image
+    from skyseg.model import read_model_attributes
+    from skyseg.preprocess import Preprocessing
+
+    run_dir = reference.run_dir
+    for name in ("model_best.h5", "model_last.h5", "preprocessing.json", "config.json",
+                 "history.csv", "curves.png", "samples.png"):
+        assert (run_dir / name).is_file(), name
+    assert not [p for p in run_dir.iterdir() if ".tmp" in p.name]
+    config = json.loads((run_dir / "config.json").read_text())
+    dataset_info = json.loads((dataset / "dataset.json").read_text())
+    assert {key: config[key] for key in ("architecture", "backbone", "patch_size", "mode",
+                                         "seed", "epochs", "batch_size", "encoder_weights")} == {
+        "architecture": "unet", "backbone": "resnet18", "patch_size": 32, "mode": "hdr",
+        "seed": 0, "epochs": EPOCHS, "batch_size": 8, "encoder_weights": None}
+    assert config["preprocessing"] == dataset_info["preprocessing"]
+    assert config["deterministic"] is None  # auto: on for CPUs (the resume test relies on it)
+    assert Preprocessing.load(run_dir / "preprocessing.json").to_dict() == \
+        dataset_info["preprocessing"]
+    history = read_history(run_dir / "history.csv")
+    assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
+    assert comparable(history) == comparable(reference.history)
+    assert read_model_attributes(run_dir / "model_last.h5")["state"]["epoch"] == EPOCHS
+    assert read_model_attributes(run_dir / "model_best.h5")["epoch"] == reference.best_epoch
+    curves, samples = read_image(run_dir / "curves.png"), read_image(run_dir / "samples.png")
+    assert curves.shape[1] > 500 and samples.shape[0] > 500
+    assert curves.std() > 10 and samples.std() > 10  # drawn, not blank
+
+
+@pytest.mark.slow
+def test_load_run_reproduces_the_validation_iou(reference, dataset):
+    import imagecodecs
+    import tifffile
+
+    from skyseg.model import load_run
+
+    loaded = load_run(reference.run_dir)
+    pairs = list_patches(dataset, "val")
+    images = np.stack([tifffile.imread(i).astype(np.float32) for i, _ in pairs])
+    masks = np.stack([imagecodecs.png_decode(m.read_bytes()) for _, m in pairs])
+    probability = loaded.model.predict(images, verbose=0)[..., 0]
+    assert iou_score(masks, probability) == pytest.approx(reference.best_val_iou, abs=2e-3)
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_gives_the_uninterrupted_history(reference, dataset, tmp_path, cli):
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(dataset, run_dir, callbacks=[fast_batch_norm(), kill_during(epoch=1, batch=3)],
+              **OPTIONS)
+    # Killed during the second epoch: the first is kept, nothing of the second.
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [1]
+    result = cli("train", "--data", dataset, "--out", run_dir, "--resume", *CLI_OPTIONS)
+    assert result.returncode == 1, result.stderr  # 1: a damaged patch was left out
+    assert "resuming after epoch 1" in result.stderr
+    assert "SKIPPED" in result.stderr and "9.tif" in result.stderr
+    history = read_history(run_dir / "history.csv")
+    assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
+    # One seed, deterministic ops, the optimizer and schedules restored: the same numbers.
+    for resumed, uninterrupted in zip(comparable(history), comparable(reference.history),
+                                      strict=True):
+        assert resumed == pytest.approx(uninterrupted, rel=1e-5, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- resume rules
+
+
+@pytest.mark.slow
+def test_resume_with_another_configuration_names_the_keys(reference, dataset):
+    options = {**OPTIONS, "learning_rate": 0.01, "backbone": "resnet34"}
+    with pytest.raises(ConfigError, match=r"cannot resume, the configuration differs in "
+                                          r"\['backbone', 'learning_rate'\] \(backbone: "
+                                          r"'resnet18' -> 'resnet34', learning_rate: 0.001 -> "
+                                          r"0.01\)"):
+        train(dataset, reference.run_dir, resume=True, **options)
+
+
+@pytest.mark.slow
+def test_a_run_folder_is_not_overwritten_without_resume(reference, dataset):
+    with pytest.raises(ConfigError, match="already holds a training run; pass --resume"):
+        train(dataset, reference.run_dir, **OPTIONS)
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_trains_nothing(reference, dataset):
+    before = (reference.run_dir / "model_last.h5").stat().st_mtime_ns
+    result = train(dataset, reference.run_dir, resume=True, **OPTIONS)
+    assert result.epochs == EPOCHS and comparable(result.history) == comparable(
+        reference.history)
+    assert (reference.run_dir / "model_last.h5").stat().st_mtime_ns == before
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    return write_dataset(tmp_path / "data", counts={"train": 4, "val": 2}, size=32)
+
+
+def test_empty_dataset_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="dataset.json: not found"):
+        train(tmp_path / "empty", tmp_path / "run", encoder_weights=None)
+    (tmp_path / "empty" / "dataset.json").write_text(json.dumps(
+        {"mode": "hdr", "patch_size": 32, "preprocessing": {"mode": "hdr"}}))
+    for folder in ("X_train/train", "Y_train/train"):
+        (tmp_path / "empty" / folder).mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no patches in the train split"):
+        train(tmp_path / "empty", tmp_path / "run", encoder_weights=None)
+
+
+def test_image_and_mask_counts_differ(small_dataset, tmp_path):
+    (small_dataset / "Y_train" / "train" / "2.png").unlink()
+    with pytest.raises(DatasetError, match="4 image patches .* but 3 mask patches"):
+        train(small_dataset, tmp_path / "run", encoder_weights=None)
+
+
+def test_no_validation_split(small_dataset, tmp_path):
+    import shutil
+
+    shutil.rmtree(small_dataset / "X_val")
+    with pytest.raises(DatasetError, match="has no val split"):
+        train(small_dataset, tmp_path / "run", encoder_weights=None)
+
+
+def test_patch_size_not_a_multiple_of_32(tmp_path):
+    data = write_dataset(tmp_path / "data", counts={"train": 2, "val": 1}, size=40)
+    with pytest.raises(DatasetError, match="patch size 40 is not a multiple of 32"):
+        train(data, tmp_path / "run", encoder_weights=None)
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"backbone": "resnet35"}, ConfigError, "unknown backbone 'resnet35'"),
+    ({"architecture": "segnet"}, ConfigError, "unknown architecture 'segnet'"),
+    ({"loss": "iou"}, ConfigError, "unknown loss 'iou'"),
+    ({"epochs": 0}, ConfigError, "--epochs must be a whole number >= 1, got 0"),
+    ({"learning_rate": -1.0}, ConfigError, "--learning-rate must be a positive number"),
+    ({"encoder_weights": "/missing/resnet34.h5"}, ModelError,
+     "resnet34.h5: encoder weights file not found"),
+])
+def test_bad_options(small_dataset, tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        train(small_dataset, tmp_path / "run", **{"encoder_weights": None, **options})
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_errors_are_one_line_with_status_2(small_dataset, tmp_path, cli):
+    result = cli("train", "--data", tmp_path / "nothing", "--out", tmp_path / "run")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"skyseg train: error: {tmp_path / 'nothing'}: dataset folder not found; pass the "
+        "--out folder of skyseg build-dataset"]
+    result = cli("train", "--data", small_dataset, "--out", tmp_path / "run", "--backbone",
+                 "resnet35")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "unknown backbone 'resnet35'" in result.stderr
+
+
+def test_package_exports_train_model_even_after_the_module_is_imported(tmp_path):
+    import importlib
+
+    import skyseg
+
+    importlib.import_module("skyseg.train")  # what the CLI does; rebinds skyseg.train
+    assert skyseg.train_model is train_model
+    with pytest.raises(DatasetError, match="dataset folder not found"):
+        skyseg.train_model(tmp_path / "nothing", tmp_path / "run")
