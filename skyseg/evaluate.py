@@ -24,7 +24,11 @@ same aspect ratio (then resized, nearest neighbour). Values:
 - a mask with no value 1 is a 0/255 picture: there 255 means sky;
 - any other value is an error for that image.
 
-**Scores** when a denominator is empty (e.g. no sky in the truth): 1.0 when
+**Scores**: a pixel is predicted sky when its probability is above
+``--threshold`` (strictly, as in training). Pixel counts come from
+:func:`skyseg.metrics.confusion_counts`, the rule the training metrics use,
+so IoU and Dice here are the training IoU and Dice of a whole image. When a
+denominator is empty (e.g. no sky in the truth) a score is 1.0 if
 prediction and truth agree there is nothing, else 0.0. The maths lives in
 :func:`confusion_counts`, :func:`scores_from_counts` and
 :func:`boundary_scores`; :func:`segmentation_scores` combines them.
@@ -46,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skyseg import metrics
 from skyseg.errors import AnnotationError, ConfigError, ImageReadError, SkysegError
 from skyseg.io import find_images, read_image, write_png, write_text
 from skyseg.log import BatchReport, progress
@@ -92,7 +97,8 @@ DEFAULT_TOLERANCE = 2
 DEFAULT_WORST = 5
 #: Long side of the error overlays.
 DEFAULT_ERROR_OVERLAY_SIZE = 1024
-IGNORE = 255
+IGNORE = metrics.IGNORE
+_BAND_ROWS = 256
 _MASK_NAMES = ("{stem}_mask.png", "{stem}.png")
 
 
@@ -172,17 +178,19 @@ def confusion_counts(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, in
         >>> confusion_counts(np.array([[1, 1, 0, 0]]), np.array([[1, 0, 1, 255]]))
         (1, 1, 1, 0)
     """
-    prediction = np.asarray(prediction).astype(bool, copy=False)
+    prediction = np.asarray(prediction).astype(bool, copy=False).view(np.uint8)
     truth = np.asarray(truth)
     if prediction.shape != truth.shape:
         raise ConfigError(f"prediction {prediction.shape} and truth {truth.shape} differ in size")
-    sky = truth == 1
-    ground = truth == 0
-    tp = int(np.count_nonzero(prediction & sky))
-    fp = int(np.count_nonzero(prediction & ground))
-    fn = int(np.count_nonzero(sky)) - tp
-    tn = int(np.count_nonzero(ground)) - fp
-    return tp, fp, fn, tn
+    # The counting rule of the training metrics, band by band: it works in
+    # float64, which over a whole 8K image would cost half a gigabyte.
+    total = dict.fromkeys(("tp", "fp", "fn", "tn"), 0)
+    for start in range(0, max(truth.shape[0], 1), _BAND_ROWS):
+        counts = metrics.confusion_counts(truth[start:start + _BAND_ROWS],
+                                          prediction[start:start + _BAND_ROWS])
+        for key in total:
+            total[key] += counts[key]
+    return total["tp"], total["fp"], total["fn"], total["tn"]
 
 
 def _ratio(numerator: float, denominator: float, *, agree: bool) -> float:
@@ -434,7 +442,7 @@ def evaluate_model(
             sky polygons minus non-sky polygons, matched by original name).
         out_dir: where to write ``metrics.csv``, ``summary.json`` and the
             worst overlays; None writes nothing.
-        threshold: probability at or above which a pixel is predicted sky.
+        threshold: probability above which a pixel is predicted sky.
         worst: how many of the lowest-IoU images get an error overlay.
         mode: preprocessing of a bare model file (``"hdr"``/``"ldr"``).
         tolerance: boundary matching distance in pixels.
@@ -491,7 +499,7 @@ def evaluate_model(
         except SkysegError as exc:
             report.failed(path, exc)
             continue
-        prediction = probability >= np.float32(threshold)
+        prediction = probability > np.float32(threshold)
         del probability
         scores = segmentation_scores(prediction, truth, tolerance=tolerance)
         pixels = prediction.size

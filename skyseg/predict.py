@@ -60,6 +60,7 @@ from skyseg.cli import stage_main
 from skyseg.errors import ConfigError, ImageWriteError, ModelError, SkysegError
 from skyseg.io import find_images, read_image, read_image_info, write_exr, write_png
 from skyseg.log import BatchReport, progress
+from skyseg.metrics import THRESHOLD
 from skyseg.model import PREPROCESSING_FILE, LoadedModel, load_run
 from skyseg.overlay import resize_mask, resize_uint8, tint
 from skyseg.preprocess import Preprocessing, ldr_to_radiance, radiance_to_ldr, tonemap
@@ -106,8 +107,8 @@ DEFAULT_TILE_SIZE = 1088
 DEFAULT_OVERLAP = 64
 #: Tiles per call of the network.
 DEFAULT_BATCH_SIZE = 1
-#: Probability at or above which a pixel is sky.
-DEFAULT_THRESHOLD = 0.5
+#: Probability above which a pixel is sky (strictly, as in skyseg.metrics and Keras).
+DEFAULT_THRESHOLD = THRESHOLD
 #: Long side of the overlay PNG (an 8K overlay PNG is ~100 MB and slow to open).
 DEFAULT_OVERLAY_MAX_SIZE = 2048
 SAVE_CHOICES = ("mask", "overlay", "prob", "exr")
@@ -416,13 +417,16 @@ def predict_image(
 
 def probability_to_mask(probability: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *,
                         value: int = 255) -> np.ndarray:
-    """uint8 (H, W): ``value`` where ``probability >= threshold``, else 0.
+    """uint8 (H, W): ``value`` where ``probability > threshold``, else 0.
+
+    Strictly greater, like :func:`skyseg.metrics.binarize` in training, so the
+    masks are the decisions the training metrics scored.
 
     Example:
-        >>> probability_to_mask(np.array([[0.2, 0.5]], np.float32)).tolist()
-        [[0, 255]]
+        >>> probability_to_mask(np.array([[0.2, 0.5, 0.7]], np.float32)).tolist()
+        [[0, 0, 255]]
     """
-    mask = np.greater_equal(probability, np.float32(threshold)).view(np.uint8)
+    mask = np.greater(probability, np.float32(threshold)).view(np.uint8)
     return mask * np.uint8(value) if value != 1 else mask.copy()
 
 
@@ -491,7 +495,7 @@ def write_outputs(out_dir: str | os.PathLike, stem: str, probability: np.ndarray
         stem: the input's name without extension.
         probability: float32 (H, W) sky probability.
         save: names from :data:`SAVE_CHOICES`.
-        threshold: probability at or above which a pixel is sky.
+        threshold: probability above which a pixel is sky.
         background: :func:`overlay_background` of the image (for ``overlay``).
         image: the image as read (for ``exr``).
         is_hdr: ``image`` is radiance (else 0..255, written as linear 0..1).
@@ -583,7 +587,7 @@ def predict_files(
         inputs: image files, folders or glob patterns (any mix of formats).
         out_dir: output folder (created).
         save: outputs to write, from :data:`SAVE_CHOICES` (list or "a,b").
-        threshold: probability at or above which a pixel is sky.
+        threshold: probability above which a pixel is sky.
         overlay_max_size: long side of the overlay (None: full size).
         mode: ``"hdr"``/``"ldr"`` for a bare model file without preprocessing.json.
         **options: :func:`predict_image`'s tiling options (``tile_size``,
@@ -732,7 +736,7 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
                        help="test-time augmentation: left-right flip, plus a half-width roll for "
                             "wrapping panoramas (2x or 4x slower); never vertical flips")
     group.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                       help="sky where the probability is at least this")
+                       help="sky where the probability is above this")
     group.add_argument("--convert", action="store_true",
                        help="allow LDR images into an HDR model (sRGB to linear) and HDR images "
                             "into an LDR model (tonemapped)")

@@ -29,6 +29,14 @@ TRUTH_4x4 = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], n
 PREDICTION_4x4 = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], bool)
 
 
+def test_docstring_examples():
+    import doctest
+
+    from skyseg import evaluate
+
+    assert doctest.testmod(evaluate).failed == 0
+
+
 def test_pixel_scores_on_a_hand_made_mask():
     assert confusion_counts(PREDICTION_4x4, TRUTH_4x4) == (6, 1, 2, 7)
     scores = segmentation_scores(PREDICTION_4x4, TRUTH_4x4)
@@ -36,6 +44,20 @@ def test_pixel_scores_on_a_hand_made_mask():
     assert scores["dice"] == pytest.approx(12 / 15)
     assert scores["precision"] == pytest.approx(6 / 7)
     assert scores["recall"] == pytest.approx(6 / 8)
+
+
+def test_scores_agree_with_the_training_metrics(rng):
+    from skyseg import metrics
+
+    truth = rng.choice(np.array([0, 1, 255], np.uint8), size=(700, 90), p=[0.5, 0.4, 0.1])
+    probability = rng.random((700, 90), dtype=np.float32)
+    probability[::7] = 0.5  # exactly at the threshold: not sky, as in training
+    scores = segmentation_scores(probability > 0.5, truth)
+    assert scores["iou"] == metrics.iou_score(truth, probability)
+    assert scores["dice"] == metrics.dice_score(truth, probability)
+    counts = metrics.confusion_counts(truth, probability)
+    assert (scores["tp"], scores["fp"], scores["fn"], scores["tn"]) == (
+        counts["tp"], counts["fp"], counts["fn"], counts["tn"])
 
 
 def test_ignored_pixels_count_nowhere():

@@ -112,6 +112,15 @@ def test_constant_network_gives_a_constant_map_including_borders(runs, rng):
                    result.probability[:, -1]):
         np.testing.assert_allclose(border, 0.3, atol=1e-6)
     assert probability_to_mask(result.probability).max() == 0
+    # Strictly above the threshold is sky, as skyseg.metrics decides in training.
+    assert probability_to_mask(np.full((2, 2), 0.5, np.float32)).max() == 0
+    assert probability_to_mask(np.full((2, 2), 0.51, np.float32)).min() == 255
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(predict_module).failed == 0
 
 
 def test_image_smaller_than_a_tile(runs, rng):
