@@ -76,9 +76,9 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int, *, copies: 
 
     figures: dict = {"tile_size": tile_size}
     start = time.perf_counter()
-    import tensorflow as tf
+    from skyseg.backend import import_tensorflow
 
-    tf.keras.utils.set_random_seed(0)
+    import_tensorflow().keras.utils.set_random_seed(0)
     model = build_model("unet", "resnet34", encoder_weights=None)
     loaded = LoadedModel(model=model, preprocessing=Preprocessing(mode="hdr"))
     figures["build_s"] = time.perf_counter() - start
