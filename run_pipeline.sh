@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# The skyseg pipeline (work in progress): creates the environment if missing.
+# The whole skyseg pipeline: previews -> dataset -> training -> prediction -> evaluation.
+#
+#   ./run_pipeline.sh                         # the bundled demo (synthetic labelled HDR panoramas)
+#   TRAIN=false ./run_pipeline.sh             # stage flags from the environment ...
+#   ./run_pipeline.sh --train=false           # ... or as options
+#   ./run_pipeline.sh --config my-skies.yaml  # your images and labels
+#
+# Stage flags: PREVIEWS, BUILD_DATASET, TRAIN, PREDICT, EVALUATE (true/false).
+# Creates the Python environment on first use, then only calls the skyseg CLI;
+# `./run_pipeline.sh --help` lists every option.
 set -euo pipefail
 cd "$(dirname "$0")"
 python="$(bash scripts/ensure_env.sh)"
-"$python" -m skyseg --help
+exec "$python" -m skyseg pipeline "$@"

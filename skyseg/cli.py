@@ -29,6 +29,7 @@ STAGES = {
     "train": "skyseg.train",
     "predict": "skyseg.predict",
     "evaluate": "skyseg.evaluate",
+    "pipeline": "skyseg.pipeline",
 }
 
 
