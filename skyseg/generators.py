@@ -303,9 +303,15 @@ class _TiffLayout:
 
 
 class _ImageReader:
-    """Reads the image patches of one dataset; TIFFs through a learnt :class:`_TiffLayout`."""
+    """Reads the image patches of one dataset; TIFFs through a learnt :class:`_TiffLayout`.
 
-    def __init__(self):
+    Args:
+        patch_size: the dataset's patch side, if known: the layout is learnt
+            only from a patch of that size (not from a stray damaged one).
+    """
+
+    def __init__(self, patch_size: int | None = None):
+        self.patch_size = patch_size
         self.layout: _TiffLayout | None = None
         self._learnt = False
 
@@ -317,8 +323,10 @@ class _ImageReader:
             if image is not None:
                 return image
         image = _read_image_patch(path)
-        if tiff and not self._learnt:
-            # From the first TIFF that decodes (two threads may both learn: same result).
+        side = self.patch_size or image.shape[0]
+        if tiff and not self._learnt and image.shape == (side, side, 3):
+            # From the first TIFF patch that decodes; two threads may both
+            # learn, and either layout is right.
             self._learnt = True
             try:
                 self.layout = _TiffLayout.learn(path, image)
@@ -435,7 +443,7 @@ class PatchBatches:
         self._lock = threading.Lock()
         self._orders: dict[int, np.ndarray] = {}
         self._pool: ThreadPoolExecutor | None = None
-        self._reader = _ImageReader()
+        self._reader = _ImageReader(self.info.patch_size)
 
     # -- Sequence protocol -------------------------------------------------
 

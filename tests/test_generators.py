@@ -182,6 +182,16 @@ def test_tiff_patches_are_read_through_their_shared_layout(dataset):
     assert batches.skipped == {}
 
 
+def test_the_layout_is_not_learnt_from_a_patch_of_the_wrong_size(dataset):
+    pairs = list_patches(dataset, "val")
+    write_tiff(pairs[0][0], np.zeros((16, 16, 3), np.float16))
+    batches = PatchBatches(dataset, "val", batch_size=3)
+    x, _ = batches[0]
+    assert list(batches.skipped) == [str(pairs[0][0])]
+    assert batches._reader.layout is not None and batches._reader.layout.shape == (32, 32, 3)
+    np.testing.assert_array_equal(x[2], stored(pairs[2][0]).astype(np.float32))
+
+
 def test_a_compressed_dataset_is_read_by_tifffile(dataset):
     pairs = list_patches(dataset, "val")
     for image_path, _ in pairs:
