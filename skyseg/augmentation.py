@@ -61,7 +61,7 @@ __all__ = [
 IGNORE = 255
 FILL_MODES = ("reflect", "constant")
 
-# Per-thread scratch (the photometric lookup table): the loader augments in threads.
+# Per-thread scratch (the lookup table): the loader augments in threads.
 _LOCAL = threading.local()
 
 
@@ -90,19 +90,20 @@ def affine_matrix(shape: tuple[int, int], *, rotation: float = 0.0,
         array([0., 3., 1.])
     """
     height, width = shape
-    centre = np.array([(height - 1) / 2.0, (width - 1) / 2.0])
     angle = math.radians(rotation)
     cos, sin = math.cos(angle), math.sin(angle)
-    rotate = np.array([[cos, -sin], [sin, cos]])
-    shear_matrix = np.array([[1.0, 0.0], [shear, 1.0]])
-    scale = np.diag([zoom[0], zoom[1]])
-    flip_matrix = np.diag([1.0, -1.0 if flip else 1.0])
-    linear = rotate @ shear_matrix @ scale @ flip_matrix
-    offset = centre - linear @ centre + np.array([shift[0] * height, shift[1] * width])
-    matrix = np.eye(3)
-    matrix[:2, :2] = linear
-    matrix[:2, 2] = offset
-    return matrix
+    mirror = -1.0 if flip else 1.0
+    # rotate @ shear @ scale @ flip, written out: a loader draws one per
+    # patch, and 2x2 numpy products cost more than the whole formula.
+    linear = ((cos - sin * shear) * zoom[0], -sin * zoom[1] * mirror,
+              (sin + cos * shear) * zoom[0], cos * zoom[1] * mirror)
+    centre_row, centre_col = (height - 1) / 2.0, (width - 1) / 2.0
+    offset_row = (centre_row - linear[0] * centre_row - linear[1] * centre_col
+                  + shift[0] * height)
+    offset_col = (centre_col - linear[2] * centre_row - linear[3] * centre_col
+                  + shift[1] * width)
+    return np.array([[linear[0], linear[1], offset_row], [linear[2], linear[3], offset_col],
+                     [0.0, 0.0, 1.0]])
 
 
 def random_affine(rng: np.random.Generator, shape: tuple[int, int], *,
@@ -285,8 +286,7 @@ def to_float32(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """
     values = np.asarray(values)
     if values.dtype == np.float16:
-        return np.take(_float16_values().reshape(-1), values.view(np.uint16), out=out,
-                       mode="clip")
+        return _lookup(_float16_values(), values, out)
     if out is None:
         return values.astype(np.float32)
     out[...] = values
@@ -331,13 +331,18 @@ def augment_values(values: np.ndarray, preprocessing: Preprocessing, *, gamma: f
     if gamma == 1.0 and exposure_ev == 0.0:
         return to_float32(values, out)
     if values.dtype == np.float16 and values.size > 4096:
-        table = _float16_table(values, preprocessing, gamma, exposure_ev)
-        return np.take(table.reshape(-1), values.view(np.uint16), out=out, mode="clip")
+        return _lookup(_float16_table(values, preprocessing, gamma, exposure_ev), values, out)
     result = _transfer(values, preprocessing, gamma, exposure_ev)
     if out is None:
         return result
     out[...] = result
     return out
+
+
+def _lookup(table: np.ndarray, values: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``table`` (65,536 entries) at the bits of float16 ``values``: float32, into ``out``."""
+    # mode="clip": with the default "raise" numpy writes to a copy of ``out``.
+    return np.take(table.reshape(-1), values.view(np.uint16), out=out, mode="clip")
 
 
 @functools.cache
