@@ -7,7 +7,7 @@ One random draw per sample moves the image and its mask alike:
   with the ranges of the original pipeline (rotation 15 degrees, shift 0.3,
   zoom 0.3, shear 0.1, horizontal flip, no vertical flip: the sky is up).
   The image is sampled bilinearly, the mask by nearest neighbour (both by
-  ``cv2.warpAffine``, ten times faster than numpy gathers). Pixels
+  ``cv2.warpAffine``, five times faster than numpy gathers). Pixels
   the transform invents (their source lies outside the patch) get the mask
   value :data:`~skyseg.metrics.IGNORE` (255), so they count in no loss and
   no metric; the image there is filled by *reflection* about the border
@@ -178,9 +178,9 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, *, fill: str = "reflect",
                cval: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
     """Resample an image through an affine ``matrix``, bilinearly (OpenCV).
 
-    Sub-pixel positions are resolved to 1/32 of a pixel (OpenCV's
-    interpolation table); whole-pixel moves, flips and quarter turns are
-    exact.
+    OpenCV 5 interpolates at the exact positions; older releases round
+    them to 1/32 of a pixel (their interpolation table). Whole-pixel moves,
+    flips and quarter turns are exact.
 
     Args:
         image: ``(H, W, C)`` or ``(H, W)`` float array (float16 is read as float32).

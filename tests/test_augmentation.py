@@ -221,6 +221,11 @@ def test_warp_writes_into_out(rng):
     assert warp_mask(mask, matrix, out=out_mask) is out_mask
     np.testing.assert_array_equal(out_image, warp_image(image, matrix))
     np.testing.assert_array_equal(out_mask, warp_mask(mask, matrix))
+    # A strided ``out`` (one channel block of a wider array) is filled too.
+    wide = np.zeros((16, 16, 5), np.float32)
+    assert warp_image(image, matrix, out=wide[:, :, 1:4]).base is wide
+    np.testing.assert_array_equal(wide[:, :, 1:4], out_image)
+    assert (wide[:, :, [0, 4]] == 0).all()
 
 
 # --------------------------------------------------------------------------- photometry
