@@ -32,8 +32,9 @@ Speed: the image patches of a dataset share one uncompressed TIFF layout
 the others are read as raw bytes (any file that differs goes through
 tifffile). float16 values become float32 through lookup tables (exposure and
 gamma included, see :func:`~skyseg.augmentation.augment_values`), warps run
-in OpenCV, and each thread reuses its buffers: about 1.5 ms of CPU per
-augmented 256x256 patch (``scripts/bench_loader.py``).
+in OpenCV, and each thread reuses its buffers: 1.5-3 ms of CPU per
+augmented 256x256 patch depending on the machine's load, a quarter to a
+third of the previous numpy version (``scripts/bench_loader.py``).
 
 Damaged patches (unreadable file, wrong shape, non-finite values, mask
 values other than 0/1/255) are logged once, counted in
