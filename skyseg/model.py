@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,12 +70,9 @@ def import_keras():
             ``TF_USE_LEGACY_KERAS=1``, so ``tf.keras`` is Keras 3, which
             segmentation_models cannot use.
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from skyseg.backend import import_tensorflow
 
-    _quiet_tensorflow_logging()
+    tf = import_tensorflow()
     keras = tf.keras
     version = getattr(keras, "__version__", "2")
     if not str(version).startswith("2"):
@@ -399,9 +395,3 @@ def load_run(path: str | os.PathLike, *, preprocessing: Preprocessing | None = N
         preprocessing = Preprocessing.load(prep_path)
     model = load_model(model_path)
     return LoadedModel(model=model, preprocessing=preprocessing, config=config, path=model_path)
-
-
-def _quiet_tensorflow_logging() -> None:
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    if "absl" in sys.modules:
-        logging.getLogger("absl").setLevel(logging.ERROR)

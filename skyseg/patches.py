@@ -24,12 +24,12 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from skyseg.backend import import_tensorflow
 from skyseg.errors import ConfigError
 
 __all__ = [
@@ -218,15 +218,6 @@ class PatchBand:
     masks: np.ndarray | None
 
 
-def import_tensorflow():
-    """TensorFlow, imported on first use with skyseg's environment and quiet logging."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    return tf
 
 
 def _patches(tf, band, patch_size: int, stride: int, count: int) -> np.ndarray:
