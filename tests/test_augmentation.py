@@ -11,6 +11,7 @@ from skyseg.augmentation import (
     affine_matrix,
     augment_values,
     random_affine,
+    to_float32,
     warp_image,
     warp_mask,
 )
@@ -98,16 +99,71 @@ def test_random_draws_keep_image_and_mask_aligned(seed):
     assert np.mean(np.rint(out_image[:, :, 0][both]) == other_mask[both]) < 0.8
 
 
-def test_invented_pixels_are_exactly_those_sampled_outside(rng):
-    matrix = random_affine(rng, (32, 32))
-    mask = np.ones((32, 32), np.uint8)
-    warped = warp_mask(mask, matrix)
-    rows, cols = np.mgrid[0:32, 0:32]
+def source_positions(matrix, shape):
+    """float64 (row, col) source position of every output pixel: two (H, W) arrays."""
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
     source = np.einsum("ij,jhw->ihw", matrix, np.stack([rows, cols, np.ones_like(rows)]))
-    outside = ((np.rint(source[0]) < 0) | (np.rint(source[0]) > 31) | (np.rint(source[1]) < 0)
-               | (np.rint(source[1]) > 31))
-    np.testing.assert_array_equal(warped == 255, outside)
-    assert set(np.unique(warped)) <= {1, 255}
+    return source[0], source[1]
+
+
+def smooth_image(size=48):
+    """Three smooth channels (gradients below 0.15 per pixel)."""
+    rows, cols = np.mgrid[0:size, 0:size] / size
+    return np.stack([np.sin(3 * rows + 2 * cols), np.cos(4 * cols) * rows, rows ** 2 - cols],
+                    axis=-1).astype(np.float32)
+
+
+# OpenCV releases before 5 round sub-pixel positions to 1/32 pixel: at most
+# half of that times the steepest gradient.
+BILINEAR_TOLERANCE = 0.15 / 64 + 1e-5
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_warp_matches_reference_bilinear_with_reflection(seed):
+    """The matrix convention and the reflection agree with scipy's mirror-mode interpolation."""
+    from scipy import ndimage
+
+    image = smooth_image()
+    matrix = random_affine(np.random.default_rng(seed), image.shape[:2])
+    rows, cols = source_positions(matrix, image.shape[:2])
+    assert ((rows < 0) | (rows > 47) | (cols < 0) | (cols > 47)).any()  # reflection is used
+    expected = np.stack([ndimage.map_coordinates(image[:, :, c].astype(np.float64), [rows, cols],
+                                                 order=1, mode="mirror") for c in range(3)], -1)
+    np.testing.assert_allclose(warp_image(image, matrix), expected, atol=BILINEAR_TOLERANCE)
+
+
+def test_constant_fill_matches_reference_inside_and_is_the_constant_outside(rng):
+    from scipy import ndimage
+
+    image = smooth_image()
+    matrix = random_affine(rng, image.shape[:2])
+    rows, cols = source_positions(matrix, image.shape[:2])
+    warped = warp_image(image, matrix, fill="constant", cval=-5.0)
+    inside = (rows >= 0) & (rows <= 47) & (cols >= 0) & (cols <= 47)
+    outside = (rows < -1) | (rows > 48) | (cols < -1) | (cols > 48)
+    assert inside.sum() > 1000 and outside.sum() > 50
+    expected = np.stack([ndimage.map_coordinates(image[:, :, c].astype(np.float64), [rows, cols],
+                                                 order=1) for c in range(3)], -1)
+    np.testing.assert_allclose(warped[inside], expected[inside], atol=BILINEAR_TOLERANCE)
+    assert (warped[outside] == -5.0).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mask_takes_the_nearest_source_pixel_and_marks_outside_ignored(seed):
+    """Every mask pixel is the one nearest its source, or 255 where that lies outside."""
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(0, 2, size=(32, 40), dtype=np.uint8)
+    matrix = random_affine(rng, mask.shape)
+    warped = warp_mask(mask, matrix)
+    rows, cols = source_positions(matrix, mask.shape)
+    near_rows, near_cols = np.floor(rows + 0.5).astype(int), np.floor(cols + 0.5).astype(int)
+    outside = (near_rows < 0) | (near_rows > 31) | (near_cols < 0) | (near_cols > 39)
+    expected = np.where(outside, 255, mask[near_rows.clip(0, 31), near_cols.clip(0, 39)])
+    # Within 1/256 pixel of a tie between two pixels, either is right.
+    tie = (np.abs(rows - np.floor(rows) - 0.5) < 1 / 256) | (
+        np.abs(cols - np.floor(cols) - 0.5) < 1 / 256)
+    np.testing.assert_array_equal(warped[~tie], expected[~tie])
+    assert outside.any() and set(np.unique(warped)) == {0, 1, 255}
 
 
 def test_sky_stays_up_no_vertical_flip():
@@ -165,6 +221,11 @@ def test_warp_writes_into_out(rng):
     assert warp_mask(mask, matrix, out=out_mask) is out_mask
     np.testing.assert_array_equal(out_image, warp_image(image, matrix))
     np.testing.assert_array_equal(out_mask, warp_mask(mask, matrix))
+    # A strided ``out`` (one channel block of a wider array) is filled too.
+    wide = np.zeros((16, 16, 5), np.float32)
+    assert warp_image(image, matrix, out=wide[:, :, 1:4]).base is wide
+    np.testing.assert_array_equal(wide[:, :, 1:4], out_image)
+    assert (wide[:, :, [0, 4]] == 0).all()
 
 
 # --------------------------------------------------------------------------- photometry
@@ -215,6 +276,37 @@ def test_float16_patches_use_a_table_with_the_same_result(rng):
     radiance = preprocessing.invert(stored.astype(np.float32)).astype(np.float64)
     np.testing.assert_allclose(preprocessing.invert(through_table),
                                2 ** 0.7 * np.maximum(radiance, 0) ** 1.15, rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["hdr", "ldr"])
+def test_float16_table_is_right_for_each_patch_whatever_came_before(rng, mode):
+    """The table is refilled per patch, only where its codes lie: every patch still exact."""
+    preprocessing = Preprocessing(mode=mode)
+    if mode == "hdr":
+        wide = preprocessing.apply(log_uniform_radiance(rng, (64, 64, 3)))
+    else:
+        wide = rng.random((64, 64, 3)).astype(np.float32)
+    patches = [wide, np.abs(wide) + 0.5, -np.abs(wide) - 0.01, np.abs(wide) * 0.01, wide]
+    for index, values in enumerate(patches):
+        values = values.astype(np.float16)
+        gamma, exposure_ev = 0.85 + 0.1 * index, 1.0 - 0.4 * index
+        out = np.empty(values.shape, np.float32)
+        through_table = augment_values(values, preprocessing, gamma=gamma,
+                                       exposure_ev=exposure_ev, out=out)
+        assert through_table is out
+        direct = augment_values(values.astype(np.float32), preprocessing, gamma=gamma,
+                                exposure_ev=exposure_ev)
+        np.testing.assert_allclose(through_table, direct, rtol=1e-6, atol=1e-6)
+
+
+def test_to_float32_is_exact_for_every_float16():
+    every = np.arange(65536, dtype=np.uint16).view(np.float16).reshape(256, 16, 16)
+    np.testing.assert_array_equal(to_float32(every), every.astype(np.float32))
+    out = np.empty((256, 16, 16), np.float32)
+    assert to_float32(every, out=out) is out
+    np.testing.assert_array_equal(out, every.astype(np.float32))
+    values = np.array([[1.5, -2.0]], np.float64)
+    assert to_float32(values).dtype == np.float32
 
 
 def test_ldr_patches_change_linear_light_and_saturate_at_white(rng):

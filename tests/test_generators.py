@@ -143,6 +143,92 @@ def test_the_replacement_is_the_next_readable_patch_of_the_order(dataset):
     np.testing.assert_array_equal(x[1], stored(pairs[3][0]).astype(np.float32))
 
 
+def test_augmented_batch_is_the_augmentation_of_each_patch(tmp_path):
+    """The loader's fused path (in place, threads, lookup table) equals the public functions."""
+    root = write_dataset(tmp_path / "data", counts={"train": 12, "val": 1}, size=48)
+    augmentation = Augmentation()
+    batches = PatchBatches(root, "train", batch_size=4, augmentation=augmentation, seed=5,
+                           workers=2)
+    batches.set_epoch(2)
+    x, y = batches[1]
+    batches.close()
+    pairs, order = list_patches(root, "train"), batches.order(2)
+    rng = np.random.default_rng([5, 2, 1])
+    for slot in range(4):
+        image, mask = read_patch(*pairs[order[4 + slot]], 48)
+        draw = augmentation.draw(rng, (48, 48))
+        expected_image, expected_mask = augmentation.apply_draw(
+            image, mask, draw, read_dataset_info(root).preprocessing)
+        np.testing.assert_array_equal(x[slot], expected_image)
+        np.testing.assert_array_equal(y[slot, :, :, 0], expected_mask)
+
+
+def test_tiff_patches_are_read_through_their_shared_layout(dataset):
+    """After one tifffile read, same-layout files are read as bytes; others go to tifffile."""
+    pairs = list_patches(dataset, "val")
+    write_tiff(pairs[1][0], stored(pairs[1][0]), compression="zlib")
+    renamed = bytearray(pairs[2][0].read_bytes())  # one header byte differs, same length
+    renamed[renamed.index(b"tifffile.py") + 10] = ord("Y")
+    pairs[2][0].write_bytes(bytes(renamed))
+    pairs[3][0].write_bytes(pairs[3][0].read_bytes() + b"\0")  # one byte longer
+    batches = PatchBatches(dataset, "val", batch_size=6)
+    x, _ = batches[0]
+    layout = batches._reader.layout
+    assert layout is not None
+    assert layout.read(pairs[0][0]) is not None and layout.read(pairs[4][0]) is not None
+    assert [layout.read(image_path) for image_path, _ in pairs[1:4]] == [None] * 3
+    for row, (image_path, _) in enumerate(pairs):
+        np.testing.assert_array_equal(x[row], stored(image_path).astype(np.float32))
+    assert batches.skipped == {}
+
+
+def test_the_layout_is_not_learnt_from_a_patch_of_the_wrong_size(dataset):
+    pairs = list_patches(dataset, "val")
+    write_tiff(pairs[0][0], np.zeros((16, 16, 3), np.float16))
+    batches = PatchBatches(dataset, "val", batch_size=3)
+    x, _ = batches[0]
+    assert list(batches.skipped) == [str(pairs[0][0])]
+    assert batches._reader.layout is not None and batches._reader.layout.shape == (32, 32, 3)
+    np.testing.assert_array_equal(x[2], stored(pairs[2][0]).astype(np.float32))
+
+
+def test_a_compressed_dataset_is_read_by_tifffile(dataset):
+    pairs = list_patches(dataset, "val")
+    for image_path, _ in pairs:
+        write_tiff(image_path, stored(image_path), compression="zlib")
+    batches = PatchBatches(dataset, "val", batch_size=6)
+    x, _ = batches[0]
+    assert batches._reader.layout is None
+    for row, (image_path, _) in enumerate(pairs):
+        np.testing.assert_array_equal(x[row], stored(image_path).astype(np.float32))
+
+
+def test_non_finite_values_in_a_same_layout_patch_are_caught(dataset):
+    pairs = list_patches(dataset, "val")
+    values = stored(pairs[1][0])
+    values[3, 4, 1] = np.inf
+    write_tiff(pairs[1][0], values)  # same shape and type: read through the layout
+    batches = PatchBatches(dataset, "val", batch_size=3)
+    x, _ = batches[0]
+    assert batches._reader.layout is not None
+    assert batches.skipped[str(pairs[1][0])].endswith("has NaN/Inf values; re-run skyseg "
+                                                       "build-dataset")
+    np.testing.assert_array_equal(x[1], stored(pairs[3][0]).astype(np.float32))
+
+
+def test_batches_survive_pickling(dataset):
+    import pickle
+
+    batches = PatchBatches(dataset, "train", batch_size=4, augmentation=Augmentation(),
+                           workers=2)
+    first = batches[0]
+    copy = pickle.loads(pickle.dumps(batches))
+    batches.close()
+    for a, b in zip(first, copy[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    copy.close()
+
+
 @pytest.mark.parametrize(("what", "message"), [
     ("mask_values", r"mask values \[7\] found, expected 0 \(not sky\), 1 \(sky\) or 255"),
     ("image_shape", r"image patch is float16 \(16, 16, 3\), expected float \(32, 32, 3\)"),
