@@ -416,6 +416,18 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     write_text(path, buffer.getvalue())
 
 
+def _stems_to_keep(only) -> set[str]:
+    """Stems from an iterable, or from a list file (comments and extensions ignored)."""
+    if isinstance(only, (str, os.PathLike)):
+        path = Path(only)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ConfigError(f"{path}: image list not found; check --list") from exc
+        only = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return {Path(str(item)).stem for item in only}
+
+
 def evaluate_model(
     model,
     images: str | os.PathLike,
@@ -429,6 +441,7 @@ def evaluate_model(
     tolerance: float = DEFAULT_TOLERANCE,
     sky_categories=("sky",),
     non_sky_categories=("non-sky",),
+    only=None,
     **options,
 ) -> Evaluation:
     """Predict every labelled image in ``images`` at full size and score it.
@@ -447,6 +460,8 @@ def evaluate_model(
         mode: preprocessing of a bare model file (``"hdr"``/``"ldr"``).
         tolerance: boundary matching distance in pixels.
         sky_categories, non_sky_categories: COCO category names.
+        only: score only these image stems: an iterable of stems, or the path
+            of a list file (one stem or file name per line, like val.txt).
         **options: :func:`skyseg.predict.predict_image` tiling options.
 
     Returns:
@@ -480,6 +495,14 @@ def evaluate_model(
                                      sky_categories=sky_categories,
                                      non_sky_categories=non_sky_categories)
         source = f"labels in {coco}"
+    if only is not None:
+        wanted = _stems_to_keep(only)
+        pairs = [pair for pair in pairs if pair[1] in wanted]
+        missing = [stem for stem in missing if stem in wanted]
+        absent = sorted(wanted - {pair[1] for pair in pairs} - set(missing))
+        if absent:
+            logger.warning("%d listed image(s) are not in %s: %s", len(absent), images,
+                           ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
     if missing:
         logger.warning("%d image(s) without truth (%s) are not scored: %s", len(missing), source,
                        ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
@@ -557,6 +580,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "1 sky, 255 ignore (a mask without 1 is 0/255 with 255 = sky)")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for metrics.csv, summary.json and worst/ overlays")
+    parser.add_argument("--list", type=Path, default=None, dest="only", metavar="FILE",
+                        help="score only the images named in this file, one per line "
+                             "(e.g. the val.txt of a split)")
     parser.add_argument("--worst", type=int, default=DEFAULT_WORST,
                         help="error overlays of this many lowest-IoU images")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
@@ -577,7 +603,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold, worst=args.worst, mode=args.mode, tolerance=args.tolerance,
         sky_categories=tuple(args.sky_categories or ("sky",)),
         non_sky_categories=tuple(args.non_sky_categories or ("non-sky",)),
-        **prediction_options(args),
+        only=args.only, **prediction_options(args),
     )
     summary = result.summary
     if summary.get("images"):

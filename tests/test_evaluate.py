@@ -230,6 +230,18 @@ def test_evaluate_on_a_masks_folder(identity_run, tmp_path, rng):
 
 
 @pytest.mark.slow
+def test_evaluate_only_listed_images(identity_run, tmp_path, rng):
+    images, masks = _labelled_folder(tmp_path, rng)
+    (tmp_path / "val.txt").write_text("# held out\nimg1.png\nimg4\nnot_here\n")
+    result = evaluate_model(identity_run, images, masks=masks, tile_size=32,
+                            only=tmp_path / "val.txt")
+    assert sorted(row["stem"] for row in result.rows) == ["img1", "img4"]
+    assert result.summary["mean"]["iou"] == pytest.approx((7 / 8 + 4 / 8) / 2)
+    with pytest.raises(ConfigError, match=r"nope\.txt: image list not found"):
+        evaluate_model(identity_run, images, masks=masks, only=tmp_path / "nope.txt")
+
+
+@pytest.mark.slow
 def test_evaluate_cli_prints_mean_and_median_and_reports_bad_masks(identity_run, tmp_path, rng,
                                                                    capsys):
     images, masks = _labelled_folder(tmp_path, rng)
