@@ -69,8 +69,9 @@ class PipelineConfig:
     Data: ``images`` + ``coco`` (None: generate the demo data into
     ``work_dir/demo``), ``split_files`` or ``split`` / ``group_pattern``,
     ``mode`` (hdr/ldr, None: from the images).
-    Dataset: patch_size, stride, dtype. Training: epochs, batch_size,
-    learning_rate, architecture, backbone, encoder_weights, patience.
+    Dataset: patch_size, stride, dtype, clip_max, scale (shrink factor).
+    Training: epochs, batch_size, learning_rate, architecture, backbone,
+    encoder_weights, steps_per_epoch, patience.
     Prediction: predict_inputs (None: the validation images), tile_size, tta.
     ``seed`` drives every random choice.
     """
@@ -96,6 +97,7 @@ class PipelineConfig:
     stride: int | None = None
     dtype: str = "float16"
     clip_max: float | None = None
+    scale: float | None = None
 
     epochs: int = 30
     batch_size: int = 8
@@ -103,6 +105,7 @@ class PipelineConfig:
     architecture: str = "unet"
     backbone: str = "resnet34"
     encoder_weights: str | None = None
+    steps_per_epoch: int | None = None
     patience: int | None = None
 
     predict_inputs: list[str] | None = None
@@ -188,8 +191,8 @@ class PipelineConfig:
 _PATH_KEYS = {"work_dir", "images", "coco"}
 _BOOL_KEYS = set(STAGE_FLAGS) | {"tta"}
 _INT_KEYS = {"demo_scenes", "demo_width", "patch_size", "stride", "epochs", "batch_size",
-             "patience", "tile_size", "seed"}
-_FLOAT_KEYS = {"learning_rate", "clip_max"}
+             "steps_per_epoch", "patience", "tile_size", "seed"}
+_FLOAT_KEYS = {"learning_rate", "clip_max", "scale"}
 
 
 def _convert(key: str, value, current, source: str):

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import ctypes
+import dataclasses
 import functools
 import io
 import json
@@ -72,7 +73,7 @@ from skyseg.patches import (
     import_tensorflow,
     patch_grid,
 )
-from skyseg.preprocess import Preprocessing
+from skyseg.preprocess import Preprocessing, rescale_image, rescale_mask, scaled_size
 from skyseg.splits import (
     SPLIT_NAMES,
     assign_splits,
@@ -384,6 +385,9 @@ def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
                            f"dataset is built in {settings.mode.upper()} mode; pass --mode "
                            f"{'hdr' if info.is_hdr else 'ldr'} or remove it")
     prep = Preprocessing.from_dict(settings.preprocessing)
+    height, width = scaled_size(item.height, item.width, prep.scale)
+    if prep.scale != 1.0:
+        image = rescale_image(image, (height, width))  # radiance averaged, before the log
     counts = _preprocess_in_place(image, prep)
     if settings.dtype == "float16":
         # max and -min instead of abs(): no full-size temporary for an 8K image.
@@ -394,9 +398,11 @@ def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
     sample = _sample_values(image, settings.seed, item.index)
     labels = _load_labels(settings.coco, settings.sky_categories, settings.non_sky_categories)
     mask = labels.mask(item.stem, item.height, item.width)
+    if prep.scale != 1.0:
+        mask = rescale_mask(mask, (height, width))
     image_sky = int(np.count_nonzero(mask == 1))
 
-    grid = patch_grid(item.height, item.width, settings.patch_size, settings.stride)
+    grid = patch_grid(height, width, settings.patch_size, settings.stride)
     if len(grid) != item.count:
         raise DatasetError(f"{path}: planned {item.count} patches but the grid has {len(grid)}")
     dtype = np.dtype(settings.dtype)
@@ -462,6 +468,7 @@ def _summarise(out_dir: Path, plan: dict, items: list[_Item], records: dict[int,
     image_pixels = {name: 0 for name in splits}
     samples: dict[str, list[np.ndarray]] = {name: [] for name in splits}
     size = plan["patch_size"]
+    scale = float(plan["preprocessing"].get("scale", 1.0))
     lines = [["id", "split", "source", "row", "col", "size", "valid_height", "valid_width",
               "sky_fraction"]]
     nonfinite, negative, images = {}, {}, {}
@@ -479,7 +486,7 @@ def _summarise(out_dir: Path, plan: dict, items: list[_Item], records: dict[int,
             valid[split] += pixels
             padding[split] += size * size - pixels
         image_sky[split] += record["sky_pixels"]
-        image_pixels[split] += item.height * item.width
+        image_pixels[split] += int(np.prod(scaled_size(item.height, item.width, scale)))
         samples[split].append(np.load(done_dir / f"{item.index:06d}.npy", allow_pickle=False))
         nonfinite[record["source"]] = record["nonfinite"]
         negative[record["source"]] = record["sanitised"].get("negative", 0)
@@ -563,6 +570,7 @@ def build_dataset(
     preprocessing: Preprocessing | dict | None = None,
     sky_categories: Sequence[str] = ("sky",),
     non_sky_categories: Sequence[str] = ("non-sky",),
+    scale: float | None = None,
 ) -> BuildResult:
     """Cut the labelled images of ``images_dir`` into the patch dataset ``out_dir``.
 
@@ -589,6 +597,10 @@ def build_dataset(
         preprocessing: a :class:`~skyseg.preprocess.Preprocessing` (e.g. with
             ``clip_max``); default ``Preprocessing(mode)``.
         sky_categories, non_sky_categories: COCO category names.
+        scale: shrink every image (and its mask) by this factor before
+            cutting patches (0 < scale <= 1; None: the preprocessing's, 1).
+            Saved in the preprocessing, so predict shrinks its input alike;
+            patch rows and columns in the manifest are in shrunk pixels.
 
     Returns:
         a :class:`BuildResult`; ``result.exit_code`` is 1 when images were skipped.
@@ -707,13 +719,16 @@ def build_dataset(
     patch_size, stride = _patch_options(mode, patch_size, stride)
     if preprocessing is None:
         preprocessing = Preprocessing(mode=mode)
+    if scale is not None:
+        preprocessing = dataclasses.replace(preprocessing, scale=scale)
 
     order = {name: i for i, name in enumerate(split_names)}
     planned = sorted(headers, key=lambda h: (order[assignment[h[1]]], h[1]))
     items: list[_Item] = []
     next_id = 0
     for index, (path, stem, info) in enumerate(planned):
-        count = len(patch_grid(info.height, info.width, patch_size, stride))
+        count = len(patch_grid(*scaled_size(info.height, info.width, preprocessing.scale),
+                               patch_size, stride))
         items.append(_Item(index, stem, str(path), assignment[stem], info.height, info.width,
                            next_id, count))
         next_id += count
@@ -837,6 +852,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images built in parallel processes (each loads TensorFlow)")
     parser.add_argument("--clip-max", type=float, default=None,
                         help="HDR: clip radiance above this before the log transform")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="shrink images by this factor before cutting patches, e.g. 0.25 "
+                             "for 8K panoramas on a CPU (default 1: full resolution); predict "
+                             "applies the same")
     parser.add_argument("--sky-category", action="append", default=None, metavar="NAME",
                         help="COCO category name(s) that are sky (default: sky)")
     parser.add_argument("--non-sky-category", action="append", default=None, metavar="NAME",
@@ -856,7 +875,7 @@ def run(args: argparse.Namespace) -> int:
         group_pattern=args.group_pattern, seed=args.seed, dtype=args.dtype,
         compression=args.compression, workers=args.workers, preprocessing=preprocessing,
         sky_categories=tuple(args.sky_category or ("sky",)),
-        non_sky_categories=tuple(args.non_sky_category or ("non-sky",)),
+        non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
     )
     for name, count in result.splits.items():
         fraction = result.sky_fraction.get(name)

@@ -411,10 +411,14 @@ class PatchBatches:
             True for ``"train"``.
         seed: the seed of the orders and of the augmentation.
         workers: threads reading and augmenting the patches of a batch.
+        steps_per_epoch: shorter epochs of this many batches (shuffled
+            training only). Epochs then walk one endless stream of shuffled
+            passes over the patches, so no patch waits for a pass that an
+            epoch cut short: epoch ``e`` holds batches ``e * steps ...`` of it.
 
     Raises:
         DatasetError: see :func:`read_dataset_info` and :func:`list_patches`.
-        ConfigError: ``batch_size`` or ``workers`` below 1.
+        ConfigError: ``batch_size``, ``workers`` or ``steps_per_epoch`` below 1.
 
     Example:
         >>> batches = PatchBatches("DATA", "train", augmentation=Augmentation())  # doctest: +SKIP
@@ -424,9 +428,12 @@ class PatchBatches:
 
     def __init__(self, data_dir: str | os.PathLike, split: str = "train", *,
                  batch_size: int = 8, augmentation: Augmentation | None = None,
-                 shuffle: bool | None = None, seed: int = 0, workers: int = 1):
+                 shuffle: bool | None = None, seed: int = 0, workers: int = 1,
+                 steps_per_epoch: int | None = None):
         if int(batch_size) < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        if steps_per_epoch is not None and int(steps_per_epoch) < 1:
+            raise ConfigError(f"steps per epoch must be at least 1, got {steps_per_epoch}")
         if int(workers) < 1:
             raise ConfigError(f"workers must be at least 1, got {workers}")
         self.info = read_dataset_info(data_dir)
@@ -437,6 +444,8 @@ class PatchBatches:
         self.shuffle = (split == "train") if shuffle is None else bool(shuffle)
         self.seed = int(seed)
         self.workers = int(workers)
+        self.steps_per_epoch = (int(steps_per_epoch) if steps_per_epoch is not None
+                                and self.shuffle else None)
         self.epoch = 0
         #: Damaged patch file -> reason; they are replaced in every batch.
         self.skipped: dict[str, str] = {}
@@ -449,6 +458,12 @@ class PatchBatches:
     # -- Sequence protocol -------------------------------------------------
 
     def __len__(self) -> int:
+        if self.steps_per_epoch is not None:
+            return min(self.steps_per_epoch, self._pass_length())
+        return self._pass_length()
+
+    def _pass_length(self) -> int:
+        """Batches in one full pass over the patches."""
         if self.shuffle:
             return max(1, len(self.pairs) // self.batch_size)
         return -(-len(self.pairs) // self.batch_size)
@@ -456,6 +471,9 @@ class PatchBatches:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
+        if self.steps_per_epoch is not None:
+            passes, index = divmod(self.epoch * len(self) + index, self._pass_length())
+            return self.batch(index, passes)
         return self.batch(index, self.epoch)
 
     def on_epoch_end(self) -> None:

@@ -39,11 +39,17 @@ CLI_HELP = "run the whole workflow (the demo when no data is given); what run_pi
 #: Smaller settings for the bundled demo so that the whole pipeline fits in a
 #: few minutes on a laptop CPU. A config file or options override them.
 DEMO_DEFAULTS = {
+    # Train on the 1024x512 panoramas shrunk to 256x128: a 128-px patch then
+    # holds the whole height, sky to ground, and a ResNet18 U-Net reaches a
+    # held-out IoU above 0.9 in a few minutes of CPU (ResNet34 at full size
+    # needs hours there). Predict shrinks the same way and returns full-size masks.
+    "scale": 0.25,
     "patch_size": 128,
-    "stride": 96,
-    "epochs": 6,
+    "stride": 32,
+    "backbone": "resnet18",
+    "epochs": 12,
     "batch_size": 8,
-    "patience": 20,
+    "patience": 12,
 }
 
 
@@ -104,6 +110,8 @@ def plan_pipeline(config: PipelineConfig) -> list[tuple[str, list[str]]]:
             argv += ["--stride", str(config.stride)]
         if config.clip_max:
             argv += ["--clip-max", str(config.clip_max)]
+        if config.scale:
+            argv += ["--scale", str(config.scale)]
         for name, path in split_files.items():
             argv += ["--split-file", f"{name}={path}"]
         if config.split:
@@ -125,6 +133,8 @@ def plan_pipeline(config: PipelineConfig) -> list[tuple[str, list[str]]]:
                 "--seed", str(config.seed)]
         if config.encoder_weights:
             argv += ["--encoder-weights", config.encoder_weights]
+        if config.steps_per_epoch:
+            argv += ["--steps-per-epoch", str(config.steps_per_epoch)]
         if config.patience:
             argv += ["--patience", str(config.patience)]
         if (config.run_dir / "config.json").is_file():
@@ -269,6 +279,23 @@ def _evaluation_means(folder: Path) -> dict[str, float]:
     return means
 
 
+#: Options of the command line besides flags and data: (config key, type, help).
+_OPTIONS = (
+    ("epochs", int, "training epochs"),
+    ("steps_per_epoch", int, "batches per training epoch (default: a pass over the patches)"),
+    ("batch_size", int, "patches per training batch"),
+    ("learning_rate", float, "Adam's initial learning rate"),
+    ("backbone", str, "encoder of the U-Net (resnet34, resnet18, ...)"),
+    ("patch_size", int, "training patch side in pixels"),
+    ("stride", int, "step between training patches"),
+    ("scale", float, "shrink images by this factor for training and prediction (e.g. 0.25)"),
+    ("tile_size", int, "prediction tile side (a multiple of 32)"),
+    ("demo_scenes", int, "number of demo scenes"),
+    ("demo_width", int, "width of the demo panoramas (height = width / 2)"),
+    ("seed", int, "the one seed of every random choice"),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML file of settings (see skyseg/config.py); options override it")
@@ -286,11 +313,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--split-file", action="append", default=None, metavar="NAME=FILE",
                       help="image list of a split (train=..., val=...); repeatable")
     data.add_argument("--mode", choices=("hdr", "ldr"), default=None)
-    options = parser.add_argument_group("main options")
-    options.add_argument("--epochs", type=int, default=None)
-    options.add_argument("--backbone", default=None)
-    options.add_argument("--patch-size", type=int, default=None)
-    options.add_argument("--seed", type=int, default=None)
+    options = parser.add_argument_group(
+        "main options", "the rest (and these) can be set in the --config file")
+    for name, kind, text in _OPTIONS:
+        options.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                             dest=name, help=text)
 
 
 def config_from_args(args: argparse.Namespace, environ=None) -> PipelineConfig:
@@ -307,7 +334,7 @@ def config_from_args(args: argparse.Namespace, environ=None) -> PipelineConfig:
         value = getattr(args, key)
         if value is not None:
             values[key] = parse_bool(value, name=f"--{key.replace('_', '-')}")
-    for key in ("work_dir", "images", "coco", "mode", "epochs", "backbone", "patch_size", "seed"):
+    for key in ("work_dir", "images", "coco", "mode", *(name for name, _, _ in _OPTIONS)):
         value = getattr(args, key)
         if value is not None:
             values[key] = value

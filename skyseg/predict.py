@@ -63,7 +63,15 @@ from skyseg.log import BatchReport, progress
 from skyseg.metrics import THRESHOLD
 from skyseg.model import PREPROCESSING_FILE, LoadedModel, load_run
 from skyseg.overlay import resize_mask, resize_uint8, tint
-from skyseg.preprocess import Preprocessing, ldr_to_radiance, radiance_to_ldr, tonemap
+from skyseg.preprocess import (
+    Preprocessing,
+    ldr_to_radiance,
+    radiance_to_ldr,
+    rescale_image,
+    scaled_size,
+    tonemap,
+    upsample_linear,
+)
 from skyseg.tiling import predict_tiled, resolve_overlap, tile_grid
 
 __all__ = [
@@ -375,8 +383,13 @@ def predict_image(
     if is_hdr is not None:
         image = _network_input(image, image_is_hdr=bool(is_hdr), preprocessing=preprocessing,
                                convert=convert, name=name)
+    full_height, full_width = image.shape[:2]
+    wrapping = _resolve_wrap(wrap, full_height, full_width)
+    if preprocessing.scale != 1.0:
+        # The model was trained on images shrunk by this factor: predict on the
+        # same scale, then bring the probability back to full size.
+        image = rescale_image(image, scaled_size(full_height, full_width, preprocessing.scale))
     height, width = image.shape[:2]
-    wrapping = _resolve_wrap(wrap, height, width)
     predict_batch = keras_predictor(loaded.model)
     fixed = _fixed_input_size(loaded.model)
     tiles = fixed if fixed is not None else tile_size
@@ -408,6 +421,8 @@ def predict_image(
         )
     finally:
         bar.close()
+    if (height, width) != (full_height, full_width):
+        probability = upsample_linear(probability, full_height, full_width, wrap=wrapping)
     np.clip(probability, 0.0, 1.0, out=probability)
     if not details:
         return probability

@@ -151,6 +151,8 @@ def train_model(
     workers: int = 2,
     patience: int = 15,
     deterministic: bool | None = None,
+    steps_per_epoch: int | None = None,
+    bn_momentum: float = 0.9,
     callbacks=(),
     verbose: int = 0,
 ) -> TrainResult:
@@ -175,6 +177,13 @@ def train_model(
         mixed_precision: float16 compute (for GPUs).
         workers: threads reading and augmenting patches.
         patience: epochs without a better validation IoU before stopping.
+        steps_per_epoch: batches per epoch (None: one pass over the training
+            patches). Shorter epochs validate and checkpoint more often, which
+            a CPU run on a large dataset needs.
+        bn_momentum: momentum of the BatchNormalization moving statistics.
+            0.9 (PyTorch's default; Keras' is 0.99) lets the statistics used
+            for validation and prediction follow the data within ~20 steps, so
+            short runs validate truthfully; the weights do not depend on it.
         deterministic: TensorFlow op determinism; None (default): on without
             GPUs, off with GPUs (see the module notes).
         callbacks: extra Keras callbacks.
@@ -210,8 +219,11 @@ def train_model(
     data_dir = Path(data_dir)
     info = read_dataset_info(data_dir)
     # Plain batches first: they check the dataset without importing TensorFlow.
+    if not 0.0 < float(bn_momentum) < 1.0:
+        raise ConfigError(f"--bn-momentum must be between 0 and 1, got {bn_momentum}")
     train_batches = PatchBatches(data_dir, "train", batch_size=batch_size,
-                                 augmentation=augmentation, seed=seed, workers=workers)
+                                 augmentation=augmentation, seed=seed, workers=workers,
+                                 steps_per_epoch=steps_per_epoch)
     val_batches = PatchBatches(data_dir, "val", batch_size=batch_size, seed=seed,
                                workers=workers)
     patch_size = train_batches.patch_size
@@ -235,6 +247,8 @@ def train_model(
         "mixed_precision": bool(mixed_precision),
         "deterministic": deterministic,
         "patience": patience,
+        "steps_per_epoch": steps_per_epoch,
+        "bn_momentum": float(bn_momentum),
         "reduce_lr": {"monitor": "val_loss", "factor": PLATEAU_FACTOR,
                       "patience": PLATEAU_PATIENCE},
         "checkpoint_monitor": "val_iou",
@@ -278,7 +292,8 @@ def train_model(
         from skyseg.generators import PatchSequence
 
         train_sequence = PatchSequence(data_dir, "train", batch_size=batch_size,
-                                       augmentation=augmentation, seed=seed, workers=workers)
+                                       augmentation=augmentation, seed=seed, workers=workers,
+                                       steps_per_epoch=steps_per_epoch)
         val_sequence = PatchSequence(data_dir, "val", batch_size=batch_size, seed=seed,
                                      workers=workers)
         initial_epoch = state["epoch"] if state else 0
@@ -440,6 +455,10 @@ def _make_model(config: dict, state: dict | None, out_dir: Path, keras):
                    if config["architecture"] == "pspnet" else (None, None, 3))
     model = build_model(config["architecture"], config["backbone"],
                         encoder_weights=config["encoder_weights"], input_shape=input_shape)
+    # Set before compiling; saved in the model file, so a resumed run keeps it.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = config.get("bn_momentum", 0.99)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=config["learning_rate"]),
                   loss=metrics.get_loss(config["loss"]), metrics=metrics.make_metrics())
     return model
@@ -686,6 +705,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="threads reading and augmenting patches")
     parser.add_argument("--patience", type=int, default=15,
                         help="epochs without a better validation IoU before stopping")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="batches per epoch (default: one pass over the training patches); "
+                             "shorter epochs validate and checkpoint more often")
+    parser.add_argument("--bn-momentum", type=float, default=0.9,
+                        help="BatchNorm moving-statistics momentum (Keras' default is 0.99; "
+                             "0.9 makes short runs validate truthfully)")
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                         help="repeatable TensorFlow ops (default: on CPUs, off on GPUs, where "
                              "the U-Net's up-sampling gradient has no deterministic kernel)")
@@ -701,7 +726,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, resume=args.resume,
         augmentation=Augmentation() if args.augment else None,
         mixed_precision=args.mixed_precision, workers=args.workers, patience=args.patience,
-        deterministic=args.deterministic, verbose=verbose,
+        deterministic=args.deterministic, steps_per_epoch=args.steps_per_epoch,
+        bn_momentum=args.bn_momentum, verbose=verbose,
     )
     logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
                 result.best_val_iou, result.best_epoch, MODEL_BEST)

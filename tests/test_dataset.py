@@ -204,6 +204,35 @@ def test_hdr_patch_inverts_to_radiance(tmp_path):
         np.testing.assert_array_equal(y[:vh, :vw], mask[row:row + vh, col:col + vw])
 
 
+def test_scale_shrinks_images_and_masks_before_the_patches(tmp_path, cli):
+    from skyseg.preprocess import rescale_image, rescale_mask, scaled_size
+
+    sizes = [("pano_a", 40, 80), ("pano_b", 25, 50)]
+    coco, images = make_labelled_set(tmp_path, sizes, kind="hdr", seed=6)
+    out = tmp_path / "data"
+    result = cli("build-dataset", "--coco", coco, "--images", images, "--out", out,
+                 "--patch-size", 8, "--stride", 6, "--dtype", "float32", "--scale", 0.5,
+                 "--split", "0.5,0.5")
+    assert result.returncode == 0, result.stderr
+    info = json.loads((out / "dataset.json").read_text())
+    prep = Preprocessing.from_dict(info["preprocessing"])
+    assert prep.scale == 0.5
+    labels = load_coco(coco)
+    rows = read_manifest(out)
+    for stem, height, width in sizes:
+        small = scaled_size(height, width, 0.5)
+        assert sum(r["source"] == f"{stem}.exr" for r in rows) == len(patch_grid(*small, 8, 6))
+        radiance = rescale_image(read_image(images / f"{stem}.exr"), small)
+        mask = rescale_mask(labels.mask(stem, height, width), small)
+        for r in (r for r in rows if r["source"] == f"{stem}.exr"):
+            row, col = int(r["row"]), int(r["col"])
+            x = tifffile.imread(out / f"X_{r['split']}" / r["split"] / f"{r['id']}.tif")
+            np.testing.assert_allclose(prep.invert(x), radiance[row:row + 8, col:col + 8],
+                                       rtol=1e-4, atol=1e-6)
+            y = np.asarray(Image.open(out / f"Y_{r['split']}" / r["split"] / f"{r['id']}.png"))
+            np.testing.assert_array_equal(y, mask[row:row + 8, col:col + 8])
+
+
 def test_float16_and_compression_store_the_same_values(ldr_set, ldr_build, tmp_path):
     coco, images = ldr_set
     _, out32 = ldr_build

@@ -91,6 +91,29 @@ def test_set_epoch_gives_the_batches_of_that_epoch(dataset):
             np.testing.assert_array_equal(a, b)
 
 
+def test_short_epochs_walk_one_stream_of_passes(dataset):
+    # 20 patches, batch 4: a pass is 5 batches; epochs of 2 batches walk through
+    # pass 0 (batches 0-4), then pass 1, without restarting a pass per epoch.
+    augmentation = Augmentation()
+    full = PatchBatches(dataset, "train", batch_size=4, augmentation=augmentation, seed=2)
+    short = PatchBatches(dataset, "train", batch_size=4, augmentation=augmentation, seed=2,
+                         steps_per_epoch=2)
+    assert len(full) == 5 and len(short) == 2
+    stream = []
+    for epoch in range(5):  # 10 batches = two whole passes
+        short.set_epoch(epoch)
+        stream += [short[index] for index in range(len(short))]
+    expected = [full.batch(index, passes) for passes in range(2) for index in range(5)]
+    for got, want in zip(stream, expected, strict=True):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    longer = PatchBatches(dataset, "train", batch_size=4, steps_per_epoch=50)
+    assert len(longer) == 5  # never more than a pass
+    assert len(PatchBatches(dataset, "val", batch_size=4, steps_per_epoch=1)) == 2  # not for val
+    with pytest.raises(ConfigError, match="steps per epoch must be at least 1, got 0"):
+        PatchBatches(dataset, "train", steps_per_epoch=0)
+
+
 def test_threads_do_not_change_the_batches(dataset):
     augmentation = Augmentation()
     one = PatchBatches(dataset, "train", batch_size=8, augmentation=augmentation, workers=1)

@@ -117,6 +117,22 @@ def test_constant_network_gives_a_constant_map_including_borders(runs, rng):
     assert probability_to_mask(np.full((2, 2), 0.51, np.float32)).min() == 255
 
 
+@pytest.mark.parametrize("shape, wrap", [((40, 80), True), ((37, 51), False)])
+def test_model_trained_on_shrunk_images_predicts_shrunk_and_returns_full_size(tmp_path, rng, shape,
+                                                                               wrap):
+    from skyseg.preprocess import rescale_image, scaled_size, upsample_linear
+
+    folder = make_run(tmp_path / "half")
+    Preprocessing(mode="ldr", scale=0.5).save(folder / "preprocessing.json")
+    image = _ldr(rng, *shape)
+    result = predict_image(load_run(folder), image, is_hdr=False, tile_size=32, overlap=8,
+                           details=True)
+    assert result.probability.shape == shape and result.wrap is wrap
+    small = rescale_image(image, scaled_size(*shape, 0.5))[..., 0] / 255
+    expected = upsample_linear(small, *shape, wrap=wrap)
+    np.testing.assert_allclose(result.probability, expected, atol=1e-6)
+
+
 def test_docstring_examples():
     import doctest
 

@@ -165,3 +165,65 @@ def test_tonemap_ldr_rounds():
 def test_tonemap_exposure_ev_brightens():
     grey = np.full((4, 4, 3), 0.05, np.float32)
     assert tonemap(grey, exposure=1.0, exposure_ev=2).mean() > tonemap(grey, exposure=1.0).mean()
+
+
+# ----------------------------------------------------------------------------- scale
+
+
+def test_scaled_size_rounds_and_never_vanishes():
+    from skyseg.preprocess import scaled_size
+
+    assert scaled_size(4096, 8192, 0.25) == (1024, 2048)
+    assert scaled_size(3, 5, 0.1) == (1, 1)
+    assert scaled_size(33, 65, 0.5) == (16, 32)  # 16.5 and 32.5 round to even
+
+
+def test_rescale_image_keeps_the_energy(rng):
+    from skyseg.preprocess import rescale_image
+
+    radiance = (rng.random((64, 128, 3)) * 10).astype(np.float32)
+    radiance[10, 20] = 5e4  # the sun keeps its energy when shrunk
+    small = rescale_image(radiance, (16, 32))
+    assert small.shape == (16, 32, 3) and small.dtype == np.float32
+    assert small.sum() * 16 == pytest.approx(radiance.sum(), rel=1e-5)
+    blocks = radiance.reshape(16, 4, 32, 4, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(small, blocks, rtol=1e-5)
+
+
+def test_rescale_mask_votes_and_keeps_ignore():
+    from skyseg.preprocess import rescale_mask
+
+    mask = np.array([[1, 1, 0, 0, 255, 255],
+                     [1, 0, 0, 0, 255, 1]], np.uint8)
+    # 2x2 blocks: 3 of 4 sky -> sky; 0 sky -> not sky; 3 of 4 ignored -> ignored.
+    assert rescale_mask(mask, (1, 3)).tolist() == [[1, 0, 255]]
+    half = np.array([[1, 0], [1, 0]], np.uint8)
+    assert rescale_mask(half, (1, 1)).tolist() == [[1]]  # ties go to sky
+
+
+def test_upsample_linear_is_exact_on_ramps_and_seamless_when_wrapping():
+    from skyseg.preprocess import upsample_linear
+
+    ramp = np.tile(np.arange(8, dtype=np.float32), (4, 1))
+    big = upsample_linear(ramp, 8, 32)
+    # Pixel centres aligned: inside the image the ramp is linear in x.
+    np.testing.assert_allclose(big[:, 2:30], np.tile((np.arange(2, 30) + 0.5) / 4 - 0.5, (8, 1)),
+                               atol=1e-5)
+    assert big[:, 0].tolist() == [0.0] * 8  # clamped at the border
+    circle = np.zeros((2, 8), np.float32)
+    circle[:, 0] = 1.0
+    wrapped = upsample_linear(circle, 4, 32, wrap=True)
+    # Both ends of the row lean towards column 0: no seam at x = 0.
+    assert wrapped[0, 0] == pytest.approx(wrapped[0, 3]) and wrapped[0, -1] > 0
+    np.testing.assert_allclose(np.roll(upsample_linear(np.roll(circle, 3, axis=1), 4, 32, wrap=True),
+                                       -12, axis=1), wrapped, atol=1e-6)
+
+
+def test_preprocessing_scale_is_validated_and_saved(tmp_path):
+    with pytest.raises(ConfigError, match=r"scale must be in \(0, 1\]"):
+        Preprocessing(scale=0.0)
+    with pytest.raises(ConfigError, match=r"scale must be in \(0, 1\]"):
+        Preprocessing(scale=2)
+    Preprocessing(scale=0.25).save(tmp_path / "p.json")
+    assert Preprocessing.load(tmp_path / "p.json").scale == 0.25
+    assert Preprocessing.from_dict({"mode": "ldr"}).scale == 1.0  # files from before scale

@@ -16,30 +16,12 @@ from .synthetic_patches import write_dataset
 
 EPOCHS = 3
 #: The options of the reference run; the CLI resume below repeats them.
+#: BatchNorm momentum 0.6: the moving statistics used for validation follow
+#: the data within a few of the 24 steps of a test run.
 OPTIONS = dict(epochs=EPOCHS, batch_size=8, learning_rate=1e-3, backbone="resnet18",
-               encoder_weights=None, seed=0, workers=2)
+               encoder_weights=None, seed=0, workers=2, bn_momentum=0.6)
 CLI_OPTIONS = ["--epochs", EPOCHS, "--batch-size", 8, "--learning-rate", 1e-3, "--backbone",
-               "resnet18", "--encoder-weights", "none", "--seed", 0]
-
-
-def fast_batch_norm():
-    """A callback that lets BatchNorm's moving statistics follow the data within ~10 steps.
-
-    With Keras' default momentum (0.99) the statistics used for validation
-    take hundreds of steps to leave their initial values; a test run has 24.
-    The momentum is saved in the model file, so a resumed run keeps it.
-    """
-    from skyseg.model import import_keras
-
-    keras = import_keras()
-
-    class FastBatchNorm(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            for layer in self.model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.momentum = 0.6
-
-    return FastBatchNorm()
+               "resnet18", "--encoder-weights", "none", "--seed", 0, "--bn-momentum", 0.6]
 
 
 def kill_during(epoch: int, batch: int):
@@ -73,7 +55,7 @@ def dataset(tmp_path_factory):
 def reference(dataset, tmp_path_factory):
     """An uninterrupted run of EPOCHS epochs."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
-    return train(dataset, run_dir, callbacks=[fast_batch_norm()], **OPTIONS)
+    return train(dataset, run_dir, **OPTIONS)
 
 
 def comparable(rows):
@@ -151,8 +133,7 @@ def test_load_run_reproduces_the_validation_iou(reference, dataset):
 def test_resume_after_a_kill_gives_the_uninterrupted_history(reference, dataset, tmp_path, cli):
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated kill"):
-        train(dataset, run_dir, callbacks=[fast_batch_norm(), kill_during(epoch=1, batch=3)],
-              **OPTIONS)
+        train(dataset, run_dir, callbacks=[kill_during(epoch=1, batch=3)], **OPTIONS)
     # Killed during the second epoch: the first is kept, nothing of the second.
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [1]
     result = cli("train", "--data", dataset, "--out", run_dir, "--resume", *CLI_OPTIONS)
@@ -272,3 +253,24 @@ def test_package_exports_train_model_even_after_the_module_is_imported(tmp_path)
     assert skyseg.train_model is train_model
     with pytest.raises(DatasetError, match="dataset folder not found"):
         skyseg.train_model(tmp_path / "nothing", tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_short_epochs_and_batch_norm_momentum_are_kept(dataset, tmp_path):
+    from skyseg.model import import_keras, load_model
+
+    result = train(dataset, tmp_path / "run", **{**OPTIONS, "epochs": 2, "bn_momentum": 0.8},
+                   steps_per_epoch=3)
+    assert result.epochs == 2 and len(read_history(tmp_path / "run" / "history.csv")) == 2
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["steps_per_epoch"] == 3 and config["bn_momentum"] == 0.8
+    keras = import_keras()
+    model = load_model(tmp_path / "run" / "model_last.h5")
+    momenta = {layer.momentum for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {0.8}
+
+
+def test_bad_batch_norm_momentum(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="--bn-momentum must be between 0 and 1, got 1.5"):
+        train(dataset, tmp_path / "run", **{**OPTIONS, "bn_momentum": 1.5})
