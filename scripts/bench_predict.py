@@ -156,7 +156,7 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int, *, copies: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tile-sizes", default="1088,2080",
+    parser.add_argument("--tile-sizes", default="1088,2112",
                         help="comma-separated tile sizes (multiples of 32)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "skyseg_bench",
                         help="where the 8K panorama is kept between runs")

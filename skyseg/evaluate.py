@@ -504,8 +504,13 @@ def evaluate_model(
             logger.warning("%d listed image(s) are not in %s: %s", len(absent), images,
                            ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
     if missing:
-        logger.warning("%d image(s) without truth (%s) are not scored: %s", len(missing), source,
-                       ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+        listed = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        if masks is not None:
+            logger.warning("%d image(s) without truth (%s) are not scored: %s", len(missing),
+                           source, listed)
+        else:  # labelled elsewhere (e.g. the training images): normal for a held-out folder
+            logger.info("%d labelled image(s) are not in %s, so not scored: %s", len(missing),
+                        images, listed)
     if not pairs:
         raise ConfigError(f"no image in {images} has truth ({source}); check the folder names "
                           "and that masks are called <stem>_mask.png or <stem>.png")

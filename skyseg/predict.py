@@ -408,8 +408,11 @@ def predict_image(
             offsets = (0, _roll_offset(width, grid.cols.count))
             passes.append("roll")
     evaluations = grid.count * len(offsets) * (2 if tta else 1)
-    logger.info("%s: %dx%d, %s, %d tiles of %dx%d (pixel overhead %.2f), passes %s", name,
-                 width, height, "wrap-around" if wrapping else "no wrap", grid.count,
+    size = f"{full_width}x{full_height}"
+    if (height, width) != (full_height, full_width):
+        size += f" (predicted at {width}x{height}, scale {preprocessing.scale:g})"
+    logger.info("%s: %s, %s, %d tiles of %dx%d (pixel overhead %.2f), passes %s", name,
+                 size, "wrap-around" if wrapping else "no wrap", grid.count,
                  *grid.tile_shape, grid.pixel_overhead, "+".join(passes))
     bar = progress(total=evaluations, desc=name, unit="tile",
                    disable=None if show_progress else True)
