@@ -88,7 +88,9 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
     for _ in range(4):
         model.train_on_batch(x, y)
     step = (time.perf_counter() - start) / 4
-    forward = __import__("tensorflow").function(lambda batch: model(batch, training=False))
+    import tensorflow as tf
+
+    forward = tf.function(lambda batch: model(batch, training=False))
     xv = np.asarray(val.batch(0, 0)[0])
     forward(xv)
     start = time.perf_counter()
@@ -97,7 +99,6 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
     val_step = (time.perf_counter() - start) / 2
     train.close()
     val.close()
-    del model
     keras.backend.clear_session()
     return step * len(train), val_step * len(val) * 1.5  # validation also reads, logs, saves
 
