@@ -119,3 +119,41 @@ def test_the_average_is_saved_for_resume(averaged_run):
     assert arrays is not None and len(arrays) > 100
     assert state["average_updates"] == 2 * 4  # 2 epochs of 32 patches in batches of 8
     assert all(np.isfinite(a).all() for a in arrays)
+
+
+@pytest.mark.slow
+def test_adamw_with_schedule_and_arrays_survive_save_and_load(tmp_path):
+    """model_last.h5 keeps AdamW, its schedule, the decay exclusion and the average arrays."""
+    from skyseg import metrics
+    from skyseg.model import import_keras, load_model, read_model_arrays, save_model
+    from skyseg.recipe import exclude_from_decay, make_optimizer
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    hidden = keras.layers.Conv2D(2, 3, padding="same")(inputs)
+    hidden = keras.layers.BatchNormalization()(hidden)
+    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid")(hidden)
+    model = keras.Model(inputs, outputs)
+    model.compile(make_optimizer(keras, learning_rate=1e-2, total_steps=10, warmup_steps=2,
+                                 weight_decay=0.1), loss=metrics.bce_jaccard_loss)
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype(np.float32)
+    y = (x[..., :1] > 0.5).astype(np.uint8)
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    average = [w.numpy() * 0.5 for w in model.weights]
+    path = save_model(model, tmp_path / "model_last.h5", arrays={"weight_average": average})
+    loaded = load_model(path, compile=True)
+    exclude_from_decay(loaded.optimizer)
+    assert int(loaded.optimizer.iterations.numpy()) == 3
+    assert loaded.optimizer.get_config()["learning_rate"]["config"]["total_steps"] == 10
+    for a, b in zip(read_model_arrays(path, "weight_average"), average, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert read_model_arrays(path, "missing") is None
+    np.testing.assert_allclose(model.train_on_batch(x, y), loaded.train_on_batch(x, y),
+                               rtol=1e-6)
+    # The schedule goes on from the saved step (step 3 of warm-up 2, cosine to 10).
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(
+        learning_rate_at(3, base=1e-2, total_steps=10, warmup_steps=2), rel=1e-5)
+    for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
