@@ -497,11 +497,11 @@ class Augmentation:
     zoom: float = 0.3
     shear: float = 0.1
     horizontal_flip: bool = True
-    exposure_ev: float = 1.0
-    gamma: float = 1.25
+    exposure_ev: float = 2.0
+    gamma: float = 1.5
     fill: str = "reflect"
     white_balance: float = 0.2
-    saturation: float = 0.3
+    saturation: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("rotation", "shift", "shear", "exposure_ev", "white_balance"):
