@@ -930,8 +930,10 @@ def _encoder_layer_names(backbone: str) -> set[str]:
     from skyseg.model import import_segmentation_models
 
     sm = import_segmentation_models()
-    encoder = sm.Backbones.get_backbone(backbone, input_shape=(None, None, 3), weights=None,
-                                        include_top=False)
+    # The factory wants the Keras submodules segmentation_models injects into its own calls.
+    get_backbone = sm.inject_global_submodules(sm.Backbones.get_backbone)
+    encoder = get_backbone(backbone, input_shape=(None, None, 3), weights=None,
+                           include_top=False)
     return {layer.name for layer in encoder.layers}
 
 
