@@ -807,7 +807,10 @@ class _InitSource:
         """What ``config.json`` keeps of it (``init``)."""
         from skyseg.model import read_model_attributes
 
-        attributes = read_model_attributes(self.model_path)
+        try:
+            attributes = read_model_attributes(self.model_path)
+        except ModelError:  # not HDF5 (a .keras file): no skyseg attributes
+            attributes = {}
         state = attributes.get("state") or {}
         return {
             "from": str(self.given.resolve()),
