@@ -19,6 +19,11 @@ One random draw per sample moves the image and its mask alike:
   ``2**ev * radiance**gamma``, and the preprocessing is applied again
   (clipping included). For LDR patches (0..1 display values) the same acts
   on the linear light of the sRGB curve and saturates at white.
+* **Colour** (:func:`adjust_colour`): white balance (a gain per channel, in
+  stops, luminance kept) and saturation (towards or away from the pixel's
+  luminance), also on linear light and exact for both modes. Overcast white
+  sky and a white wall differ in context, not colour: a camera's white
+  balance must not be what the network keys on.
 
 Arrays: image patches ``float (P, P, C)`` as stored (network input), masks
 ``uint8 (P, P)`` in {0, 1, 255}. The affine matrix maps an *output* pixel
@@ -54,6 +59,7 @@ __all__ = [
     "warp_mask",
     "adjust_radiance",
     "augment_values",
+    "adjust_colour",
     "to_float32",
     "FILL_MODES",
 ]
@@ -339,6 +345,52 @@ def augment_values(values: np.ndarray, preprocessing: Preprocessing, *, gamma: f
     return out
 
 
+#: Rec.709 luminance weights (linear light).
+_LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+def adjust_colour(values: np.ndarray, preprocessing: Preprocessing, *,
+                  gains_ev=(0.0, 0.0, 0.0), saturation: float = 1.0,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """White balance and saturation on the linear light of a *preprocessed* patch.
+
+    Linear light is ``preprocessing.invert(values)`` (HDR) or the decoded
+    sRGB values (LDR); each channel is multiplied by ``2**gains_ev[c]``, then
+    ``luminance + saturation * (colour - luminance)``, and the result goes
+    back through the forward preprocessing (LDR saturates at white).
+
+    Args:
+        values: the stored patch ``(..., 3)``, float16 or float32.
+        preprocessing: the dataset's preprocessing.
+        gains_ev: per-channel gain in stops (0: unchanged).
+        saturation: 1 unchanged, 0 grey, above 1 more colourful.
+        out: float32 array to write into.
+
+    Returns:
+        float32 array of the same shape.
+
+    Example:
+        >>> prep = Preprocessing(mode="ldr")
+        >>> grey = adjust_colour(np.array([[0.2, 0.5, 0.8]], np.float32), prep, saturation=0)
+        >>> bool(np.ptp(grey) < 1e-6)
+        True
+    """
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        linear = _linear(np.asarray(values), preprocessing)
+        linear *= np.exp2(np.asarray(gains_ev, np.float32))
+        if saturation != 1.0:
+            grey = (linear @ _LUMINANCE)[..., None]
+            linear -= grey
+            linear *= np.float32(saturation)
+            linear += grey
+            np.maximum(linear, 0.0, out=linear)
+        result = _from_linear(linear, None, preprocessing, 1.0, 0.0)
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
 def _lookup(table: np.ndarray, values: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     """``table`` (65,536 entries) at the bits of float16 ``values``: float32, into ``out``."""
     # mode="clip": with the default "raise" numpy writes to a copy of ``out``.
@@ -431,6 +483,9 @@ class Augmentation:
             (1 disables).
         fill: ``"reflect"`` or ``"constant"`` (0) for image pixels the
             geometry invents (their mask is 255 either way).
+        white_balance: per-channel gains drawn in ``[-white_balance,
+            white_balance]`` stops, centred so the mean gain is 0 stops.
+        saturation: factor drawn in ``[1 - saturation, 1 + saturation]``.
 
     Example:
         >>> Augmentation(rotation=0, shift=0, zoom=0, shear=0).geometric
@@ -445,9 +500,11 @@ class Augmentation:
     exposure_ev: float = 1.0
     gamma: float = 1.25
     fill: str = "reflect"
+    white_balance: float = 0.2
+    saturation: float = 0.3
 
     def __post_init__(self) -> None:
-        for name in ("rotation", "shift", "shear", "exposure_ev"):
+        for name in ("rotation", "shift", "shear", "exposure_ev", "white_balance"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ConfigError(f"augmentation {name} must be a range >= 0, got {value!r}")
@@ -458,6 +515,9 @@ class Augmentation:
                 f"augmentation gamma must be >= 1 (gamma is drawn in [1/gamma, gamma]), "
                 f"got {self.gamma!r}"
             )
+        if not (np.isfinite(self.saturation) and 0 <= self.saturation < 1):
+            raise ConfigError(f"augmentation saturation must be in [0, 1), got "
+                              f"{self.saturation!r}")
         if self.fill not in FILL_MODES:
             raise ConfigError(f"augmentation fill must be one of {FILL_MODES}, got {self.fill!r}")
 
@@ -472,8 +532,17 @@ class Augmentation:
         """True when exposure or gamma change."""
         return bool(self.exposure_ev or self.gamma != 1.0)
 
+    @property
+    def colour(self) -> bool:
+        """True when white balance or saturation change."""
+        return bool(self.white_balance or self.saturation)
+
     def draw(self, rng: np.random.Generator, shape: tuple[int, int]) -> dict:
-        """One random draw: ``{"matrix", "gamma", "exposure_ev"}`` for a patch of ``shape``."""
+        """One random draw for a patch of ``shape``.
+
+        Returns:
+            ``{"matrix", "gamma", "exposure_ev", "gains_ev", "saturation"}``.
+        """
         matrix = (random_affine(rng, shape, rotation=self.rotation, shift=self.shift,
                                 zoom=self.zoom, shear=self.shear,
                                 horizontal_flip=self.horizontal_flip)
@@ -481,7 +550,11 @@ class Augmentation:
         exposure = float(rng.uniform(-self.exposure_ev, self.exposure_ev))
         log_gamma = math.log(self.gamma)
         gamma = float(math.exp(rng.uniform(-log_gamma, log_gamma)))
-        return {"matrix": matrix, "gamma": gamma, "exposure_ev": exposure}
+        gains = rng.uniform(-self.white_balance, self.white_balance, size=3)
+        saturation = float(rng.uniform(1.0 - self.saturation, 1.0 + self.saturation))
+        return {"matrix": matrix, "gamma": gamma, "exposure_ev": exposure,
+                "gains_ev": tuple(float(g) for g in gains - gains.mean()),
+                "saturation": saturation}
 
     def apply_draw(self, image: np.ndarray, mask: np.ndarray, draw: dict,
                    preprocessing: Preprocessing | None = None):
@@ -500,6 +573,9 @@ class Augmentation:
         if preprocessing is not None and self.photometric:
             image = augment_values(image, preprocessing, gamma=draw["gamma"],
                                    exposure_ev=draw["exposure_ev"])
+        if preprocessing is not None and self.colour:
+            image = adjust_colour(image, preprocessing, gains_ev=draw["gains_ev"],
+                                  saturation=draw["saturation"])
         if draw["matrix"] is not None:
             image = warp_image(image, draw["matrix"], fill=self.fill)
             mask = warp_mask(mask, draw["matrix"])

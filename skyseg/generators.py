@@ -61,7 +61,14 @@ from pathlib import Path
 
 import numpy as np
 
-from skyseg.augmentation import Augmentation, augment_values, to_float32, warp_image, warp_mask
+from skyseg.augmentation import (
+    Augmentation,
+    adjust_colour,
+    augment_values,
+    to_float32,
+    warp_image,
+    warp_mask,
+)
 from skyseg.errors import ConfigError, DatasetError
 from skyseg.preprocess import Preprocessing
 
@@ -569,6 +576,9 @@ class PatchBatches:
                            exposure_ev=draw["exposure_ev"], out=values)
         else:
             to_float32(image, out=values)
+        if draw is not None and self.augmentation.colour:
+            adjust_colour(values, self.info.preprocessing, gains_ev=draw["gains_ev"],
+                          saturation=draw["saturation"], out=values)
         if matrix is None:
             y[slot, :, :, 0] = mask
             return

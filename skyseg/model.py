@@ -30,6 +30,7 @@ __all__ = [
     "import_keras",
     "import_segmentation_models",
     "load_model",
+    "read_model_arrays",
     "save_model",
     "read_model_attributes",
     "check_model_choice",
@@ -60,6 +61,7 @@ MODEL_LAST = "model_last.h5"
 PREPROCESSING_FILE = "preprocessing.json"
 CONFIG_FILE = "config.json"
 _ATTRIBUTE_GROUP = "skyseg"
+_ARRAY_GROUP = "skyseg_arrays"
 
 
 def import_keras():
@@ -223,7 +225,7 @@ def _load_encoder_weights(model, path: Path) -> None:
 
 
 def save_model(model, path: str | os.PathLike, *, include_optimizer: bool = True,
-               attributes: dict | None = None) -> Path:
+               attributes: dict | None = None, arrays: dict | None = None) -> Path:
     """Save a Keras model atomically as HDF5 (``.h5``).
 
     HDF5 rather than the ``.keras`` zip: tf-keras loads a ResNet U-Net from
@@ -236,6 +238,8 @@ def save_model(model, path: str | os.PathLike, *, include_optimizer: bool = True
         attributes: JSON-serialisable values stored in the file's root
             attributes (read back with :func:`read_model_attributes`); being
             in the same file as the weights, they can never disagree with them.
+        arrays: name -> list of numpy arrays stored beside the model (read
+            back with :func:`read_model_arrays`), e.g. the weight average.
 
     Example:
         >>> save_model(model, "run/model_last.h5", attributes={"epoch": 3})  # doctest: +SKIP
@@ -249,16 +253,40 @@ def save_model(model, path: str | os.PathLike, *, include_optimizer: bool = True
         warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="tf_keras")
         model.save(str(temporary), include_optimizer=include_optimizer, save_format="h5")
-        if attributes:
+        if attributes or arrays:
             import h5py
 
             # Datasets in a "skyseg" group rather than HDF5 attributes, which
             # are limited to 64 KiB (a long history would not fit).
             with h5py.File(temporary, "r+") as handle:
                 group = handle.require_group(_ATTRIBUTE_GROUP)
-                for key, value in attributes.items():
+                for key, value in (attributes or {}).items():
                     group.create_dataset(key, data=json.dumps(value))
+                for name, values in (arrays or {}).items():
+                    folder = handle.require_group(f"{_ARRAY_GROUP}/{name}")
+                    for index, value in enumerate(values):
+                        folder.create_dataset(str(index), data=value)
     return path
+
+
+def read_model_arrays(path: str | os.PathLike, name: str) -> list | None:
+    """The list of arrays :func:`save_model` stored under ``name``; None when absent.
+
+    Raises:
+        ModelError: the file is missing or not HDF5.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            folder = handle.get(f"{_ARRAY_GROUP}/{name}")
+            if folder is None:
+                return None
+            return [folder[str(index)][()] for index in range(len(folder))]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: not a readable HDF5 model file ({exc}); re-run skyseg "
+                         "train") from exc
 
 
 def read_model_attributes(path: str | os.PathLike) -> dict:
@@ -300,8 +328,10 @@ def _custom_objects() -> dict:
         from skyseg import metrics
     except ImportError:
         return {}
+    from skyseg import recipe
+
     getter = getattr(metrics, "custom_objects", None)
-    return getter() if callable(getter) else {}
+    return {**(getter() if callable(getter) else {}), **recipe.custom_objects()}
 
 
 def load_model(path: str | os.PathLike, *, compile: bool = False):

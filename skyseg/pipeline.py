@@ -284,7 +284,7 @@ _OPTIONS = (
     ("epochs", int, "training epochs"),
     ("steps_per_epoch", int, "batches per training epoch (default: a pass over the patches)"),
     ("batch_size", int, "patches per training batch"),
-    ("learning_rate", float, "Adam's initial learning rate"),
+    ("learning_rate", float, "peak learning rate (after the warm-up)"),
     ("backbone", str, "encoder of the U-Net (resnet34, resnet18, ...)"),
     ("patch_size", int, "training patch side in pixels"),
     ("stride", int, "step between training patches"),

@@ -13,16 +13,21 @@
     RUN/samples.png         validation patches: image, true mask, prediction
     RUN/tensorboard/        TensorBoard logs
 
-Training: Adam; the loss of :mod:`skyseg.metrics` (BCE + Jaccard by default)
-with 255 pixels ignored; IoU and Dice over each epoch; the learning rate
-halves when the validation loss has not improved for 5 epochs; training
+Training (the recipe of :mod:`skyseg.recipe`): AdamW with a linear warm-up
+then a cosine decay of the learning rate, gradient-norm clipping, and an
+exponential moving average of the weights that validation, ``model_best.h5``
+and prediction use; the loss of :mod:`skyseg.metrics` (BCE + Jaccard by
+default) with 255 pixels ignored; IoU and Dice over each epoch; training
 stops when the validation IoU has not improved for ``patience`` epochs.
+``schedule="plateau"``, ``optimizer="adam"``, ``ema=None`` and
+``clip_norm=None`` give the earlier recipe (the learning rate halves when
+the validation loss has not improved for 5 epochs).
 
 Fine-tuning (``init``, ``--init RUN_OR_MODEL``): the run starts from all the
 weights of another run's best model (or of a model file), with its
 architecture and backbone; the dataset must have been built with the same
 preprocessing (``skyseg build-dataset --like RUN``). The default learning
-rate is then a tenth of the one the source run was trained with (1e-5 when
+rate is then a tenth of the one the source run was trained with (1e-4 when
 it is unknown); ``freeze_encoder_epochs`` keeps the encoder fixed for the
 first epochs (its BatchNormalization statistics too), so a few labelled
 images first adapt the decoder. ``config.json`` records the source.
@@ -99,11 +104,13 @@ TENSORBOARD_DIR = "tensorboard"
 PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 5
 #: Config keys that may differ when a run is resumed (they do not change the result).
-RESUMABLE_KEYS = ("epochs", "workers", "data", "created", "skyseg_version", "max_minutes",
-                  "init")
+#: ``total_steps`` follows ``epochs``; the saved optimizer keeps the schedule it
+#: started with (raising --epochs on resume goes on at the final learning rate).
+RESUMABLE_KEYS = ("epochs", "total_steps", "workers", "data", "created", "skyseg_version",
+                  "max_minutes", "init")
 #: Learning rate when none is given; a run started from another (``init``)
 #: takes INIT_LEARNING_RATE_FACTOR times the source run's learning rate.
-DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_LEARNING_RATE = 1e-3
 INIT_LEARNING_RATE_FACTOR = 0.1
 HISTORY_COLUMNS = ("epoch", "loss", "iou", "dice", "val_loss", "val_iou", "val_dice", "lr",
                    "seconds")
@@ -221,6 +228,12 @@ def train_model(
     deterministic: bool | None = None,
     steps_per_epoch: int | None = None,
     bn_momentum: float = 0.9,
+    optimizer: str = "adamw",
+    weight_decay: float = 1e-4,
+    schedule: str = "cosine",
+    warmup_epochs: float = 1.0,
+    ema: float | None = 0.99,
+    clip_norm: float | None = 1.0,
     callbacks=(),
     verbose: int = 0,
     init: str | os.PathLike | None = None,
@@ -234,8 +247,9 @@ def train_model(
         out_dir: the run folder (created; must not hold another run unless ``resume``).
         epochs: total epochs (a resumed run counts the ones already done).
         batch_size: patches per batch (split across GPUs when there are several).
-        learning_rate: Adam's initial learning rate; None: 1e-4, or with
-            ``init`` a tenth of the source run's (1e-5 when unknown).
+        learning_rate: the peak learning rate (reached after the warm-up;
+            with ``schedule="plateau"`` the initial one); None: 1e-3, or with
+            ``init`` a tenth of the source run's (1e-4 when unknown).
         architecture: ``"unet"`` (default), ``"fpn"``, ``"linknet"`` or
             ``"pspnet"``; with ``init``, the source's (give none, or the same).
         backbone: encoder, e.g. ``"resnet34"`` (the default; see
@@ -258,6 +272,15 @@ def train_model(
             0.9 (PyTorch's default; Keras' is 0.99) lets the statistics used
             for validation and prediction follow the data within ~20 steps, so
             short runs validate truthfully; the weights do not depend on it.
+        optimizer: ``"adamw"`` (decoupled weight decay) or ``"adam"``.
+        weight_decay: AdamW's decay (BatchNorm parameters and biases excluded).
+        schedule: ``"cosine"`` (linear warm-up over ``warmup_epochs``, then a
+            cosine down to 1 % at the last epoch) or ``"plateau"`` (halve
+            when the validation loss stalls for 5 epochs).
+        warmup_epochs: epochs (fractions allowed) of linear warm-up.
+        ema: momentum of the moving average of the weights used for
+            validation, ``model_best.h5`` and prediction; None or 0: none.
+        clip_norm: clip of the global gradient norm; None or 0: none.
         deterministic: TensorFlow op determinism; None (default): on without
             GPUs, off with GPUs (see the module notes).
         callbacks: extra Keras callbacks.
@@ -317,6 +340,12 @@ def train_model(
     # Plain batches first: they check the dataset without importing TensorFlow.
     if not 0.0 < float(bn_momentum) < 1.0:
         raise ConfigError(f"--bn-momentum must be between 0 and 1, got {bn_momentum}")
+    from skyseg.recipe import check_recipe
+
+    ema = float(ema) if ema else None
+    clip_norm = float(clip_norm) if clip_norm else None
+    check_recipe(schedule=schedule, optimizer=optimizer, weight_decay=float(weight_decay),
+                 warmup_epochs=float(warmup_epochs), ema_momentum=ema, clip_norm=clip_norm)
     train_batches = PatchBatches(data_dir, "train", batch_size=batch_size,
                                  augmentation=augmentation, seed=seed, workers=workers,
                                  steps_per_epoch=steps_per_epoch)
@@ -334,8 +363,14 @@ def train_model(
         "mode": info.mode,
         "preprocessing": info.preprocessing.to_dict(),
         "loss": loss,
-        "optimizer": "adam",
+        "optimizer": optimizer,
         "learning_rate": learning_rate,
+        "weight_decay": float(weight_decay),
+        "schedule": schedule,
+        "warmup_epochs": float(warmup_epochs),
+        "total_steps": epochs * len(train_batches),
+        "ema": ema,
+        "clip_norm": clip_norm,
         "batch_size": batch_size,
         "epochs": epochs,
         "seed": seed,
@@ -345,8 +380,8 @@ def train_model(
         "patience": patience,
         "steps_per_epoch": steps_per_epoch,
         "bn_momentum": float(bn_momentum),
-        "reduce_lr": {"monitor": "val_loss", "factor": PLATEAU_FACTOR,
-                      "patience": PLATEAU_PATIENCE},
+        "reduce_lr": ({"monitor": "val_loss", "factor": PLATEAU_FACTOR,
+                       "patience": PLATEAU_PATIENCE} if schedule == "plateau" else None),
         "checkpoint_monitor": "val_iou",
         "train_patches": len(train_batches.pairs),
         "val_patches": len(val_batches.pairs),
@@ -363,6 +398,8 @@ def train_model(
     if max_minutes is not None:
         config["max_minutes"] = float(max_minutes)
     state = _prepare_run_folder(out_dir, config, resume)
+    if state is not None:
+        config["total_steps"] = _saved_config(out_dir).get("total_steps", config["total_steps"])
     if state is not None and (state["epoch"] >= epochs or state.get("stopped_early")):
         why = "stopped early" if state.get("stopped_early") else f"reached {state['epoch']} epochs"
         logger.info("%s: the run already %s; nothing to resume (raise --epochs to go on)",
@@ -401,18 +438,22 @@ def train_model(
                                      workers=workers)
         initial_epoch = state["epoch"] if state else 0
         train_sequence.set_epoch(initial_epoch)
+        average = _weight_average(config, state, out_dir)
         recorder = _make_recorder(keras)(
             out_dir=out_dir, epochs=epochs, state=state, train_sequence=train_sequence,
-            val_sequence=val_sequence, preprocessing=info.preprocessing)
-        plateau = keras.callbacks.ReduceLROnPlateau(
+            val_sequence=val_sequence, preprocessing=info.preprocessing, average=average)
+        plateau = (keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
-            verbose=0)
+            verbose=0) if schedule == "plateau" else None)
         stopper = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max",
                                                 patience=patience, verbose=0)
         recorder.plateau, recorder.stopper = plateau, stopper
         recorder.budget = budget
         freeze = ([_make_encoder_freeze(keras)(freeze_encoder_epochs, backbone)]
                   if freeze_encoder_epochs else [])
+        # The average first: validation (on_test_*) must see the averaged
+        # weights before any other callback reads the scores.
+        schedule_callbacks = [c for c in (average, plateau) if c is not None]
         board = _tensorboard(keras, out_dir / TENSORBOARD_DIR)
         start = (f"resuming after epoch {initial_epoch}" if initial_epoch
                  else f"all weights from {source.model_path}" if source is not None
@@ -431,7 +472,8 @@ def train_model(
                 shuffle=False,
                 workers=1,
                 use_multiprocessing=False,
-                callbacks=[*board, plateau, stopper, recorder, *freeze, *callbacks],
+                callbacks=[*schedule_callbacks, *board, stopper, recorder, *freeze,
+                           *callbacks],
                 verbose=verbose,
             )
         except KeyboardInterrupt:
@@ -526,6 +568,13 @@ def _prepare_run_folder(out_dir: Path, config: dict, resume: bool) -> dict | Non
     return state
 
 
+def _saved_config(out_dir: Path) -> dict:
+    try:
+        return json.loads((out_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
 def _tensorboard(keras, folder: Path) -> list:
     """The TensorBoard callback, or none when the tensorboard package is missing.
 
@@ -554,10 +603,13 @@ def _strategy(tf):
 def _make_model(config: dict, state: dict | None, out_dir: Path, keras):
     from skyseg import metrics
     from skyseg.model import build_model, load_model
+    from skyseg.recipe import exclude_from_decay, make_optimizer
 
     if state is not None:
         model = load_model(out_dir / MODEL_LAST, compile=True)
-        keras.backend.set_value(model.optimizer.learning_rate, state["lr"])
+        if config.get("schedule", "plateau") == "plateau":
+            keras.backend.set_value(model.optimizer.learning_rate, state["lr"])
+        exclude_from_decay(model.optimizer)
         return model
     input_shape = ((config["patch_size"], config["patch_size"], 3)
                    if config["architecture"] == "pspnet" else (None, None, 3))
@@ -569,9 +621,36 @@ def _make_model(config: dict, state: dict | None, out_dir: Path, keras):
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.get("bn_momentum", 0.99)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config["learning_rate"]),
-                  loss=metrics.get_loss(config["loss"]), metrics=metrics.make_metrics())
+    steps_per_epoch = config["total_steps"] // config["epochs"]
+    optimizer = make_optimizer(
+        keras, optimizer=config["optimizer"], learning_rate=config["learning_rate"],
+        schedule=config["schedule"], total_steps=config["total_steps"],
+        warmup_steps=round(config["warmup_epochs"] * steps_per_epoch),
+        weight_decay=config["weight_decay"], clip_norm=config["clip_norm"])
+    model.compile(optimizer=optimizer, loss=metrics.get_loss(config["loss"]),
+                  metrics=metrics.make_metrics())
     return model
+
+
+#: Name of the weight average's arrays inside ``model_last.h5``.
+AVERAGE_ARRAYS = "weight_average"
+
+
+def _weight_average(config: dict, state: dict | None, out_dir: Path):
+    """The weight-average callback (None without ``ema``), continued from a resumed run."""
+    if not config.get("ema"):
+        return None
+    from skyseg.model import read_model_arrays
+    from skyseg.recipe import weight_average_class
+
+    arrays, updates = None, 0
+    if state is not None:
+        arrays = read_model_arrays(out_dir / MODEL_LAST, AVERAGE_ARRAYS)
+        if arrays is None:
+            raise ModelError(f"{out_dir / MODEL_LAST}: holds no weight average, though the "
+                             "run uses --ema; cannot resume, choose another --out")
+        updates = int(state.get("average_updates", 0))
+    return weight_average_class()(config["ema"], arrays=arrays, updates=updates)
 
 
 def _make_recorder(keras):
@@ -585,8 +664,9 @@ def _make_recorder(keras):
         """
 
         def __init__(self, *, out_dir: Path, epochs: int, state: dict | None,
-                     train_sequence, val_sequence, preprocessing):
+                     train_sequence, val_sequence, preprocessing, average=None):
             super().__init__()
+            self.average = average
             self.out_dir = out_dir
             self.epochs = epochs
             self.train_sequence = train_sequence
@@ -636,11 +716,12 @@ def _make_recorder(keras):
             val_iou = row["val_iou"]
             best = state["best_val_iou"]
             improved = math.isfinite(val_iou) and (best is None or val_iou > best)
-            if improved:
-                from skyseg.model import save_model
+            from skyseg.model import save_model
 
-                save_model(self.model, self.out_dir / MODEL_BEST, include_optimizer=False,
-                           attributes={"epoch": row["epoch"], "val_iou": val_iou})
+            if improved:
+                with self._averaged():
+                    save_model(self.model, self.out_dir / MODEL_BEST, include_optimizer=False,
+                               attributes={"epoch": row["epoch"], "val_iou": val_iou})
                 best, best_epoch = val_iou, row["epoch"]
             else:
                 best_epoch = state["best_epoch"]
@@ -665,10 +746,12 @@ def _make_recorder(keras):
                     "best_epoch": int(self.stopper.best_epoch)},
                 "skipped": len(self.train_sequence.skipped) + len(self.val_sequence.skipped),
             }
-            from skyseg.model import save_model
-
+            arrays = None
+            if self.average is not None:
+                self.state["average_updates"] = self.average.updates
+                arrays = {AVERAGE_ARRAYS: self.average.arrays()}
             save_model(self.model, self.out_dir / MODEL_LAST, include_optimizer=True,
-                       attributes={"state": self.state})
+                       attributes={"state": self.state}, arrays=arrays)
             write_history(self.out_dir / HISTORY_FILE, history)
             plot_curves(self.out_dir / CURVES_FILE, history, best_epoch=best_epoch)
             self._write_samples()
@@ -680,12 +763,20 @@ def _make_recorder(keras):
                 logger.warning("%d damaged patch file(s) skipped so far",
                                self.state["skipped"])
 
+        def _averaged(self):
+            """A context in which the model holds the weights validation saw."""
+            import contextlib
+
+            return (self.average.applied() if self.average is not None
+                    else contextlib.nullcontext())
+
         def _write_samples(self):
             if self._samples is None:
                 x, y = self.val_sequence.batch(0, 0)
                 self._samples = (x[:4], y[:4])
             x, y = self._samples
-            probability = np.asarray(self.model(x, training=False), dtype=np.float32)
+            with self._averaged():
+                probability = np.asarray(self.model(x, training=False), dtype=np.float32)
             plot_samples(self.out_dir / SAMPLES_FILE, x, y, probability, self.preprocessing)
 
     return RunRecorder
@@ -1021,8 +1112,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=100, help="total number of epochs")
     parser.add_argument("--batch-size", type=int, default=8, help="patches per batch")
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="Adam's initial learning rate (default 1e-4; with --init a tenth "
-                             "of the --init run's)")
+                        help="peak learning rate (after the warm-up; with --schedule plateau "
+                             "the initial one); default 1e-3, with --init a tenth of the "
+                             "--init run's")
+    parser.add_argument("--optimizer", default="adamw", choices=("adamw", "adam"),
+                        help="AdamW (decoupled weight decay) or Adam")
+    parser.add_argument("--weight-decay", type=float, default=1e-4,
+                        help="AdamW's weight decay (not on BatchNorm parameters and biases); "
+                             "0 with --optimizer adam")
+    parser.add_argument("--schedule", default="cosine", choices=("cosine", "plateau"),
+                        help="cosine: linear warm-up then a cosine decay to 1%% at the last "
+                             "epoch; plateau: halve when the validation loss stalls 5 epochs")
+    parser.add_argument("--warmup-epochs", type=float, default=1.0,
+                        help="epochs of linear learning-rate warm-up (cosine schedule)")
+    parser.add_argument("--ema", type=float, default=0.99,
+                        help="momentum of the moving average of the weights used for "
+                             "validation, model_best.h5 and prediction; 0 for none")
+    parser.add_argument("--clip-norm", type=float, default=1.0,
+                        help="clip of the global gradient norm; 0 for none")
     parser.add_argument("--architecture", default=None,
                         help="unet (default), fpn, linknet or pspnet; with --init the --init "
                              "run's")
@@ -1077,8 +1184,11 @@ def run(args: argparse.Namespace) -> int:
         augmentation=Augmentation() if args.augment else None,
         mixed_precision=args.mixed_precision, workers=args.workers, patience=args.patience,
         deterministic=args.deterministic, steps_per_epoch=args.steps_per_epoch,
-        bn_momentum=args.bn_momentum, verbose=verbose, init=args.init,
-        freeze_encoder_epochs=args.freeze_encoder_epochs, max_minutes=args.max_minutes,
+        bn_momentum=args.bn_momentum, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs, ema=args.ema, clip_norm=args.clip_norm,
+        verbose=verbose, init=args.init, freeze_encoder_epochs=args.freeze_encoder_epochs,
+        max_minutes=args.max_minutes,
     )
     logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
                 result.best_val_iou, result.best_epoch, MODEL_BEST)

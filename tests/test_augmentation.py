@@ -348,3 +348,57 @@ def test_settings_round_trip_and_refuse_unknown_keys():
     assert Augmentation.from_dict(augmentation.to_dict()) == augmentation
     with pytest.raises(ConfigError, match=r"unknown augmentation parameter\(s\) \['vflip'\]"):
         Augmentation.from_dict({"vflip": True})
+
+
+# --------------------------------------------------------------------------- colour
+
+
+@pytest.mark.parametrize("gains", [(0.3, 0.0, -0.3), (-0.1, 0.2, -0.1)])
+def test_white_balance_is_exact_on_radiance(rng, gains):
+    from skyseg.augmentation import adjust_colour
+
+    prep = Preprocessing(mode="hdr")
+    radiance = rng.uniform(0.01, 50.0, size=(8, 8, 3)).astype(np.float32)
+    out = adjust_colour(prep.apply(radiance), prep, gains_ev=gains)
+    expected = radiance * np.exp2(np.array(gains, np.float32))
+    np.testing.assert_allclose(prep.invert(out), expected, rtol=1e-4)
+
+
+def test_saturation_zero_is_grey_of_the_same_luminance(rng):
+    from skyseg.augmentation import adjust_colour
+
+    prep = Preprocessing(mode="ldr")
+    values = rng.uniform(0.05, 0.95, size=(6, 6, 3)).astype(np.float32)
+    grey = adjust_colour(values, prep, saturation=0.0)
+    assert np.ptp(grey, axis=-1).max() < 1e-5
+    weights = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    np.testing.assert_allclose(srgb_decode(grey)[..., 0], srgb_decode(values) @ weights,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_colour_draws_stay_in_range_and_keep_the_mask(rng):
+    augmentation = Augmentation(white_balance=0.2, saturation=0.3)
+    prep = Preprocessing(mode="ldr")
+    image, mask = pattern_pair(rng, 32)
+    for _ in range(50):
+        draw = augmentation.draw(rng, (32, 32))
+        assert abs(sum(draw["gains_ev"])) < 1e-9
+        assert all(abs(g) <= 0.4 for g in draw["gains_ev"])
+        assert 0.7 <= draw["saturation"] <= 1.3
+    draw = {**augmentation.draw(rng, (32, 32)), "matrix": None}
+    out_image, out_mask = augmentation.apply_draw(image * 0.5 + 0.25, mask, draw, prep)
+    assert np.array_equal(out_mask, mask)
+    assert not np.allclose(out_image, image * 0.5 + 0.25)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_zoomed_in_crops_keep_image_and_mask_aligned(seed):
+    """Strong zoom-ins (random-resized crops of a whole image) move image and mask alike."""
+    rng = np.random.default_rng(seed)
+    image, mask = pattern_pair(rng)
+    augmentation = Augmentation(zoom=0.6, shift=0.3, rotation=0.0, shear=0.0,
+                                exposure_ev=0.0, gamma=1.0)
+    out_image, out_mask = augmentation.apply(image, mask, rng)
+    valid = out_mask != 255
+    assert valid.mean() > 0.3
+    assert np.mean(np.rint(out_image[:, :, 0][valid]) == out_mask[valid]) > 0.97
