@@ -16,7 +16,8 @@ For each protocol and seed: a dataset of whole images shrunk by ``--scale``
 (one padded patch per image by default: sky is decided by context), the
 number of epochs that fits the time budget (measured speed of a training
 step and a validation pass, so the cosine schedule ends at the budget),
-training with skyseg's default recipe, then ``skyseg evaluate`` on the
+training with skyseg's default recipe (``skyseg train --max-minutes`` stops
+after the last epoch that fits, should the estimate be off), then ``skyseg evaluate`` on the
 held-out images at full size through the predict path.
 
 Prints, per run: the seed, the per-epoch validation IoU (validation
@@ -106,7 +107,6 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
 def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     from skyseg.dataset import build_dataset
     from skyseg.evaluate import evaluate_model
-    from skyseg.model import import_keras
     from skyseg.train import train_model
 
     work = args.work / f"{protocol}-seed{seed}"
@@ -124,25 +124,6 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     epoch_seconds, val_seconds = measure_epoch_seconds(dataset, args.backbone,
                                                        args.batch_size, seed)
     epochs = max(1, int(budget / (epoch_seconds + val_seconds)))
-    keras = import_keras()
-
-    class TimeBudget(keras.callbacks.Callback):
-        """Stops after the epoch past which another would overrun the budget."""
-
-        def on_train_begin(self, logs=None):
-            self.started = time.perf_counter()
-            self.durations = []
-            self.epoch_started = self.started
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            now = time.perf_counter()
-            self.durations.append(now - self.epoch_started)
-            if now - self.started + max(self.durations) > budget:
-                self.model.stop_training = True
-
     run_dir = work / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a benchmark run starts from scratch
@@ -150,7 +131,7 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     result = train_model(dataset, run_dir, epochs=epochs, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, backbone=args.backbone,
                          encoder_weights=None, seed=seed, patience=100000,
-                         callbacks=[TimeBudget()])
+                         max_minutes=args.minutes)
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()

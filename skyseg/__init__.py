@@ -55,6 +55,8 @@ _LAZY = {
     "load_coco": "skyseg.annotations",
     "original_name": "skyseg.annotations",
     "match_images": "skyseg.annotations",
+    "mask_to_task": "skyseg.labelstudio",
+    "task_to_mask": "skyseg.labelstudio",
     "export_masks": "skyseg.masks",
     "make_demo_data": "skyseg.demo",
     "build_dataset": "skyseg.dataset",

@@ -85,6 +85,7 @@ from skyseg.splits import (
 
 __all__ = [
     "build_dataset",
+    "settings_like",
     "BuildResult",
     "DEFAULT_PATCH",
     "QUANTILES",
@@ -215,6 +216,84 @@ def _check_options(dtype, compression, workers, mode, preprocessing, seed):
             raise ConfigError(f"--mode {mode} contradicts the preprocessing's mode "
                               f"{preprocessing.mode!r}; give one of them")
     return compression, preprocessing
+
+
+def settings_like(run: str | os.PathLike) -> dict:
+    """The dataset settings a trained run was built with, to build a dataset that fits it.
+
+    Args:
+        run: a run folder of ``skyseg train``, or a model file with its
+            ``preprocessing.json`` beside it.
+
+    Returns:
+        ``{"preprocessing": Preprocessing, "patch_size": int or None,
+        "stride": int or None}``: the run's ``preprocessing.json`` (mode,
+        log transform, clip, scale), its ``config.json`` patch size, and the
+        stride of the dataset it was trained on (its ``dataset.json``, when
+        that folder is still there).
+
+    Raises:
+        ConfigError: no such run, or no ``preprocessing.json`` in it.
+
+    Example:
+        >>> settings_like("runs/resnet34")["preprocessing"].scale  # doctest: +SKIP
+        0.25
+    """
+    from skyseg.model import CONFIG_FILE, PREPROCESSING_FILE
+
+    run = Path(run)
+    folder = run if run.is_dir() else run.parent
+    if not run.exists():
+        raise ConfigError(f"--like {run}: no such run folder or model file; pass the --out of "
+                          "skyseg train")
+    if not (folder / PREPROCESSING_FILE).is_file():
+        raise ConfigError(f"--like {run}: no {PREPROCESSING_FILE} in {folder}; pass a run folder "
+                          "of skyseg train (or give --mode/--scale/--patch-size yourself)")
+    preprocessing = Preprocessing.load(folder / PREPROCESSING_FILE)
+    config = {}
+    if (folder / CONFIG_FILE).is_file():
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--like {run}: {folder / CONFIG_FILE} is not valid JSON "
+                              f"({exc})") from exc
+    patch_size = config.get("patch_size") if isinstance(config.get("patch_size"), int) else None
+    stride = None
+    data = config.get("data")
+    if isinstance(data, str) and (Path(data) / "dataset.json").is_file():
+        try:
+            built = json.loads((Path(data) / "dataset.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            built = {}
+        if built.get("patch_size") == patch_size and isinstance(built.get("stride"), int):
+            stride = built["stride"]
+    return {"preprocessing": preprocessing, "patch_size": patch_size, "stride": stride}
+
+
+def _apply_like(like, mode, preprocessing, patch_size, stride, scale):
+    """Fill the options ``--like`` gives; explicit ones that contradict it are errors."""
+    settings = settings_like(like)
+    theirs = settings["preprocessing"]
+    if mode is not None and mode != theirs.mode:
+        raise ConfigError(f"--mode {mode} contradicts --like {like}, trained in {theirs.mode} "
+                          "mode; leave --mode out")
+    if scale is not None and float(scale) != theirs.scale:
+        raise ConfigError(f"--scale {scale:g} contradicts --like {like}, trained at scale "
+                          f"{theirs.scale:g}; leave --scale out")
+    if preprocessing is not None:
+        given = (preprocessing if isinstance(preprocessing, Preprocessing)
+                 else Preprocessing.from_dict(dict(preprocessing)))
+        if given.to_dict() != theirs.to_dict():
+            raise ConfigError(f"the preprocessing given contradicts --like {like}'s; leave "
+                              "--clip-max (and the preprocessing) out")
+    if patch_size is None:
+        patch_size = settings["patch_size"]
+        if stride is None:
+            stride = settings["stride"]
+    logger.info("settings like %s: %s mode, scale %g, clip %s, patches of %s px, stride %s",
+                like, theirs.mode, theirs.scale, theirs.clip_max,
+                patch_size or "default", stride or "default")
+    return theirs.mode, theirs, patch_size, stride, None
 
 
 def _patch_options(mode: str, patch_size, stride) -> tuple[int, int]:
@@ -571,6 +650,7 @@ def build_dataset(
     sky_categories: Sequence[str] = ("sky",),
     non_sky_categories: Sequence[str] = ("non-sky",),
     scale: float | None = None,
+    like: str | os.PathLike | None = None,
 ) -> BuildResult:
     """Cut the labelled images of ``images_dir`` into the patch dataset ``out_dir``.
 
@@ -601,6 +681,12 @@ def build_dataset(
             cutting patches (0 < scale <= 1; None: the preprocessing's, 1).
             Saved in the preprocessing, so predict shrinks its input alike;
             patch rows and columns in the manifest are in shrunk pixels.
+        like: a run folder (or model file) of ``skyseg train`` whose
+            preprocessing (mode, scale, clip), patch size and stride to use
+            (see :func:`settings_like`), so that the dataset fits that model
+            for ``skyseg train --init``. An explicit ``patch_size``/``stride``
+            still wins; a different ``mode``, ``scale`` or ``preprocessing``
+            is an error.
 
     Returns:
         a :class:`BuildResult`; ``result.exit_code`` is 1 when images were skipped.
@@ -618,6 +704,9 @@ def build_dataset(
         >>> result.splits, result.exit_code  # doctest: +SKIP
         ({'train': 9720, 'val': 3240}, 0)
     """
+    if like is not None:
+        mode, preprocessing, patch_size, stride, scale = _apply_like(
+            like, mode, preprocessing, patch_size, stride, scale)
     compression, preprocessing = _check_options(dtype, compression, workers, mode, preprocessing,
                                                 seed)
     if preprocessing is not None:
@@ -741,6 +830,8 @@ def build_dataset(
         "images_dir": str(images_dir.resolve()),
         "images": [asdict(item) | {"path": Path(item.path).name} for item in items],
     }
+    if like is not None:
+        plan["like"] = str(Path(like).resolve())
 
     _check_out_dir(out_dir, plan)
     plan_path, done_dir = _state_files(out_dir)
@@ -856,6 +947,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shrink images by this factor before cutting patches, e.g. 0.25 "
                              "for 8K panoramas on a CPU (default 1: full resolution); predict "
                              "applies the same")
+    parser.add_argument("--like", default=None, type=Path, metavar="RUN",
+                        help="take the preprocessing (mode, scale, clip), patch size and stride "
+                             "from this training run, so the dataset fits it for skyseg train "
+                             "--init RUN")
     parser.add_argument("--sky-category", action="append", default=None, metavar="NAME",
                         help="COCO category name(s) that are sky (default: sky)")
     parser.add_argument("--non-sky-category", action="append", default=None, metavar="NAME",
@@ -865,6 +960,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     split_files = parse_split_file_args(args.split_file) if args.split_file else None
     preprocessing = None
+    if args.clip_max is not None and args.like is not None:
+        raise ConfigError("--clip-max comes from --like RUN; leave --clip-max out")
     if args.clip_max is not None:
         if args.mode != "hdr":
             raise ConfigError("--clip-max applies to HDR radiance; add --mode hdr")
@@ -876,6 +973,7 @@ def run(args: argparse.Namespace) -> int:
         compression=args.compression, workers=args.workers, preprocessing=preprocessing,
         sky_categories=tuple(args.sky_category or ("sky",)),
         non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
+        like=args.like,
     )
     for name, count in result.splits.items():
         fraction = result.sky_fraction.get(name)

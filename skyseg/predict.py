@@ -9,7 +9,11 @@ with the same arguments) writes, for each input:
 - with ``--save ...,prob``: ``<stem>_prob.png``, the sky probability as 16-bit
   (0..65535 for 0..1);
 - with ``--save ...,exr``: ``<stem>_sky.exr``, the original radiance (LDR
-  inputs: linear sRGB 0..1) as RGB with the sky probability as alpha.
+  inputs: linear sRGB 0..1) as RGB with the sky probability as alpha;
+- with ``--save ...,labelstudio``: one ``labelstudio.json`` for the batch,
+  a Label Studio task per input with the mask as polygon pre-annotations
+  (:mod:`skyseg.labelstudio`; ``--image-url-prefix``,
+  ``--labelstudio-from-name``, ``--labelstudio-to-name``), written at the end.
 
 MODEL is a run folder of ``skyseg train`` or a model file; the preprocessing
 saved with it is applied exactly. An HDR model on an LDR file (or the
@@ -119,7 +123,7 @@ DEFAULT_BATCH_SIZE = 1
 DEFAULT_THRESHOLD = THRESHOLD
 #: Long side of the overlay PNG (an 8K overlay PNG is ~100 MB and slow to open).
 DEFAULT_OVERLAY_MAX_SIZE = 2048
-SAVE_CHOICES = ("mask", "overlay", "prob", "exr")
+SAVE_CHOICES = ("mask", "overlay", "prob", "exr", "labelstudio")
 DEFAULT_SAVE = ("mask", "overlay")
 
 #: Largest value a half-float EXR channel holds; brighter suns need float32.
@@ -591,6 +595,9 @@ def predict_files(
     threshold: float = DEFAULT_THRESHOLD,
     overlay_max_size: int | None = DEFAULT_OVERLAY_MAX_SIZE,
     mode: str | None = None,
+    image_url_prefix: str = "",
+    labelstudio_from_name: str = "label",
+    labelstudio_to_name: str = "image",
     **options,
 ) -> BatchReport:
     """Predict every input and write its outputs; bad files are reported, not fatal.
@@ -608,6 +615,11 @@ def predict_files(
         threshold: probability above which a pixel is sky.
         overlay_max_size: long side of the overlay (None: full size).
         mode: ``"hdr"``/``"ldr"`` for a bare model file without preprocessing.json.
+        image_url_prefix: ``labelstudio``: put before each file name in
+            ``data.image`` (HDR inputs are named by their ``skyseg previews``
+            JPG, ``<stem>.jpg``, which is what Label Studio shows).
+        labelstudio_from_name, labelstudio_to_name: ``labelstudio``: the
+            names of the project's ``PolygonLabels`` and ``Image`` tags.
         **options: :func:`predict_image`'s tiling options (``tile_size``,
             ``overlap``, ``batch_size``, ``wrap``, ``tta``, ``convert``).
 
@@ -634,8 +646,13 @@ def predict_files(
         raise ConfigError(f"no images found in {[str(i) for i in inputs]}; pass files, folders "
                           "or glob patterns of .exr/.hdr/.jpg/.png/.tif images")
     out_dir = prepare_output_folder(out_dir)
+    collector = _labelstudio_collector(save, threshold, image_url_prefix,
+                                       labelstudio_from_name, labelstudio_to_name)
     loaded = load_predictor(model, mode=mode)
+    if collector is not None and loaded.path is not None:
+        collector.model_version = f"skyseg {loaded.path.parent.name}/{loaded.path.name}"
     report = BatchReport("predict")
+    task_names: dict[str, str] = {}
     claimed: dict[str, Path] = {}
     queue: list[Path] = []
     for path in paths:
@@ -692,9 +709,11 @@ def predict_files(
                 report.failed(path, exc)
                 continue
             settle()  # the previous image's files: at most one write job at a time
+            task_names[str(path)] = path.name if not info.is_hdr else f"{path.stem}.jpg"
             pending = (path, writer.submit(
                 _write_job, out_dir, path.stem, probability, save, threshold, background,
-                image if "exr" in save else None, info.is_hdr))
+                image if "exr" in save else None, info.is_hdr,
+                collector and (collector, task_names[str(path)])))
             if _write_bytes(image.shape[:2], save) > _BACKGROUND_BYTES:
                 settle()  # too big to hold while the next image is predicted
             del image, probability
@@ -702,8 +721,36 @@ def predict_files(
     finally:
         for executor in (reader, writer):
             executor.shutdown(wait=True, cancel_futures=True)
+    if collector is not None:
+        _write_labelstudio(collector, out_dir, report, task_names)
     report.log_summary()
     return report
+
+
+def _labelstudio_collector(save, threshold, image_url_prefix, from_name, to_name):
+    """The Label Studio task collector when ``labelstudio`` is saved, else None."""
+    if "labelstudio" not in save:
+        return None
+    from skyseg.labelstudio import TaskCollector
+
+    return TaskCollector(image_url_prefix=image_url_prefix, from_name=from_name,
+                         to_name=to_name, threshold=threshold)
+
+
+def _write_labelstudio(collector, out_dir: Path, report: BatchReport, task_names: dict) -> None:
+    """``labelstudio.json`` with the tasks of the inputs that succeeded (failed ones listed)."""
+    from skyseg.labelstudio import LABELSTUDIO_FILE
+
+    done = [task_names[item] for item in report.done if item in task_names]
+    left_out = [item for item, _ in report.failures]
+    try:
+        collector.write(out_dir / LABELSTUDIO_FILE, done)
+    except SkysegError as exc:
+        report.failed(out_dir / LABELSTUDIO_FILE, exc)
+        return
+    if left_out:
+        logger.warning("%s leaves out %d failed input(s): %s", out_dir / LABELSTUDIO_FILE,
+                       len(left_out), ", ".join(left_out))
 
 
 #: Most memory a background read or write may hold while the network runs on
@@ -729,10 +776,15 @@ def _write_bytes(shape: tuple[int, int], save) -> int:
     return pixels * (5 + (28 if "exr" in save else 0))
 
 
-def _write_job(out_dir, stem, probability, save, threshold, background, image, is_hdr):
+def _write_job(out_dir, stem, probability, save, threshold, background, image, is_hdr,
+               labelstudio=None):
     background = background.result() if background is not None else None
-    return write_outputs(out_dir, stem, probability, save=save, threshold=threshold,
-                         background=background, image=image, is_hdr=is_hdr)
+    written = write_outputs(out_dir, stem, probability, save=save, threshold=threshold,
+                            background=background, image=image, is_hdr=is_hdr)
+    if labelstudio:
+        collector, name = labelstudio
+        collector.add(name, probability)
+    return written
 
 
 def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
@@ -784,6 +836,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"outputs to write, comma-separated from {','.join(SAVE_CHOICES)}")
     parser.add_argument("--overlay-max-size", type=int, default=DEFAULT_OVERLAY_MAX_SIZE,
                         help="long side of the overlay PNG in pixels (0: full size)")
+    parser.add_argument("--image-url-prefix", default="", metavar="PREFIX",
+                        help="labelstudio: put before each file name in the tasks' data.image, "
+                             "e.g. /data/local-files/?d=sky/ or https://host/folder/")
+    parser.add_argument("--labelstudio-from-name", default="label", metavar="NAME",
+                        help="labelstudio: name of the project's PolygonLabels tag")
+    parser.add_argument("--labelstudio-to-name", default="image", metavar="NAME",
+                        help="labelstudio: name of the project's Image tag")
     add_prediction_arguments(parser)
 
 
@@ -791,7 +850,11 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_for_cli(args)
     report = predict_files(
         loaded, args.inputs, args.out, save=args.save, threshold=args.threshold,
-        overlay_max_size=args.overlay_max_size or None, **prediction_options(args),
+        overlay_max_size=args.overlay_max_size or None,
+        image_url_prefix=getattr(args, "image_url_prefix", ""),
+        labelstudio_from_name=getattr(args, "labelstudio_from_name", "label"),
+        labelstudio_to_name=getattr(args, "labelstudio_to_name", "image"),
+        **prediction_options(args),
     )
     logger.info("outputs in %s", args.out)
     return report.exit_code

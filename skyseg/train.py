@@ -23,6 +23,21 @@ stops when the validation IoU has not improved for ``patience`` epochs.
 ``clip_norm=None`` give the earlier recipe (the learning rate halves when
 the validation loss has not improved for 5 epochs).
 
+Fine-tuning (``init``, ``--init RUN_OR_MODEL``): the run starts from all the
+weights of another run's best model (or of a model file), with its
+architecture and backbone; the dataset must have been built with the same
+preprocessing (``skyseg build-dataset --like RUN``). The default learning
+rate is then a tenth of the one the source run was trained with (1e-4 when
+it is unknown); ``freeze_encoder_epochs`` keeps the encoder fixed for the
+first epochs (its BatchNormalization statistics too), so a few labelled
+images first adapt the decoder. ``config.json`` records the source.
+
+Time budget (``max_minutes``): after each epoch, training stops when the time
+since the start of the command plus the longest epoch so far would pass the
+budget, so it ends after the last epoch that fits (at least one epoch runs).
+The state says so (``stopped_on_budget``) and ``--resume`` goes on, with a new
+budget counted from the resumed start.
+
 Resume: ``model_last.h5`` is written once per finished epoch and carries the
 training state inside it, so a run killed at any moment continues with
 ``--resume`` from its last finished epoch: no epoch is lost or repeated, and
@@ -72,7 +87,7 @@ from skyseg.model import (
     check_model_choice,
 )
 
-__all__ = ["train", "TrainResult", "read_history", "write_history", "plot_curves",
+__all__ = ["train", "TrainResult", "TimeBudget", "read_history", "write_history", "plot_curves",
            "plot_samples", "CLI_HELP", "add_arguments", "run", "HISTORY_FILE", "CURVES_FILE",
            "SAMPLES_FILE", "TENSORBOARD_DIR"]
 
@@ -91,7 +106,12 @@ PLATEAU_PATIENCE = 5
 #: Config keys that may differ when a run is resumed (they do not change the result).
 #: ``total_steps`` follows ``epochs``; the saved optimizer keeps the schedule it
 #: started with (raising --epochs on resume goes on at the final learning rate).
-RESUMABLE_KEYS = ("epochs", "total_steps", "workers", "data", "created", "skyseg_version")
+RESUMABLE_KEYS = ("epochs", "total_steps", "workers", "data", "created", "skyseg_version",
+                  "max_minutes", "init")
+#: Learning rate when none is given; a run started from another (``init``)
+#: takes INIT_LEARNING_RATE_FACTOR times the source run's learning rate.
+DEFAULT_LEARNING_RATE = 1e-3
+INIT_LEARNING_RATE_FACTOR = 0.1
 HISTORY_COLUMNS = ("epoch", "loss", "iou", "dice", "val_loss", "val_iou", "val_dice", "lr",
                    "seconds")
 
@@ -108,6 +128,7 @@ class TrainResult:
         history: one dict per finished epoch (the rows of ``history.csv``).
         skipped: damaged patch files left out -> reason.
         stopped_early: early stopping ended the run.
+        stopped_on_budget: the time budget ended the run (``--resume`` goes on).
     """
 
     run_dir: Path
@@ -117,6 +138,53 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     stopped_early: bool = False
+    stopped_on_budget: bool = False
+
+
+class TimeBudget:
+    """Decides after each epoch whether another one fits in a time budget.
+
+    Another epoch fits when the time since the budget started plus the
+    longest epoch so far stays within the budget (epochs are timed from the
+    end of the previous one, so checkpoints and plots count).
+
+    Args:
+        minutes: the budget, counted from the construction of this object.
+
+    Example:
+        >>> budget = TimeBudget(10)
+        >>> budget.training_started()
+        >>> budget.epoch_ended()  # True: stop, another epoch would not fit
+        False
+    """
+
+    #: Monotonic seconds; tests replace it with a fake clock.
+    clock = staticmethod(time.monotonic)
+
+    def __init__(self, minutes: float):
+        if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
+            raise ConfigError(f"--max-minutes must be a positive number of minutes, got "
+                              f"{minutes!r}")
+        self.seconds = float(minutes) * 60.0
+        self.started = self.clock()
+        self.last = self.started
+        self.longest = 0.0
+
+    def training_started(self) -> None:
+        """The first epoch starts now (setup time counts in the budget, not as an epoch)."""
+        self.last = self.clock()
+
+    def epoch_ended(self) -> bool:
+        """Record an epoch that ended now; True when another would overrun the budget."""
+        now = self.clock()
+        self.longest = max(self.longest, now - self.last)
+        self.last = now
+        return (now - self.started) + self.longest > self.seconds
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the budget started (at the last epoch end)."""
+        return self.last - self.started
 
 
 def _parse_encoder_weights(value):
@@ -146,9 +214,9 @@ def train_model(
     *,
     epochs: int = 100,
     batch_size: int = 8,
-    learning_rate: float = 1e-3,
-    architecture: str = "unet",
-    backbone: str = "resnet34",
+    learning_rate: float | None = None,
+    architecture: str | None = None,
+    backbone: str | None = None,
     encoder_weights: str | os.PathLike | None = None,
     loss: str = "bce_jaccard",
     seed: int = 0,
@@ -168,6 +236,9 @@ def train_model(
     clip_norm: float | None = 1.0,
     callbacks=(),
     verbose: int = 0,
+    init: str | os.PathLike | None = None,
+    freeze_encoder_epochs: int = 0,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Train a segmentation network on a patch dataset and fill a run folder.
 
@@ -177,9 +248,12 @@ def train_model(
         epochs: total epochs (a resumed run counts the ones already done).
         batch_size: patches per batch (split across GPUs when there are several).
         learning_rate: the peak learning rate (reached after the warm-up;
-            with ``schedule="plateau"`` the initial one).
-        architecture: ``"unet"``, ``"fpn"``, ``"linknet"`` or ``"pspnet"``.
-        backbone: encoder, e.g. ``"resnet34"`` (see :data:`skyseg.model.BACKBONES`).
+            with ``schedule="plateau"`` the initial one); None: 1e-3, or with
+            ``init`` a tenth of the source run's (1e-4 when unknown).
+        architecture: ``"unet"`` (default), ``"fpn"``, ``"linknet"`` or
+            ``"pspnet"``; with ``init``, the source's (give none, or the same).
+        backbone: encoder, e.g. ``"resnet34"`` (the default; see
+            :data:`skyseg.model.BACKBONES`); with ``init``, the source's.
         encoder_weights: None (random, the default: nothing is downloaded),
             a local weights file (e.g. ``resnet34_imagenet_1000_no_top.h5``), or
             ``"imagenet"`` (downloaded once by segmentation_models; needs internet).
@@ -211,6 +285,13 @@ def train_model(
             GPUs, off with GPUs (see the module notes).
         callbacks: extra Keras callbacks.
         verbose: Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        init: a run folder (its best model) or a model file to start from:
+            all its weights, its architecture and backbone (fine-tuning). On
+            ``resume`` it may be left out (the run's own is used).
+        freeze_encoder_epochs: keep the encoder's weights and BatchNorm
+            statistics fixed for this many first epochs (0: never).
+        max_minutes: time budget of this call: stop after the last epoch
+            that fits (see :class:`TimeBudget`); None: no budget.
 
     Returns:
         a :class:`TrainResult`.
@@ -220,13 +301,26 @@ def train_model(
             folder that holds another run (without ``resume``) or a resume
             with a different configuration (the message names the keys).
         DatasetError: dataset folder missing, empty or inconsistent.
-        ModelError: weights cannot be loaded or downloaded.
+        ModelError: weights cannot be loaded or downloaded; ``init`` is not a
+            run folder or model file.
+        ConfigError: also ``init`` with another ``backbone``/``architecture``,
+            or a dataset whose preprocessing differs from the ``init`` run's
+            (the message names the options to fix).
 
     Example:
         >>> train("DATA", "runs/r18", backbone="resnet18", encoder_weights=None,
         ...       epochs=20)  # doctest: +SKIP
+        >>> train("DATA-new-camera", "runs/new-camera", init="runs/r18",
+        ...       freeze_encoder_epochs=2, max_minutes=10)  # doctest: +SKIP
     """
     started = time.time()
+    budget = TimeBudget(max_minutes) if max_minutes is not None else None
+    if init is None and resume:
+        init = _saved_init(Path(out_dir))
+    source = _init_source(init) if init is not None else None
+    architecture, backbone, learning_rate = _model_choices(source, architecture, backbone,
+                                                           learning_rate)
+    _check_freeze(freeze_encoder_epochs)
     _check_arguments(epochs, batch_size, learning_rate, patience, workers)
     architecture, backbone = check_model_choice(architecture, backbone)
     from skyseg.metrics import LOSSES
@@ -241,6 +335,8 @@ def train_model(
 
     data_dir = Path(data_dir)
     info = read_dataset_info(data_dir)
+    if source is not None:
+        _check_init_preprocessing(source, info.preprocessing, data_dir)
     # Plain batches first: they check the dataset without importing TensorFlow.
     if not 0.0 < float(bn_momentum) < 1.0:
         raise ConfigError(f"--bn-momentum must be between 0 and 1, got {bn_momentum}")
@@ -294,6 +390,13 @@ def train_model(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "skyseg_version": _version(),
     }
+    # Added only when used, so runs made before these options still resume.
+    if source is not None:
+        config["init"] = source.record
+    if freeze_encoder_epochs:
+        config["freeze_encoder_epochs"] = int(freeze_encoder_epochs)
+    if max_minutes is not None:
+        config["max_minutes"] = float(max_minutes)
     state = _prepare_run_folder(out_dir, config, resume)
     if state is not None:
         config["total_steps"] = _saved_config(out_dir).get("total_steps", config["total_steps"])
@@ -345,11 +448,15 @@ def train_model(
         stopper = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max",
                                                 patience=patience, verbose=0)
         recorder.plateau, recorder.stopper = plateau, stopper
+        recorder.budget = budget
+        freeze = ([_make_encoder_freeze(keras)(freeze_encoder_epochs, backbone)]
+                  if freeze_encoder_epochs else [])
         # The average first: validation (on_test_*) must see the averaged
         # weights before any other callback reads the scores.
         schedule_callbacks = [c for c in (average, plateau) if c is not None]
         board = _tensorboard(keras, out_dir / TENSORBOARD_DIR)
         start = (f"resuming after epoch {initial_epoch}" if initial_epoch
+                 else f"all weights from {source.model_path}" if source is not None
                  else f"encoder weights: {encoder_weights or 'random'}")
         logger.info("training %s/%s on %d patches (%d px, %s), validating on %d; %s",
                     architecture, backbone, len(train_batches.pairs), patch_size, info.mode,
@@ -365,7 +472,8 @@ def train_model(
                 shuffle=False,
                 workers=1,
                 use_multiprocessing=False,
-                callbacks=[*schedule_callbacks, *board, stopper, recorder, *callbacks],
+                callbacks=[*schedule_callbacks, *board, stopper, recorder, *freeze,
+                           *callbacks],
                 verbose=verbose,
             )
         except KeyboardInterrupt:
@@ -410,6 +518,7 @@ def _result(out_dir: Path, state: dict, skipped: dict) -> TrainResult:
         history=list(state.get("history", [])),
         skipped=skipped,
         stopped_early=bool(state.get("stopped_early")),
+        stopped_on_budget=bool(state.get("stopped_on_budget")),
     )
 
 
@@ -506,6 +615,8 @@ def _make_model(config: dict, state: dict | None, out_dir: Path, keras):
                    if config["architecture"] == "pspnet" else (None, None, 3))
     model = build_model(config["architecture"], config["backbone"],
                         encoder_weights=config["encoder_weights"], input_shape=input_shape)
+    if config.get("init"):
+        _copy_weights(config["init"]["model"], model)
     # Set before compiling; saved in the model file, so a resumed run keeps it.
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -563,6 +674,7 @@ def _make_recorder(keras):
             self.preprocessing = preprocessing
             self.plateau = None
             self.stopper = None
+            self.budget = None
             self.state = state or {"epoch": 0, "history": [], "best_val_iou": None,
                                    "best_epoch": None, "stopped_early": False}
             self._epoch_started = 0.0
@@ -572,6 +684,8 @@ def _make_recorder(keras):
             # Keras' callbacks reset themselves in on_train_begin (they come
             # before this one in the list); give them back their state.
             saved = self.state
+            if self.budget is not None:
+                self.budget.training_started()
             if saved.get("plateau") and self.plateau is not None:
                 self.plateau.wait = saved["plateau"]["wait"]
                 self.plateau.cooldown_counter = saved["plateau"]["cooldown_counter"]
@@ -611,13 +725,17 @@ def _make_recorder(keras):
                 best, best_epoch = val_iou, row["epoch"]
             else:
                 best_epoch = state["best_epoch"]
+            stopped_early = bool(self.model.stop_training and row["epoch"] < self.epochs)
+            on_budget = _budget_stop(self.budget, self.model, row["epoch"], self.epochs,
+                                     stopped_early)
             self.state = {
                 "epoch": row["epoch"],
                 "history": history,
                 "best_val_iou": best,
                 "best_epoch": best_epoch,
                 "lr": lr,
-                "stopped_early": bool(self.model.stop_training and row["epoch"] < self.epochs),
+                "stopped_early": stopped_early,
+                "stopped_on_budget": on_budget,
                 "plateau": None if self.plateau is None else {
                     "wait": int(self.plateau.wait),
                     "cooldown_counter": int(self.plateau.cooldown_counter),
@@ -763,6 +881,227 @@ def plot_samples(path: Path, images: np.ndarray, masks: np.ndarray, probabilitie
     _save_figure(figure, path)
 
 
+# --------------------------------------------------------------------------- fine-tuning, budget
+
+
+@dataclass
+class _InitSource:
+    """The run or model file a fine-tuning run starts from."""
+
+    given: Path
+    model_path: Path
+    config: dict
+    preprocessing: object  # Preprocessing or None (a bare model file)
+
+    @property
+    def record(self) -> dict:
+        """What ``config.json`` keeps of it (``init``)."""
+        from skyseg.model import read_model_attributes
+
+        try:
+            attributes = read_model_attributes(self.model_path)
+        except ModelError:  # not HDF5 (a .keras file): no skyseg attributes
+            attributes = {}
+        state = attributes.get("state") or {}
+        return {
+            "from": str(self.given.resolve()),
+            "model": str(self.model_path.resolve()),
+            "architecture": self.config.get("architecture"),
+            "backbone": self.config.get("backbone"),
+            "epoch": attributes.get("epoch", state.get("epoch")),
+            "val_iou": attributes.get("val_iou"),
+        }
+
+
+def _init_source(init) -> _InitSource:
+    """Resolve ``--init``: a run folder (its best model) or a model file, with config and
+    preprocessing when they are there."""
+    from skyseg.model import MODEL_BEST, MODEL_LAST
+    from skyseg.preprocess import Preprocessing
+
+    given = Path(init)
+    if given.is_dir():
+        model_path = next((given / n for n in (MODEL_BEST, MODEL_LAST)
+                           if (given / n).is_file()), None)
+        if model_path is None:
+            raise ModelError(f"--init {given}: run folder has no {MODEL_BEST} or {MODEL_LAST}; "
+                             "pass a run folder of skyseg train that finished an epoch, or a "
+                             "model file")
+        folder = given
+    elif given.is_file():
+        model_path, folder = given, given.parent
+    else:
+        raise ModelError(f"--init {given}: no such run folder or model file; pass the --out "
+                         "of a skyseg train run or its model_best.h5")
+    config = {}
+    if (folder / CONFIG_FILE).is_file():
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--init {given}: {folder / CONFIG_FILE} is not valid JSON "
+                              f"({exc})") from exc
+    preprocessing = (Preprocessing.load(folder / PREPROCESSING_FILE)
+                     if (folder / PREPROCESSING_FILE).is_file() else None)
+    return _InitSource(given=given, model_path=model_path, config=config,
+                       preprocessing=preprocessing)
+
+
+def _saved_init(out_dir: Path):
+    """The ``init`` a run to resume was started with (its ``from``), or None."""
+    try:
+        saved = json.loads((out_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    record = saved.get("init") if isinstance(saved, dict) else None
+    return record.get("from") if isinstance(record, dict) else None
+
+
+def _model_choices(source: _InitSource | None, architecture, backbone, learning_rate):
+    """Architecture, backbone and learning rate, taken from ``init`` where it has them."""
+    if source is None:
+        return (architecture or "unet", backbone or "resnet34",
+                DEFAULT_LEARNING_RATE if learning_rate is None else learning_rate)
+    chosen = {"architecture": architecture, "backbone": backbone}
+    for key, value in chosen.items():
+        known = source.config.get(key)
+        if value is not None and known is not None and str(value).lower() != known:
+            raise ConfigError(
+                f"--{key} {value} conflicts with --init {source.given}, a {known} model (all "
+                f"its weights are loaded); leave --{key} out, it is taken from the --init run")
+        if known is None and value is None:
+            raise ConfigError(f"--init {source.given}: no {CONFIG_FILE} beside the model says its "
+                              f"{key}; pass --architecture and --backbone of that model")
+        chosen[key] = value if value is not None else known
+    if learning_rate is None:
+        base = source.config.get("learning_rate")
+        base = base if isinstance(base, (int, float)) and base > 0 else DEFAULT_LEARNING_RATE
+        learning_rate = float(base) * INIT_LEARNING_RATE_FACTOR
+    return chosen["architecture"], chosen["backbone"], learning_rate
+
+
+def _check_freeze(epochs) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ConfigError(f"--freeze-encoder-epochs must be a whole number >= 0, got {epochs!r}")
+
+
+def _check_init_preprocessing(source: _InitSource, preprocessing, data_dir: Path) -> None:
+    """The dataset must be preprocessed as the ``init`` model's training data was."""
+    if source.preprocessing is None:
+        logger.warning("--init %s: no %s beside the model; cannot check that %s is "
+                       "preprocessed the same way", source.given, PREPROCESSING_FILE, data_dir)
+        return
+    theirs, ours = source.preprocessing.to_dict(), preprocessing.to_dict()
+    differing = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
+    if not differing:
+        return
+    options = {"mode": "--mode", "scale": "--scale", "clip_max": "--clip-max"}
+    named = sorted({options.get(key, "the log transform") for key in differing})
+    details = ", ".join(f"{key}: {ours.get(key)!r} here, {theirs.get(key)!r} in the --init run"
+                        for key in differing)
+    raise ConfigError(
+        f"{data_dir}: the dataset's preprocessing differs from that of --init {source.given} "
+        f"({details}); rebuild it with skyseg build-dataset --like {source.given} (or the "
+        f"matching {', '.join(named)})")
+
+
+def _copy_weights(model_path, model) -> None:
+    """Load every weight of the model file into ``model`` (same architecture and backbone)."""
+    from skyseg.model import load_model
+
+    source = load_model(model_path)
+    weights = source.get_weights()
+    expected = [w.shape for w in model.get_weights()]
+    if [w.shape for w in weights] != expected:
+        raise ModelError(f"--init {model_path}: its {len(weights)} weight arrays do not fit the "
+                         f"{len(expected)} of the model built from its configuration; pass the "
+                         "model's --architecture and --backbone")
+    model.set_weights(weights)
+    del source
+
+
+def _encoder_layer_names(backbone: str) -> set[str]:
+    """Names of the layers of a backbone (the encoder of segmentation_models networks)."""
+    from skyseg.model import import_segmentation_models
+
+    sm = import_segmentation_models()
+    # The factory wants the Keras submodules segmentation_models injects into its own calls.
+    get_backbone = sm.inject_global_submodules(sm.Backbones.get_backbone)
+    encoder = get_backbone(backbone, input_shape=(None, None, 3), weights=None,
+                           include_top=False)
+    return {layer.name for layer in encoder.layers}
+
+
+def _make_encoder_freeze(keras):
+    """The callback class that keeps the encoder fixed for the first epochs."""
+
+    class EncoderFreeze(keras.callbacks.Callback):
+        """Encoder layers not trainable (BatchNorm in inference mode) for ``epochs`` epochs.
+
+        The optimizer is built over all weights first, and the layers are
+        trainable again whenever the model is validated and saved, so a
+        checkpoint loads with the optimizer state of every weight and
+        ``--resume`` freezes again by epoch number.
+        """
+
+        def __init__(self, epochs: int, backbone: str):
+            super().__init__()
+            self.epochs = epochs
+            self.backbone = backbone
+            self.layers = []
+            self.frozen = False
+            self.announced = False
+
+        def on_train_begin(self, logs=None):
+            names = _encoder_layer_names(self.backbone)
+            self.layers = [layer for layer in self.model.layers if layer.name in names]
+            if not self.layers:
+                logger.warning("--freeze-encoder-epochs: no encoder layer of %s found in the "
+                               "model; nothing is frozen", self.backbone)
+            with self.model.distribute_strategy.scope():
+                self.model.optimizer.build(self.model.trainable_variables)
+
+        def _set(self, frozen: bool) -> None:
+            for layer in self.layers:
+                layer.trainable = not frozen
+            self.frozen = frozen
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch < self.epochs:
+                if not self.announced:
+                    logger.info("encoder (%d layers) frozen up to epoch %d", len(self.layers),
+                                self.epochs)
+                    self.announced = True
+                self._set(True)
+            elif epoch == self.epochs or self.model.train_function is None:
+                self._set(False)
+                # The traced step holds the variables it trains: trace it again.
+                self.model.train_function = self.model.make_train_function(force=True)
+                logger.info("encoder trainable from epoch %d", epoch + 1)
+
+        def on_test_begin(self, logs=None):
+            # Validation after the training steps: make the layers trainable
+            # for the checkpoints written at the end of the epoch.
+            if self.frozen:
+                self._set(False)
+
+    return EncoderFreeze
+
+
+def _budget_stop(budget: TimeBudget | None, model, epoch: int, epochs: int,
+                 stopped_early: bool) -> bool:
+    """Stop the training when another epoch would overrun the budget; True if so."""
+    if budget is None:
+        return False
+    over = budget.epoch_ended()
+    if not over or stopped_early or epoch >= epochs:
+        return False
+    model.stop_training = True
+    logger.info("stopping after epoch %d: %.1f of %.1f budgeted minutes used and the longest "
+                "epoch took %.1f s (continue with --resume)", epoch, budget.elapsed / 60,
+                budget.seconds / 60, budget.longest)
+    return True
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -772,9 +1111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="run folder to create (or resume)")
     parser.add_argument("--epochs", type=int, default=100, help="total number of epochs")
     parser.add_argument("--batch-size", type=int, default=8, help="patches per batch")
-    parser.add_argument("--learning-rate", type=float, default=1e-3,
+    parser.add_argument("--learning-rate", type=float, default=None,
                         help="peak learning rate (after the warm-up; with --schedule plateau "
-                             "the initial one)")
+                             "the initial one); default 1e-3, with --init a tenth of the "
+                             "--init run's")
     parser.add_argument("--optimizer", default="adamw", choices=("adamw", "adam"),
                         help="AdamW (decoupled weight decay) or Adam")
     parser.add_argument("--weight-decay", type=float, default=1e-4,
@@ -790,9 +1130,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "validation, model_best.h5 and prediction; 0 for none")
     parser.add_argument("--clip-norm", type=float, default=1.0,
                         help="clip of the global gradient norm; 0 for none")
-    parser.add_argument("--architecture", default="unet",
-                        help="unet, fpn, linknet or pspnet")
-    parser.add_argument("--backbone", default="resnet34", help="encoder, e.g. resnet18, resnet34")
+    parser.add_argument("--architecture", default=None,
+                        help="unet (default), fpn, linknet or pspnet; with --init the --init "
+                             "run's")
+    parser.add_argument("--backbone", default=None,
+                        help="encoder, e.g. resnet18, resnet34 (default); with --init the "
+                             "--init run's")
+    parser.add_argument("--init", default=None, metavar="RUN_OR_MODEL",
+                        help="fine-tune: start from all weights of this run folder (its best "
+                             "model) or model file; build the dataset with --like RUN")
+    parser.add_argument("--freeze-encoder-epochs", type=int, default=0, metavar="N",
+                        help="keep the encoder fixed for the first N epochs (with --init)")
+    parser.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                        help="time budget: stop after the last epoch that fits in M minutes "
+                             "(--resume goes on with a new budget)")
     parser.add_argument("--encoder-weights", default="none", metavar="none|imagenet|PATH",
                         help="initial encoder weights: none (random), a local .h5 file such "
                              "as resnet34_imagenet_1000_no_top.h5, or imagenet (downloaded "
@@ -836,10 +1187,14 @@ def run(args: argparse.Namespace) -> int:
         bn_momentum=args.bn_momentum, optimizer=args.optimizer,
         weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, ema=args.ema, clip_norm=args.clip_norm,
-        verbose=verbose,
+        verbose=verbose, init=args.init, freeze_encoder_epochs=args.freeze_encoder_epochs,
+        max_minutes=args.max_minutes,
     )
     logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
                 result.best_val_iou, result.best_epoch, MODEL_BEST)
+    if result.stopped_on_budget:
+        logger.info("stopped on the --max-minutes budget after epoch %d; skyseg train --resume "
+                    "continues", result.epochs)
     if result.skipped:
         logger.warning("%d damaged patch file(s) were left out:", len(result.skipped))
         for message in result.skipped.values():

@@ -585,3 +585,83 @@ def test_camvid_frames_line_up(tmp_path):
         y = np.asarray(Image.open(out / f"Y_{r['split']}" / r["split"] / f"{r['id']}.png"))
         np.testing.assert_allclose(x * 255, source[row:row + 256, col:col + 256], atol=1e-3)
         np.testing.assert_array_equal(y, mask[row:row + 256, col:col + 256])
+
+
+# ----------------------------------------------------------------------------- --like RUN
+
+def fake_run(folder: Path, data: Path | None, *, patch_size: int = 8, **preprocessing) -> Path:
+    """A run folder of skyseg train as far as --like reads it."""
+    folder.mkdir(parents=True)
+    Preprocessing(**preprocessing).save(folder / "preprocessing.json")
+    config = {"patch_size": patch_size, "data": str(data) if data else None}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_like_copies_the_preprocessing_patch_size_and_stride(tmp_path, cli):
+    from skyseg.dataset import settings_like
+
+    # The run was trained on a dataset of 8-px patches, stride 6, at half size, clipped.
+    old_data = tmp_path / "old-data"
+    old_data.mkdir()
+    (old_data / "dataset.json").write_text(json.dumps({"patch_size": 8, "stride": 6}))
+    run = fake_run(tmp_path / "run", old_data, mode="hdr", scale=0.5, clip_max=1000.0)
+    settings = settings_like(run)
+    assert settings["patch_size"] == 8 and settings["stride"] == 6
+    assert settings["preprocessing"] == Preprocessing.load(run / "preprocessing.json")
+
+    coco, images = make_labelled_set(tmp_path / "new", [("cam_a", 30, 40), ("cam_b", 20, 36)],
+                                     kind="hdr", seed=8)
+    out = tmp_path / "data"
+    result = cli("build-dataset", "--coco", coco, "--images", images, "--out", out,
+                 "--like", run, "--split", "0.5,0.5")
+    assert result.returncode == 0, result.stderr
+    info = json.loads((out / "dataset.json").read_text())
+    # Exactly what skyseg train --init compares with the run's preprocessing.json.
+    assert info["preprocessing"] == json.loads((run / "preprocessing.json").read_text())
+    assert (info["patch_size"], info["stride"], info["mode"]) == (8, 6, "hdr")
+    rows = read_manifest(out)
+    assert len(rows) == sum(len(patch_grid(h // 2, w // 2, 8, 6)) for h, w in ((30, 40),
+                                                                               (20, 36)))
+
+    # An explicit patch size wins (stride: the mode's overlap); a model file works as RUN.
+    (run / "model_best.h5").write_bytes(b"")
+    other = build_dataset(coco, images, tmp_path / "data32", like=run / "model_best.h5",
+                          patch_size=32, split=(0.5, 0.5))
+    info = json.loads((tmp_path / "data32" / "dataset.json").read_text())
+    assert other.exit_code == 0 and (info["patch_size"], info["stride"]) == (32, 12)
+    assert info["preprocessing"]["scale"] == 0.5 and info["preprocessing"]["clip_max"] == 1000.0
+
+
+def test_like_without_the_old_dataset_takes_the_default_stride(ldr_set, tmp_path):
+    run = fake_run(tmp_path / "run", tmp_path / "deleted", patch_size=16, mode="ldr")
+    coco, images = ldr_set
+    result = build_dataset(coco, images, tmp_path / "data", like=run, seed=3)
+    info = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    assert result.exit_code == 0 and (info["patch_size"], info["stride"]) == (16, 16)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"mode": "ldr"}, r"--mode ldr contradicts --like .*run, trained in hdr mode"),
+    ({"scale": 1.0}, r"--scale 1 contradicts --like .*run, trained at scale 0.5"),
+    ({"preprocessing": Preprocessing(mode="hdr", scale=0.5, clip_max=10.0)},
+     "preprocessing given contradicts --like"),
+])
+def test_like_contradicted(ldr_set, tmp_path, kwargs, match):
+    run = fake_run(tmp_path / "run", None, mode="hdr", scale=0.5)
+    coco, images = ldr_set
+    with pytest.raises(ConfigError, match=match):
+        build_dataset(coco, images, tmp_path / "data", like=run, **kwargs)
+    assert not (tmp_path / "data").exists()
+
+
+def test_like_needs_a_run(ldr_set, tmp_path, cli):
+    coco, images = ldr_set
+    with pytest.raises(ConfigError, match="--like .*nothing: no such run folder"):
+        build_dataset(coco, images, tmp_path / "data", like=tmp_path / "nothing")
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(ConfigError, match="no preprocessing.json in"):
+        build_dataset(coco, images, tmp_path / "data", like=tmp_path / "bare")
+    result = cli("build-dataset", "--coco", coco, "--images", images, "--out", tmp_path / "d",
+                 "--like", tmp_path / "bare", "--clip-max", 100)
+    assert result.returncode == 2 and "--clip-max comes from --like RUN" in result.stderr

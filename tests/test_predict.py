@@ -445,3 +445,44 @@ def test_background_reads_and_writes_stay_within_the_memory_budget(runs, rng, tm
     order = [(kind, stem) for kind, stem, _ in events if kind != "read"]
     assert order == [("predict", "a"), ("written", "a"), ("predict", "b"), ("written", "b"),
                      ("predict", "c"), ("written", "c")]
+
+
+def test_labelstudio_pre_annotations_for_a_batch(runs, tmp_path):
+    """--save labelstudio: one task per good input, in order, drawn back as the masks."""
+    import json
+
+    from skyseg.labelstudio import task_to_mask
+
+    sky = np.zeros((48, 96, 3), np.uint8)
+    sky[:20] = 255          # identity network: probability = red / 255
+    sky[6:10, 30:60] = 0    # a wire: a hole in the sky
+    sky[30:40, 70:80] = 255  # a second sky region (a reflection)
+    write_png(tmp_path / "a_sky.png", sky)
+    write_png(tmp_path / "b_ground.png", np.zeros((40, 64, 3), np.uint8))
+    (tmp_path / "c_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30))
+    out = tmp_path / "out"
+    status = main(["predict", str(runs["identity_path"]), str(tmp_path / "*.png"), "--out",
+                   str(out), "--save", "mask,labelstudio", "--tile-size", "32",
+                   "--image-url-prefix", "/data/local-files/?d=cam/",
+                   "--labelstudio-from-name", "tag", "--labelstudio-to-name", "img"])
+    assert status == 1  # c_broken failed, and is left out
+    tasks = json.loads((out / "labelstudio.json").read_text())
+    assert [t["data"]["image"] for t in tasks] == ["/data/local-files/?d=cam/a_sky.png",
+                                                    "/data/local-files/?d=cam/b_ground.png"]
+    assert tasks[1]["predictions"][0]["result"] == []
+    prediction = tasks[0]["predictions"][0]
+    assert prediction["model_version"] == "skyseg identity/model_best.h5"
+    assert 0.9 < prediction["score"] <= 1.0
+    assert {(r["from_name"], r["to_name"], r["type"]) for r in prediction["result"]} == {
+        ("tag", "img", "polygonlabels")}
+    labels = sorted(r["value"]["polygonlabels"][0] for r in prediction["result"])
+    assert labels == ["non-sky", "sky", "sky"]
+    mask = np.asarray(Image.open(out / "a_sky_mask.png")) // 255
+    np.testing.assert_array_equal(task_to_mask(tasks[0]), mask)
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_labelstudio_options_are_checked_before_the_model_loads(tmp_path):
+    with pytest.raises(ConfigError, match="--labelstudio-from-name must be the name"):
+        predict_files(tmp_path / "missing-run", [ROOT / "docs" / "overlay.png"], tmp_path / "o",
+                      save="labelstudio", labelstudio_from_name="")

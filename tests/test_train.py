@@ -274,3 +274,201 @@ def test_short_epochs_and_batch_norm_momentum_are_kept(dataset, tmp_path):
 def test_bad_batch_norm_momentum(dataset, tmp_path):
     with pytest.raises(ConfigError, match="--bn-momentum must be between 0 and 1, got 1.5"):
         train(dataset, tmp_path / "run", **{**OPTIONS, "bn_momentum": 1.5})
+
+
+# --------------------------------------------------------------------------- fine-tuning (--init)
+
+
+def fake_source(folder, *, backbone="resnet18", learning_rate=1e-3, **preprocessing):
+    """A run folder as far as the checks before loading any weights look."""
+    from skyseg.preprocess import Preprocessing
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(
+        {"architecture": "unet", "backbone": backbone, "learning_rate": learning_rate}))
+    Preprocessing(**{"mode": "hdr", **preprocessing}).save(folder / "preprocessing.json")
+    (folder / "model_best.h5").write_bytes(b"not read before the checks")
+    return folder
+
+
+class ZeroSteps(Exception):
+    """Raised by a callback before the first training step."""
+
+
+@pytest.mark.slow
+def test_initialised_run_with_zero_steps_predicts_exactly_as_its_source(reference, dataset,
+                                                                        tmp_path):
+    from skyseg.model import LoadedModel, import_keras, load_run
+    from skyseg.predict import predict_image
+    from skyseg.preprocess import Preprocessing
+
+    keras = import_keras()
+    image = np.random.default_rng(3).uniform(0, 6, (40, 72, 3)).astype(np.float32)
+    image[:16] *= 4  # some brighter sky
+    source = load_run(reference.run_dir)
+    expected = predict_image(source, image, tile_size=32, overlap=8)
+    run_dir = tmp_path / "run"
+    seen = {}
+
+    class Check(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            loaded = LoadedModel(model=self.model,
+                                 preprocessing=Preprocessing.load(run_dir / "preprocessing.json"))
+            seen["probability"] = predict_image(loaded, image, tile_size=32, overlap=8)
+            seen["weights"] = self.model.get_weights()
+            raise ZeroSteps
+
+    # No --backbone: resnet18 comes from the source (the default would be resnet34).
+    with pytest.raises(ZeroSteps):
+        train(dataset, run_dir, init=reference.run_dir, epochs=2, encoder_weights=None,
+              callbacks=[Check()])
+    np.testing.assert_array_equal(seen["probability"], expected)
+    for ours, theirs in zip(seen["weights"], source.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["architecture"], config["backbone"]) == ("unet", "resnet18")
+    assert config["learning_rate"] == pytest.approx(1e-4)  # a tenth of the source's 1e-3
+    assert config["init"]["from"] == str(reference.run_dir.resolve())
+    assert config["init"]["model"] == str((reference.run_dir / "model_best.h5").resolve())
+    assert config["init"]["epoch"] == reference.best_epoch
+
+
+@pytest.mark.slow
+def test_frozen_encoder_then_trainable_and_resume_in_the_frozen_phase(reference, dataset,
+                                                                      tmp_path):
+    from skyseg.model import import_keras, load_model
+    from skyseg.train import _encoder_layer_names
+
+    keras = import_keras()
+    encoder = _encoder_layer_names("resnet18")
+    source = load_model(reference.run_dir / "model_best.h5")
+    # Weighted layers have the same names in every build (the others are numbered).
+    source_weights = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
+    changed = {}
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            moved = {layer.name for layer in self.model.layers if layer.weights and any(
+                not np.array_equal(a, b) for a, b in zip(layer.get_weights(),
+                                                          source_weights[layer.name],
+                                                          strict=True))}
+            changed[epoch] = (moved & encoder, moved - encoder)
+
+    options = dict(init=reference.run_dir, epochs=3, freeze_encoder_epochs=2,
+                   steps_per_epoch=2, encoder_weights=None, seed=0, bn_momentum=0.6)
+    uninterrupted = train(dataset, tmp_path / "a", callbacks=[Watch()], **options)
+    assert not changed[0][0] and not changed[1][0]  # encoder (and its BN statistics) fixed
+    assert changed[0][1] and changed[1][1]          # decoder trained
+    assert changed[2][0]                            # epoch 3: the encoder trains too
+    saved = load_model(tmp_path / "a" / "model_last.h5")
+    assert all(layer.trainable for layer in saved.layers)
+
+    run_dir = tmp_path / "b"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(dataset, run_dir, callbacks=[kill_during(epoch=1, batch=0)], **options)
+    # --init is taken from the run's config.json on --resume.
+    resumed = train(dataset, run_dir, resume=True,
+                    **{k: v for k, v in options.items() if k != "init"})
+    assert resumed.epochs == 3
+    for ours, theirs in zip(comparable(resumed.history), comparable(uninterrupted.history),
+                            strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-5, abs=1e-6)
+
+
+def test_init_with_a_conflicting_backbone(dataset, tmp_path):
+    source = fake_source(tmp_path / "source", backbone="resnet18")
+    with pytest.raises(ConfigError, match=r"--backbone resnet34 conflicts with --init .*source, "
+                                          r"a resnet18 model .* leave --backbone out"):
+        train(dataset, tmp_path / "run", init=source, backbone="resnet34")
+    with pytest.raises(ConfigError, match="--architecture fpn conflicts with --init"):
+        train(dataset, tmp_path / "run", init=source, architecture="fpn")
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_on_a_dataset_preprocessed_otherwise_names_the_fix(dataset, tmp_path):
+    source = fake_source(tmp_path / "source", scale=0.5, clip_max=1000.0)
+    with pytest.raises(ConfigError, match=r"preprocessing differs from that of --init .*source "
+                                          r"\(clip_max: None here, 1000.0 in the --init run, "
+                                          r"scale: 1.0 here, 0.5 in the --init run\); rebuild it "
+                                          r"with skyseg build-dataset --like .*source \(or the "
+                                          r"matching --clip-max, --scale\)"):
+        train(dataset, tmp_path / "run", init=source)
+    ldr = fake_source(tmp_path / "ldr", mode="ldr")
+    with pytest.raises(ConfigError, match="mode: 'hdr' here, 'ldr' in the --init run"):
+        train(dataset, tmp_path / "run", init=ldr)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("init", "options", "message"), [
+    ("missing", {}, "--init .*missing: no such run folder or model file"),
+    ("empty", {}, "run folder has no model_best.h5 or model_last.h5"),
+    ("source", {"freeze_encoder_epochs": -1}, "--freeze-encoder-epochs must be a whole number"),
+    ("source", {"max_minutes": 0}, "--max-minutes must be a positive number of minutes"),
+])
+def test_bad_init_options(dataset, tmp_path, init, options, message):
+    fake_source(tmp_path / "source")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises((ConfigError, ModelError), match=message):
+        train(dataset, tmp_path / "run", init=tmp_path / init, **options)
+
+
+def test_cli_init_conflict_is_one_line(dataset, tmp_path, cli):
+    source = fake_source(tmp_path / "source", backbone="resnet18")
+    result = cli("train", "--data", dataset, "--out", tmp_path / "run", "--init", source,
+                 "--backbone", "resnet50")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "--backbone resnet50 conflicts with --init" in result.stderr
+
+
+# --------------------------------------------------------------------------- time budget
+
+
+class FakeClock:
+    """Each reading is ``step`` seconds after the previous one."""
+
+    def __init__(self, step: float):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
+    from skyseg.train import TimeBudget
+
+    clock = iter([0.0, 10.0, 70.0, 100.0, 190.0, 250.0])
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(clock)))
+    budget = TimeBudget(4)           # 240 s from t = 0
+    budget.training_started()        # t = 10 (setup took 10 s)
+    assert not budget.epoch_ended()  # t = 70: 60 s epoch; 70 + 60 <= 240
+    assert not budget.epoch_ended()  # t = 100: 30 s epoch; 100 + 60 <= 240
+    assert budget.epoch_ended()      # t = 190: 90 s epoch; 190 + 90 > 240: stop
+    assert budget.longest == 90 and budget.elapsed == 190
+
+
+@pytest.mark.slow
+def test_max_minutes_stops_at_an_epoch_boundary_and_resumes(reference, dataset, tmp_path,
+                                                             monkeypatch):
+    from skyseg.model import read_model_attributes
+    from skyseg.train import TimeBudget
+
+    # Every clock reading is a minute later: start, training start, then each epoch end.
+    # 3.5 minutes: epoch 1 ends at 2 min (+1 fits), epoch 2 at 3 min (+1 does not).
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(FakeClock(60.0)))
+    run_dir = tmp_path / "run"
+    result = train(dataset, run_dir, max_minutes=3.5, **OPTIONS)
+    assert result.stopped_on_budget and not result.stopped_early
+    assert result.epochs == 2 and [r["epoch"] for r in read_history(run_dir / "history.csv")] \
+        == [1, 2]
+    state = read_model_attributes(run_dir / "model_last.h5")["state"]
+    assert state["epoch"] == 2 and state["stopped_on_budget"] is True
+    assert json.loads((run_dir / "config.json").read_text())["max_minutes"] == 3.5
+
+    # Resumed with another budget (counted from the resumed start): the last epoch.
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(FakeClock(60.0)))
+    resumed = train(dataset, run_dir, resume=True, max_minutes=10, **OPTIONS)
+    assert resumed.epochs == EPOCHS and not resumed.stopped_on_budget
+    for ours, theirs in zip(comparable(resumed.history), comparable(reference.history),
+                            strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-5, abs=1e-6)
