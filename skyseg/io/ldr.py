@@ -239,11 +239,16 @@ def image_size_pil(path: str | os.PathLike) -> tuple[int, int]:
 
     try:
         opened = Image.open(path)
-    except Image.DecompressionBombError:
-        # More pixels than Pillow opens: skyseg's own size check decides.
+    except Exception:
+        # More pixels than Pillow opens (skyseg's own size check decides), or
+        # a header Pillow cannot place: the size from the header itself.
         with open(path, "rb") as handle:
             is_png = handle.read(4) == b"\x89PNG"
-        return png_size(path) if is_png else jpeg_size(path)
+        try:
+            return png_size(path) if is_png else jpeg_size(path)
+        except ImageReadError:
+            pass
+        raise
     with opened as image:
         width, height = image.size
         if exif_orientation(image) in (5, 6, 7, 8):
