@@ -115,8 +115,8 @@ def main() -> int:
     parser.add_argument("run", nargs="?", type=Path, help="run folder of skyseg train")
     parser.add_argument("--images", type=Path, default=CAMVID / "images")
     parser.add_argument("--coco", type=Path, default=CAMVID / "result.json")
-    parser.add_argument("--list", type=Path, default=CAMVID / "val.txt", dest="only",
-                        help="images to score, one per line ('' for all)")
+    parser.add_argument("--list", default=str(CAMVID / "val.txt"), dest="only",
+                        help="images to score, one per line ('' for every labelled image)")
     parser.add_argument("--tile-size", type=int, default=1088)
     parser.add_argument("--oracle", type=float, default=None, metavar="SCALE",
                         help="no network: the truth shrunk by SCALE and blurred is the coarse "
@@ -126,7 +126,7 @@ def main() -> int:
     parser.add_argument("--radius", type=int, default=None, help="oracle: guided filter radius")
     parser.add_argument("--eps", type=float, default=None, help="oracle: guided filter eps")
     args = parser.parse_args()
-    only = args.only if args.only and str(args.only) else None
+    only = Path(args.only) if args.only else None
 
     import skyseg  # noqa: F401
     from skyseg.log import configure_logging
