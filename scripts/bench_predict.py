@@ -1,36 +1,56 @@
-"""Benchmark `skyseg predict` on an 8192x4096 HDR panorama.
+"""Benchmark `skyseg predict` on a large HDR panorama, stage by stage.
 
-Makes (once, cached outside the repository) an 8K EXR by upscaling the
-lat-long sample ``MultiResolution_KernerEnvLatLong.exr``, builds a randomly
+Makes (once, cached outside the repository) a panorama EXR by upscaling the
+lat-long sample ``MultiResolution_KernerEnvLatLong.exr`` (8192x4096 by
+default; ``--size 16384x8192`` for the giant case), builds a randomly
 initialised ResNet34 U-Net, and for each tile size, in a fresh process so
-that peak memory is its own, measures:
+that peak memory is its own, measures in one run:
 
-- end-to-end wall time of ``predict_files`` with default settings otherwise
-  (read the EXR, tile, preprocess, predict, merge, write mask + overlay);
-- pure model time for the same tiles (same shapes, same batches, same
-  Keras call, graph already traced) in the same process, timed before and
-  after the end-to-end run (the mean is used; the two show the drift that
-  other jobs on a shared machine cause);
-- their ratio (target <= 1.3), the pixel overhead of the overlap, the model
-  time the image's own pixels would take, and the peak RSS (target < 2.5 GB).
+- start-up: importing TensorFlow, building the model, tracing the compiled
+  inference function for the tile shape (what a fresh ``skyseg predict``
+  pays before the first tile);
+- ``predict_files`` wall time (read the EXR, shrink if the run's scale or
+  ``--max-side`` asks, tile, preprocess, network, merge, refine, write mask +
+  overlay) and the time spent in each stage: read, preprocess (shrinking,
+  cutting and log-transforming tiles, in the tile thread), network, merge,
+  refine (guided or linear upsampling), write (overlay picture + PNGs, partly
+  in the writer thread). Stages in other threads overlap the network, so the
+  stage times may add up to more than the wall time;
+- pure model time: the same compiled call on the image's own pixels in
+  1024x1024 tiles (at the working resolution), timed before and after the
+  run in the same process (the mean is used; the two show the drift other
+  jobs on a shared machine cause), and the ratios wall / pure model for
+  ``predict_files`` and for the whole process (start-up included);
+- for a shrunk run (``--scale`` < 1 or ``--max-side``): the full-resolution
+  model time of the same image, extrapolated from a few 1024x1024 tiles, and
+  the whole-process wall / that;
+- peak RSS and bytes per input pixel.
+
+Acceptance (issue 11): full resolution, wall <= 1.3x pure model, peak RSS
+<= 2.5 GB; ``--scale 0.25``: whole-process wall <= 0.4x the full-resolution
+model time, peak RSS <= 2 GB.
 
 Usage::
 
-    python scripts/bench_predict.py [--tile-sizes 1088,2080] [--cache /tmp/skyseg_bench]
+    python scripts/bench_predict.py [--tile-sizes 1088] [--scale 0.25] [--max-side N]
+        [--refine auto|guided|none] [--size 8192x4096] [--cache /tmp/skyseg_bench]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import resource
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+
+_STARTED = time.perf_counter()
+
+import argparse  # noqa: E402  (the clock starts before any import)
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,7 +59,7 @@ SAMPLE = ROOT.parent / "shared" / "data" / "exr-samples" / "MultiResolution_Kern
 
 
 def make_panorama(cache: Path, width: int = 8192, height: int = 4096) -> Path:
-    """The 8K test panorama (bilinear upscale of the 1024x512 sample), cached."""
+    """The test panorama (bilinear upscale of the 1024x512 sample), cached."""
     import numpy as np
     from PIL import Image
 
@@ -63,110 +83,191 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def run_one(panorama: Path, tile_size: int, width: int, height: int, *, copies: int = 1,
-            save: str = "mask,overlay", model_time: bool = True) -> dict:
-    """One tile size, in this process; returns the figures."""
+class Stopwatch:
+    """Seconds spent inside wrapped functions, per stage (any thread)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wrap(self, stage: str, function):
+        def timed(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds[stage] = self.seconds.get(stage, 0.0) + (
+                        time.perf_counter() - begin)
+
+        return timed
+
+
+def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: float = 1.0,
+            max_side: int | None = None, refine: str = "auto", save: str = "mask,overlay",
+            full_model_tiles: int = 2) -> dict:
+    """One setting, in this process; returns the figures."""
     import numpy as np
 
     import skyseg.predict
+    import skyseg.tiling
+    from skyseg.backend import import_tensorflow
     from skyseg.model import LoadedModel, build_model
-    from skyseg.predict import DEFAULT_BATCH_SIZE, default_overlap, keras_predictor, predict_files
+    from skyseg.predict import (
+        DEFAULT_BATCH_SIZE,
+        default_overlap,
+        keras_predictor,
+        predict_files,
+        working_size,
+    )
     from skyseg.preprocess import Preprocessing
     from skyseg.tiling import tile_grid
 
-    figures: dict = {"tile_size": tile_size}
-    start = time.perf_counter()
-    from skyseg.backend import import_tensorflow
-
+    figures: dict = {"tile_size": tile_size, "scale": scale, "max_side": max_side,
+                     "refine": refine}
     import_tensorflow().keras.utils.set_random_seed(0)
     model = build_model("unet", "resnet34", encoder_weights=None)
-    loaded = LoadedModel(model=model, preprocessing=Preprocessing(mode="hdr"))
-    figures["build_s"] = time.perf_counter() - start
+    loaded = LoadedModel(model=model, preprocessing=Preprocessing(mode="hdr", scale=scale))
     figures["rss_after_build_gb"] = peak_rss_gb()
-
+    work_h, work_w = working_size(height, width, scale=scale, max_side=max_side)
     overlap = default_overlap(tile_size)
-    grid = tile_grid(height, width, tile_size=tile_size, overlap=overlap, wrap=True)
-    batch_size = DEFAULT_BATCH_SIZE
+    grid = tile_grid(work_h, work_w, tile_size=tile_size, overlap=overlap, wrap=True)
     predict_batch = keras_predictor(model)
-    batch = np.random.default_rng(0).normal(
-        0, 1, (batch_size, *grid.tile_shape, 3)).astype(np.float32)
-    start = time.perf_counter()
-    predict_batch(batch)  # traces the graph for this shape, as the first tile would
-    figures["warmup_s"] = time.perf_counter() - start
-    batches = -(-grid.count // batch_size) * copies
+    rng = np.random.default_rng(0)
+    batch = rng.normal(0, 1, (DEFAULT_BATCH_SIZE, *grid.tile_shape, 3)).astype(np.float32)
+    predict_batch(batch)  # traces the compiled function for this shape, as the first tile would
+    figures["startup_s"] = time.perf_counter() - _STARTED
+
+    # Pure model: the image's own pixels (at the working size) in 1024x1024
+    # tiles (smaller when the working image is), through the same compiled call.
+    pure = tile_grid(work_h, work_w, tile_size=1024, overlap=0, wrap=True)
+    pure_batch = rng.normal(0, 1, (1, *pure.tile_shape, 3)).astype(np.float32)
+    predict_batch(pure_batch)  # trace
 
     def pure_model_time() -> float:
-        """The same number of same-shaped batches through the same Keras call."""
         begin = time.perf_counter()
-        for _ in range(batches):
-            predict_batch(batch)
-        return time.perf_counter() - begin
+        for _ in range(pure.count):
+            predict_batch(pure_batch)
+        return (time.perf_counter() - begin) * work_h * work_w / (
+            pure.count * pure.tile_shape[0] * pure.tile_shape[1])
 
-    # Timed before and after the end-to-end run: other jobs on a shared machine
-    # change the speed, and the mean of both brackets the run.
-    if not model_time:
-        pure_model_time = lambda: float("nan")  # noqa: E731  (memory-only run)
     figures["model_before_s"] = pure_model_time()
 
-    calls: list[float] = []
-
-    def timed_predictor(network):
-        inner = keras_predictor(network)
-
-        def predict(tiles):
+    watch = Stopwatch()
+    stages = {
+        (skyseg.predict, "read_image"): "read",
+        (skyseg.predict, "rescale_image"): "preprocess",
+        (skyseg.tiling, "extract_tile"): "preprocess",
+        (Preprocessing, "apply"): "preprocess",
+        (skyseg.tiling.TileAccumulator, "add"): "merge",
+        (skyseg.tiling.TileAccumulator, "result"): "merge",
+        (skyseg.predict, "guided_upsample"): "refine",
+        (skyseg.predict, "upsample_linear"): "refine",
+        (skyseg.predict, "overlay_background"): "write",
+        (skyseg.predict, "write_outputs"): "write",
+    }
+    saved = {key: getattr(*key) for key in stages}
+    for (owner, name), stage in stages.items():
+        setattr(owner, name, watch.wrap(stage, saved[(owner, name)]))
+    skyseg.predict.keras_predictor = lambda network: watch.wrap("network",
+                                                                keras_predictor(network))
+    try:
+        with tempfile.TemporaryDirectory(prefix="skyseg-bench-") as out:
             begin = time.perf_counter()
-            result = inner(tiles)
-            calls.append(time.perf_counter() - begin)
-            return result
+            report = predict_files(loaded, [panorama], out, tile_size=tile_size, save=save,
+                                   refine=refine, max_side=max_side, show_progress=False)
+            figures["predict_s"] = time.perf_counter() - begin
+            if report.exit_code != 0:
+                raise SystemExit(f"prediction failed: {report.failures}")
+            figures["outputs"] = sorted(os.listdir(out))
+            from PIL import Image
 
-        return predict
-
-    skyseg.predict.keras_predictor = timed_predictor
-    with tempfile.TemporaryDirectory(prefix="skyseg-bench-") as out:
-        inputs = [panorama]
-        for k in range(1, copies):  # more images: the read-ahead / write-behind path
-            copy = Path(out) / f"copy{k}{panorama.suffix}"
-            shutil.copyfile(panorama, copy)  # not a link: find_images drops duplicates
-            inputs.append(copy)
-        start = time.perf_counter()
-        report = predict_files(loaded, inputs, out, tile_size=tile_size, save=save,
-                               show_progress=False)
-        figures["end_to_end_s"] = time.perf_counter() - start
-        if report.exit_code != 0:
-            raise SystemExit(f"prediction failed: {report.failures}")
-        figures["outputs"] = sorted(set(os.listdir(out)) - {p.name for p in inputs})
-    skyseg.predict.keras_predictor = keras_predictor
+            with Image.open(Path(out) / f"{panorama.stem}_mask.png") as mask:
+                figures["mask_size"] = list(mask.size)
+    finally:
+        for (owner, name), function in saved.items():
+            setattr(owner, name, function)
+        skyseg.predict.keras_predictor = keras_predictor
+    # What a fresh `skyseg predict` process takes: start-up + predict_files
+    # (the pure-model timing before the run is the benchmark's, not predict's).
+    figures["whole_process_s"] = figures["startup_s"] + figures["predict_s"]
     figures["peak_rss_gb"] = peak_rss_gb()
-    figures["model_calls_in_pipeline_s"] = sum(calls)
-
+    figures["stages_s"] = dict(watch.seconds)
     figures["model_after_s"] = pure_model_time()
     figures["model_s"] = (figures["model_before_s"] + figures["model_after_s"]) / 2
     figures.update(
-        tiles=grid.count, grid=f"{grid.rows.count}x{grid.cols.count}",
-        tile_shape=list(grid.tile_shape), overlap_px=overlap, batch_size=batch_size,
-        pixel_overhead=grid.pixel_overhead,
-        ratio=figures["end_to_end_s"] / figures["model_s"],
-        image_pixels_model_s=figures["model_s"] / grid.pixel_overhead,
-        megapixels_per_s=grid.count * grid.tile_shape[0] * grid.tile_shape[1]
-        / figures["model_s"] / 1e6,
+        working_size=[work_w, work_h], tiles=grid.count,
+        grid=f"{grid.rows.count}x{grid.cols.count}", tile_shape=list(grid.tile_shape),
+        overlap_px=overlap, pixel_overhead=grid.pixel_overhead,
+        ratio=figures["predict_s"] / figures["model_s"],
+        whole_ratio=figures["whole_process_s"] / figures["model_s"],
+        bytes_per_pixel=figures["peak_rss_gb"] * 1024**3 / (width * height),
     )
-    figures["ratio_to_image_pixels"] = figures["end_to_end_s"] / figures["image_pixels_model_s"]
+    if (work_h, work_w) != (height, width) and full_model_tiles > 0:
+        # Full-resolution model time of the same image, from a few full tiles.
+        full_batch = rng.normal(0, 1, (1, 1024, 1024, 3)).astype(np.float32)
+        predict_batch(full_batch)  # trace
+        begin = time.perf_counter()
+        for _ in range(full_model_tiles):
+            predict_batch(full_batch)
+        per_pixel = (time.perf_counter() - begin) / (full_model_tiles * 1024 * 1024)
+        figures["full_model_s"] = per_pixel * width * height
+        figures["whole_to_full_model"] = figures["whole_process_s"] / figures["full_model_s"]
     return figures
+
+
+def describe(figures: dict, width: int, height: int, save: str) -> str:
+    stages = figures["stages_s"]
+    work_w, work_h = figures["working_size"]
+    lines = [
+        f"\n{width}x{height} panorama, network at {work_w}x{work_h} (scale {figures['scale']}, "
+        f"--max-side {figures['max_side']}), --refine {figures['refine']}, saving {save}",
+        f"tile {figures['tile_size']} (overlap {figures['overlap_px']} px): {figures['tiles']} "
+        f"tiles ({figures['grid']} rows x columns) of {figures['tile_shape'][0]}x"
+        f"{figures['tile_shape'][1]}, pixel overhead {figures['pixel_overhead']:.3f}",
+        f"  start-up (TensorFlow, model, trace) {figures['startup_s']:7.1f} s",
+    ]
+    for stage in ("read", "preprocess", "network", "merge", "refine", "write"):
+        lines.append(f"  {stage:35}{stages.get(stage, 0.0):7.1f} s")
+    lines += [
+        f"  predict_files wall                 {figures['predict_s']:7.1f} s  (stages in other "
+        "threads overlap the network)",
+        f"  whole process (start-up + predict) {figures['whole_process_s']:7.1f} s",
+        f"  pure model, image pixels           {figures['model_s']:7.1f} s  (compiled call, "
+        f"1024x1024 tiles; {figures['model_before_s']:.1f} s before, "
+        f"{figures['model_after_s']:.1f} s after)",
+        f"  ratio predict_files / pure model   {figures['ratio']:7.3f}",
+        f"  ratio whole process / pure model   {figures['whole_ratio']:7.3f}",
+    ]
+    if "full_model_s" in figures:
+        lines.append(f"  full-resolution model time (est.) {figures['full_model_s']:8.1f} s  -> "
+                     f"whole process / that = {figures['whole_to_full_model']:.3f}")
+    lines += [
+        f"  peak RSS                           {figures['peak_rss_gb']:7.2f} GB  "
+        f"({figures['bytes_per_pixel']:.1f} bytes per input pixel; "
+        f"{figures['rss_after_build_gb']:.2f} GB after building the model)",
+        f"  mask {figures['mask_size'][0]}x{figures['mask_size'][1]}, outputs "
+        f"{', '.join(figures['outputs'])}",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tile-sizes", default="1088,2112",
+    parser.add_argument("--tile-sizes", default="1088",
                         help="comma-separated tile sizes (multiples of 32)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "skyseg_bench",
-                        help="where the 8K panorama is kept between runs")
+                        help="where the panorama is kept between runs")
     parser.add_argument("--size", default="8192x4096",
                         help="panorama WIDTHxHEIGHT (smaller for a quick check)")
-    parser.add_argument("--copies", type=int, default=1,
-                        help="predict this many copies of the panorama in one call")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="the run's preprocessing scale (0.25: a model trained at a quarter)")
+    parser.add_argument("--max-side", type=int, default=None, help="as for skyseg predict")
+    parser.add_argument("--refine", default="auto", help="as for skyseg predict")
     parser.add_argument("--save", default="mask,overlay", help="outputs, as for skyseg predict")
-    parser.add_argument("--no-model-time", action="store_true",
-                        help="skip the pure model timing (for a quicker memory check)")
+    parser.add_argument("--full-model-tiles", type=int, default=2,
+                        help="1024x1024 tiles timed to estimate the full-resolution model time "
+                             "of a shrunk run (0: skip)")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -174,51 +275,30 @@ def main() -> int:
     import skyseg  # noqa: F401  (sets the Keras 2 environment before TensorFlow)
 
     width, height = (int(v) for v in args.size.lower().split("x"))
-    panorama = make_panorama(args.cache, width, height)
     if args.single is not None:
-        print(json.dumps(run_one(panorama, args.single, width, height, copies=args.copies,
-                                 save=args.save, model_time=not args.no_model_time)))
+        print(json.dumps(run_one(args.cache / f"KernerEnvLatLong_{width}x{height}.exr",
+                                 args.single, width, height, scale=args.scale,
+                                 max_side=args.max_side, refine=args.refine, save=args.save,
+                                 full_model_tiles=args.full_model_tiles)))
         return 0
 
+    panorama = make_panorama(args.cache, width, height)
     print(f"panorama: {panorama} ({width}x{height}, {panorama.stat().st_size / 1e6:.1f} MB)")
     print(f"CPU cores: {os.cpu_count()}, load average at start: "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    results = []
     for tile_size in (int(t) for t in args.tile_sizes.split(",")):
         child = subprocess.run(
             [sys.executable, __file__, "--single", str(tile_size), "--cache", str(args.cache),
-             "--size", args.size, "--copies", str(args.copies), "--save", args.save,
-             *(["--no-model-time"] if args.no_model_time else [])],
+             "--size", args.size, "--scale", str(args.scale), "--refine", args.refine,
+             "--save", args.save, "--full-model-tiles", str(args.full_model_tiles),
+             *(["--max-side", str(args.max_side)] if args.max_side else [])],
             capture_output=True, text=True,
         )
         if child.returncode != 0:
             print(f"tile {tile_size}: failed\n{child.stderr[-3000:]}")
             continue
-        figures = json.loads(child.stdout.strip().splitlines()[-1])
-        results.append(figures)
-        print(
-            f"\n{args.copies} image(s), saving {args.save}\n"
-            f"tile {tile_size} (overlap {figures['overlap_px']} px, batch "
-            f"{figures['batch_size']}): {figures['tiles']} tiles per image ({figures['grid']} rows x "
-            f"columns) of {figures['tile_shape'][0]}x{figures['tile_shape'][1]}\n"
-            f"  end-to-end wall time     {figures['end_to_end_s']:8.1f} s  "
-            f"(read + tiles + model + merge + write {', '.join(figures['outputs'])})\n"
-            f"  pure model time, same tiles {figures['model_s']:5.1f} s  "
-            f"({figures['megapixels_per_s']:.3f} MP/s; mean of {figures['model_before_s']:.1f} s "
-            f"before and {figures['model_after_s']:.1f} s after)\n"
-            f"  model calls inside the run {figures['model_calls_in_pipeline_s']:6.1f} s  "
-            f"(the rest, {figures['end_to_end_s'] - figures['model_calls_in_pipeline_s']:.1f} s,"
-            " is read + waiting for tiles + merge + write)\n"
-            f"  ratio end-to-end / model {figures['ratio']:8.3f}    (target <= 1.3)\n"
-            f"  pixel overhead of overlap{figures['pixel_overhead']:8.3f}  "
-            f"(tile pixels / image pixels)\n"
-            f"  model time, image pixels {figures['image_pixels_model_s']:8.1f} s  "
-            f"-> end-to-end / that = {figures['ratio_to_image_pixels']:.3f}\n"
-            f"  peak RSS                 {figures['peak_rss_gb']:8.2f} GB  (target < 2.5; "
-            f"{figures['rss_after_build_gb']:.2f} GB after building the model)\n"
-            f"  model build {figures['build_s']:.1f} s, graph trace {figures['warmup_s']:.1f} s "
-            "(not in the end-to-end time)"
-        )
+        print(describe(json.loads(child.stdout.strip().splitlines()[-1]), width, height,
+                       args.save))
     print(f"\nload average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

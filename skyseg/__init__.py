@@ -69,6 +69,7 @@ _LAZY = {
     "predict_tiled": "skyseg.tiling",
     "predict_image": "skyseg.predict",
     "predict_files": "skyseg.predict",
+    "guided_upsample": "skyseg.refine",
     "evaluate_model": "skyseg.evaluate",
     "segmentation_scores": "skyseg.evaluate",
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "SkysegError",
     "ImageReadError",
+    "ImageTooLargeError",
     "ImageWriteError",
     "AnnotationError",
     "DatasetError",
@@ -25,6 +26,10 @@ class SkysegError(ValueError):
 
 class ImageReadError(SkysegError):
     """An image file is missing, damaged, or in a form skyseg cannot express as RGB."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image file's header claims more pixels than ``--max-pixels`` allows (not decoded)."""
 
 
 class ImageWriteError(SkysegError):

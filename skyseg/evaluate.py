@@ -52,7 +52,14 @@ import numpy as np
 
 from skyseg import metrics
 from skyseg.errors import AnnotationError, ConfigError, ImageReadError, SkysegError
-from skyseg.io import find_images, read_image, write_png, write_text
+from skyseg.io import (
+    DEFAULT_MAX_PIXELS,
+    check_max_pixels,
+    find_images,
+    read_image,
+    write_png,
+    write_text,
+)
 from skyseg.log import BatchReport, progress
 from skyseg.overlay import error_overlay, resize_mask
 from skyseg.predict import (
@@ -442,6 +449,7 @@ def evaluate_model(
     sky_categories=("sky",),
     non_sky_categories=("non-sky",),
     only=None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     **options,
 ) -> Evaluation:
     """Predict every labelled image in ``images`` at full size and score it.
@@ -462,7 +470,10 @@ def evaluate_model(
         sky_categories, non_sky_categories: COCO category names.
         only: score only these image stems: an iterable of stems, or the path
             of a list file (one stem or file name per line, like val.txt).
-        **options: :func:`skyseg.predict.predict_image` tiling options.
+        max_pixels: images whose header claims more pixels are refused
+            before decoding (listed as failures); None: no limit.
+        **options: :func:`skyseg.predict.predict_image` options (tiling,
+            ``refine``, ``max_side``).
 
     Returns:
         an :class:`Evaluation`.
@@ -481,6 +492,7 @@ def evaluate_model(
     if worst < 0:
         raise ConfigError(f"--worst must be >= 0, got {worst}")
     check_options(options, threshold=threshold, caller="evaluate_model")
+    max_pixels = check_max_pixels(max_pixels)
     images = Path(images)
     if not images.is_dir():
         raise ConfigError(f"{images}: images folder not found; check --images")
@@ -520,7 +532,7 @@ def evaluate_model(
     for index, (path, stem, truth_of) in enumerate(progress(pairs, desc="evaluate",
                                                            unit="image")):
         try:
-            image, info = read_image(path, return_info=True)
+            image, info = read_image(path, return_info=True, max_pixels=max_pixels)
             truth = truth_of(*image.shape[:2])
             probability = predict_image(loaded, image, is_hdr=info.is_hdr, name=path.name,
                                         **options)
@@ -608,7 +620,8 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold, worst=args.worst, mode=args.mode, tolerance=args.tolerance,
         sky_categories=tuple(args.sky_categories or ("sky",)),
         non_sky_categories=tuple(args.non_sky_categories or ("non-sky",)),
-        only=args.only, **prediction_options(args),
+        only=args.only, max_pixels=args.max_pixels or None,
+        **prediction_options(args),
     )
     summary = result.summary
     if summary.get("images"):

@@ -382,3 +382,34 @@ def test_evaluate_on_real_camvid_labels(tmp_path, camvid):
     assert 0.3 < result.summary["mean"]["iou"] < 1.0  # a crude rule, but it finds sky
     assert len(result.summary["missing_truth"]) == 468 - 6
     assert len(list((tmp_path / "out" / "worst").iterdir())) == 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("refine", ["none", "guided"])
+def test_evaluate_refine_option_on_a_model_run_at_half_size(tmp_path, camvid, refine, capsys):
+    """``skyseg evaluate --refine none|guided`` on real photos with a colour-rule
+    network that runs at half the size (scale 0.5, as the CamVid benchmark model)."""
+    from skyseg.model import import_keras, save_model
+    from skyseg.preprocess import Preprocessing
+
+    keras = import_keras()
+    inputs = keras.Input((None, None, 3))
+    layer = keras.layers.Conv2D(1, 1, activation="sigmoid")
+    model = keras.Model(inputs, layer(inputs))
+    layer.set_weights([np.array([-4, 2, 8], np.float32).reshape(1, 1, 3, 1),
+                       np.array([-3.5], np.float32)])
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(model, run / "model_best.h5", include_optimizer=False)
+    Preprocessing(mode="ldr", scale=0.5).save(run / "preprocessing.json")
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in sorted((camvid / "images").glob("0001TP_*.jpg"))[:3]:
+        (images / name.name).symlink_to(name)
+    status = main(["evaluate", str(run), "--images", str(images), "--coco",
+                   str(camvid / "result.json"), "--out", str(tmp_path / "out"), "--worst", "0",
+                   "--refine", refine])
+    assert status == 0 and "3 images scored" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["options"]["refine"] == refine
+    assert 0.3 < summary["mean"]["iou"] <= 1.0 and 0.0 < summary["mean"]["boundary_f"] <= 1.0

@@ -553,3 +553,116 @@ def test_interrupted_exr_write_leaves_no_half_file(tmp_path, monkeypatch):
 def test_write_jpeg_rejects_float(tmp_path):
     with pytest.raises(ImageWriteError, match="expected uint8 pixels, got float32"):
         write_jpeg(tmp_path / "a.jpg", np.zeros((2, 2, 3), np.float32))
+
+
+# --------------------------------------------------------------------------- giant inputs
+
+GIANT = 30000  # 30000 x 30000 = 900 MP: 10.8 GB as float32 RGB
+
+
+def _giant_png(path: Path) -> Path:
+    ihdr = struct.pack(">IIBBBBB", GIANT, GIANT, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    return path
+
+
+def _giant_jpeg(path: Path) -> Path:
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, GIANT, GIANT, 3) + bytes(9)
+    path.write_bytes(b"\xff\xd8" + app0 + b"\xff\xff" + sof0 + b"\xff\xd9")
+    return path
+
+
+def _giant_tiff(path: Path) -> Path:
+    # Little-endian TIFF, one IFD describing a 30000x30000 RGB strip that is not there.
+    entries = [(256, 4, 1, GIANT), (257, 4, 1, GIANT), (258, 3, 1, 8), (259, 3, 1, 1),
+               (262, 3, 1, 2), (273, 4, 1, 8), (277, 3, 1, 3), (278, 4, 1, GIANT),
+               (279, 4, 1, GIANT * GIANT * 3)]
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        packed = struct.pack("<HI", value, 0)[:4] if kind == 3 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, count) + packed
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0))
+    return path
+
+
+def _giant_hdr(path: Path) -> Path:
+    path.write_bytes(f"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y {GIANT} +X {GIANT}\n".encode())
+    return path
+
+
+def _giant_exr(path: Path) -> Path:
+    # A 1x1 data window inside a 30000x30000 display window: read_image would
+    # return the display window, 10.8 GB of zeros.
+    pixel = np.ones((1, 1), np.float16)
+    return _exr(path, {"R": pixel, "G": pixel, "B": pixel},
+                displayWindow=(np.array([0, 0], np.int32), np.array([GIANT - 1] * 2, np.int32)),
+                dataWindow=(np.array([0, 0], np.int32), np.array([0, 0], np.int32)))
+
+
+GIANT_MAKERS = {"png": _giant_png, "jpg": _giant_jpeg, "tif": _giant_tiff, "hdr": _giant_hdr,
+                "exr": _giant_exr}
+
+
+def _refuse_decoding(monkeypatch) -> None:
+    """Make every pixel decoder fail the test if it is called."""
+    import skyseg.io.exr
+    import skyseg.io.ldr
+    import skyseg.io.radiance
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a pixel decoder was called")
+
+    for module, name in ((skyseg.io.exr, "read_exr"), (skyseg.io.radiance, "read_hdr"),
+                         (skyseg.io.ldr, "read_png"), (skyseg.io.ldr, "read_pil"),
+                         (skyseg.io.ldr, "read_tiff")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    _refuse_decoding(monkeypatch)
+
+
+@pytest.mark.parametrize("suffix", sorted(GIANT_MAKERS))
+def test_header_claiming_too_many_pixels_is_refused_without_decoding(tmp_path, suffix,
+                                                                     no_decoding):
+    from skyseg.errors import ImageTooLargeError
+
+    path = GIANT_MAKERS[suffix](tmp_path / f"giant.{suffix}")
+    assert path.stat().st_size < 2000
+    assert read_image_info(path).size == (GIANT, GIANT)
+    with pytest.raises(ImageTooLargeError) as caught:
+        read_image(path)
+    message = str(caught.value)
+    assert "\n" not in message and isinstance(caught.value, ImageReadError)
+    assert message.startswith(f"{path}: 30000x30000 pixels (900 MP) is more than --max-pixels "
+                              "300000000 (300 MP)")
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg", "tif", "hdr", "exr"])
+def test_max_pixels_limit_on_real_files(tmp_path, rng, suffix, monkeypatch):
+    from skyseg.errors import ImageTooLargeError
+
+    path = tmp_path / f"small.{suffix}"
+    pixels = rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)
+    {"png": lambda: write_png(path, pixels), "jpg": lambda: write_jpeg(path, pixels),
+     "tif": lambda: write_tiff(path, pixels),
+     "hdr": lambda: write_hdr(path, pixels.astype(np.float32)),
+     "exr": lambda: write_exr(path, pixels.astype(np.float32))}[suffix]()
+    assert read_image(path, max_pixels=1200).shape == (30, 40, 3)  # exactly the limit
+    assert read_image(path, max_pixels=None).shape == (30, 40, 3)
+    _refuse_decoding(monkeypatch)
+    with pytest.raises(ImageTooLargeError, match="40x30 pixels .* --max-pixels 1199"):
+        read_image(path, max_pixels=1199)
+
+
+def test_max_pixels_must_be_a_positive_whole_number():
+    from skyseg.errors import ConfigError
+    from skyseg.io import check_max_pixels
+
+    assert check_max_pixels(None) is None and check_max_pixels(3e8) == 300_000_000
+    for bad in (0, -1, 2.5, float("nan"), "many", True):
+        with pytest.raises(ConfigError, match="--max-pixels must be a positive whole number"):
+            check_max_pixels(bad)

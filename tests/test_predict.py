@@ -20,7 +20,7 @@ from skyseg import predict as predict_module
 from skyseg.cli import main
 from skyseg.errors import ConfigError, ImageWriteError, ModelError
 from skyseg.io import read_image, write_exr, write_png
-from skyseg.model import import_keras, load_run, save_model
+from skyseg.model import LoadedModel, import_keras, load_run, save_model
 from skyseg.predict import (
     Prediction,
     check_tile_size,
@@ -126,7 +126,7 @@ def test_model_trained_on_shrunk_images_predicts_shrunk_and_returns_full_size(tm
     Preprocessing(mode="ldr", scale=0.5).save(folder / "preprocessing.json")
     image = _ldr(rng, *shape)
     result = predict_image(load_run(folder), image, is_hdr=False, tile_size=32, overlap=8,
-                           details=True)
+                           refine="none", details=True)
     assert result.probability.shape == shape and result.wrap is wrap
     small = rescale_image(image, scaled_size(*shape, 0.5))[..., 0] / 255
     expected = upsample_linear(small, *shape, wrap=wrap)
@@ -371,6 +371,8 @@ def test_output_folder_not_writable(runs, tmp_path, rng, capsys, monkeypatch):
     (["--save", "mask,png"], "unknown output(s) ['png']"),
     (["--threshold", "1.5"], "--threshold must be between 0 and 1"),
     (["--overlap", "0.7"], "more than half a tile"),
+    (["--max-side", "10"], "--max-side must be a whole number of pixels >= 32, got 10"),
+    (["--max-pixels", "-5"], "--max-pixels must be a positive whole number of pixels"),
 ])
 def test_bad_options_fail_before_loading_the_model(tmp_path, capsys, args, expected):
     status = main(["predict", str(tmp_path / "no_run"), str(tmp_path / "a.png"), "--out",
@@ -403,7 +405,8 @@ def test_python_m_skyseg_predict_takes_the_same_arguments(runs, tmp_path, rng):
     help_text = subprocess.run([sys.executable, "-m", "skyseg.predict", "--help"], cwd=ROOT,
                                env=env, capture_output=True, text=True, timeout=120).stdout
     for option in ("--tile-size", "--overlap", "--batch-size", "--wrap", "--tta", "--threshold",
-                   "--save", "--overlay-max-size", "--convert"):
+                   "--save", "--overlay-max-size", "--convert", "--refine", "--max-side",
+                   "--max-pixels"):
         assert option in help_text
 
 
@@ -486,3 +489,125 @@ def test_labelstudio_options_are_checked_before_the_model_loads(tmp_path):
     with pytest.raises(ConfigError, match="--labelstudio-from-name must be the name"):
         predict_files(tmp_path / "missing-run", [ROOT / "docs" / "overlay.png"], tmp_path / "o",
                       save="labelstudio", labelstudio_from_name="")
+
+
+# --- coarse to fine: --refine, --max-side; giant inputs: --max-pixels -----------------------
+
+def _reference_cases():
+    """The cases of tests/data/make_predict_reference.py with their saved outputs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_predict_reference", ROOT / "tests" / "data" / "make_predict_reference.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    return maker, np.load(ROOT / "tests" / "data" / "predict_reference.npz")
+
+
+def test_refine_none_reproduces_the_output_before_refinement_bit_for_bit():
+    maker, saved = _reference_cases()
+    network = maker.tiny_network()
+    for name, mode, scale, _, _, tta in maker.CASES:
+        loaded = LoadedModel(model=network, preprocessing=Preprocessing(mode=mode, scale=scale))
+        image = saved[f"{name}_image"]
+        probability = predict_image(loaded, image, is_hdr=mode == "hdr", tile_size=32,
+                                    overlap=8, tta=tta, refine="none")
+        assert probability.dtype == np.float32
+        assert np.array_equal(probability, saved[f"{name}_probability"]), name
+        if scale == 1.0:  # nothing to refine: auto leaves the full-size output alone
+            auto = predict_image(loaded, image, is_hdr=mode == "hdr", tile_size=32, overlap=8,
+                                 tta=tta)
+            assert np.array_equal(auto, saved[f"{name}_probability"]), name
+
+
+@pytest.mark.parametrize("shape, wrap", [((40, 80), True), ((37, 51), False)])
+def test_shrunk_prediction_is_refined_along_the_image(tmp_path, rng, shape, wrap):
+    from skyseg.preprocess import rescale_image, scaled_size
+    from skyseg.refine import guided_upsample
+
+    folder = make_run(tmp_path / "half")
+    Preprocessing(mode="ldr", scale=0.5).save(folder / "preprocessing.json")
+    image = _ldr(rng, *shape)
+    result = predict_image(load_run(folder), image, is_hdr=False, tile_size=32, overlap=8,
+                           details=True)
+    assert result.upsampling == "guided" and result.working_shape == scaled_size(*shape, 0.5)
+    assert result.probability.shape == shape and result.probability.dtype == np.float32
+    assert 0.0 <= result.probability.min() and result.probability.max() <= 1.0
+    small = rescale_image(image, scaled_size(*shape, 0.5))[..., 0] / 255
+    expected = guided_upsample(small, image, is_hdr=False, wrap=wrap)
+    np.testing.assert_allclose(result.probability, expected, atol=1e-6)
+    linear = predict_image(load_run(folder), image, is_hdr=False, tile_size=32, overlap=8,
+                           refine="none", details=True)
+    assert linear.upsampling == "linear"
+    assert np.abs(linear.probability - result.probability).max() > 0.01
+
+
+def test_max_side_shrinks_the_working_size_and_refines(runs, rng):
+    image = _ldr(rng, 40, 80)
+    result = predict_image(runs["identity"], image, is_hdr=False, tile_size=32, overlap=8,
+                           max_side=40, details=True)
+    assert result.working_shape == (20, 40) and result.upsampling == "guided"
+    assert result.probability.shape == (40, 80)
+    plain = predict_image(runs["identity"], image, is_hdr=False, tile_size=32, overlap=8,
+                          max_side=40, refine="none", details=True)
+    assert plain.upsampling == "linear" and plain.working_shape == (20, 40)
+    # Larger than the image: nothing shrinks, nothing to refine under auto.
+    full = predict_image(runs["identity"], image, is_hdr=False, tile_size=32, overlap=8,
+                         max_side=4096, details=True)
+    assert full.working_shape == (40, 80) and full.upsampling == "none"
+    np.testing.assert_allclose(full.probability, image[..., 0] / 255, atol=1e-6)
+    # Forced guided filtering at full size.
+    forced = predict_image(runs["identity"], image, is_hdr=False, tile_size=32, overlap=8,
+                           refine="guided", details=True)
+    assert forced.upsampling == "guided" and forced.probability.shape == (40, 80)
+
+
+def test_refined_panorama_commutes_with_a_roll_and_has_no_seam(runs):
+    # A horizon that crosses x = 0 continuously, predicted at half size.
+    x = np.arange(192)
+    horizon = 48 + 12 * np.sin(2 * np.pi * x / 192) + 5 * np.cos(6 * np.pi * x / 192)
+    sky = np.arange(96)[:, None] < horizon[None, :]
+    image = np.repeat(np.where(sky, 210.0, 40.0)[..., None], 3, axis=2).astype(np.float32)
+    image += np.random.default_rng(4).normal(0, 3, image.shape).astype(np.float32)
+    options = dict(is_hdr=False, tile_size=32, overlap=8, max_side=96)
+    plain = predict_image(runs["identity"], image, **options)
+    for shift in (2, 50, 96):  # whole pixels of the half-size grid
+        rolled = predict_image(runs["identity"], np.roll(image, shift, axis=1), **options)
+        np.testing.assert_allclose(rolled, np.roll(plain, shift, axis=1), atol=1e-5)
+    across = np.abs(plain[:, 0] - plain[:, -1]).max()
+    inside = np.abs(np.diff(plain, axis=1)).max()
+    assert across <= inside + 1e-6
+    mask = plain > 0.5
+    assert np.count_nonzero(mask != sky) <= 0.01 * sky.size
+
+
+def test_giant_input_is_refused_before_decoding_and_the_batch_goes_on(runs, rng, tmp_path,
+                                                                      capsys, monkeypatch):
+    import struct
+
+    write_png(tmp_path / "a.png", _ldr(rng, 20, 30).astype(np.uint8))
+    # 33 bytes of PNG header that claim 30000x30000 pixels (10.8 GB as float32).
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(
+        ">I4sIIBBBBB", 13, b"IHDR", 30000, 30000, 8, 2, 0, 0, 0) + bytes(4))
+    import skyseg.io.ldr
+
+    real_png = skyseg.io.ldr.read_png
+    decoded = []
+
+    def read_png(path):
+        decoded.append(path.name)
+        return real_png(path)
+
+    monkeypatch.setattr(skyseg.io.ldr, "read_png", read_png)
+    out = tmp_path / "out"
+    status = main(["predict", str(runs["identity_path"]), str(tmp_path / "a.png"),
+                   str(tmp_path / "bomb.png"), "--out", str(out), "--tile-size", "32"])
+    assert status == 1 and (out / "a_mask.png").is_file() and not (out / "bomb_mask.png").exists()
+    assert decoded == ["a.png"]
+    err = capsys.readouterr().err
+    assert "1 of 2 done, 1 failed" in err
+    line = next(line for line in err.splitlines() if "30000x30000" in line)
+    assert f"{tmp_path / 'bomb.png'}: 30000x30000 pixels (900 MP) is more than --max-pixels" in line
+    # A higher limit lets the header through (the decoder then finds no pixel data).
+    report = predict_files(runs["identity"], [tmp_path / "bomb.png"], out, max_pixels=10**9)
+    assert report.exit_code == 1 and "30000x30000" not in report.failures[0][1]

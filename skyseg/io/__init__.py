@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyseg.errors import ImageReadError
+from skyseg.errors import ConfigError, ImageReadError, ImageTooLargeError
 from skyseg.io.write import (
     TEMP_MARKER,
     atomic_output,
@@ -36,6 +36,9 @@ __all__ = [
     "ImageInfo",
     "read_image",
     "read_image_info",
+    "check_image_size",
+    "check_max_pixels",
+    "DEFAULT_MAX_PIXELS",
     "find_images",
     "repair_nonfinite",
     "image_format",
@@ -59,6 +62,10 @@ HDR_SUFFIXES = (".exr", ".hdr", ".pic")
 LDR_SUFFIXES = (".jpg", ".jpeg", ".png")
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = HDR_SUFFIXES + LDR_SUFFIXES + TIFF_SUFFIXES
+
+#: Most pixels an image may have before it is decoded: a 16384x8192 panorama
+#: (134 MP) passes, a 30000x30000 PNG bomb (900 MP, 10.8 GB as float32) does not.
+DEFAULT_MAX_PIXELS = 300_000_000
 
 _FORMATS = {
     ".exr": "exr",
@@ -184,12 +191,81 @@ def repair_nonfinite(image: np.ndarray) -> tuple[np.ndarray, int]:
     return image, count
 
 
-def read_image(path: str | os.PathLike, *, return_info: bool = False):
+def check_max_pixels(max_pixels) -> int | None:
+    """Validate ``--max-pixels``: a positive whole number, or None (no limit).
+
+    Raises:
+        ConfigError: anything else.
+
+    Example:
+        >>> check_max_pixels(300e6)
+        300000000
+    """
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, float, np.integer,
+                                                                   np.floating)) or (
+            not np.isfinite(max_pixels) or max_pixels < 1 or max_pixels != int(max_pixels)):
+        raise ConfigError(f"--max-pixels must be a positive whole number of pixels, got "
+                          f"{max_pixels!r}; e.g. 300e6 accepts 16384x8192 panoramas")
+    return int(max_pixels)
+
+
+def _header_size(path: Path, fmt: str) -> tuple[int, int]:
+    """(height, width) from the file's header only, for every format."""
+    if fmt in ("png", "jpeg"):
+        from skyseg.io.ldr import jpeg_size, png_size
+
+        try:
+            return png_size(path) if fmt == "png" else jpeg_size(path)
+        except ImageReadError:
+            pass  # let the decoder report the damage in its own words
+    return read_image_info(path).size
+
+
+def check_image_size(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                     *, fmt: str | None = None) -> tuple[int, int] | None:
+    """Refuse a file whose header claims more than ``max_pixels`` pixels, before decoding.
+
+    Args:
+        path: an image file.
+        max_pixels: the limit (None: no check).
+        fmt: the format, when already known.
+
+    Returns:
+        (height, width) from the header, or None when not checked (no
+        limit, or a header too damaged to read: the decoder then reports it).
+
+    Raises:
+        ImageTooLargeError: one line naming the file, its size and ``--max-pixels``.
+    """
+    if max_pixels is None:
+        return None
+    path = Path(path)
+    try:
+        height, width = _header_size(path, fmt or image_format(path))
+    except ImageReadError:
+        return None
+    if height * width > max_pixels:
+        raise ImageTooLargeError(
+            f"{path}: {width}x{height} pixels ({height * width / 1e6:.0f} MP) is more than "
+            f"--max-pixels {max_pixels} ({max_pixels / 1e6:.0f} MP); it was not decoded: "
+            "shrink the image or raise --max-pixels if the machine has the memory "
+            f"(about {height * width * 16 / 1e9:.1f} GB for this one)"
+        )
+    return height, width
+
+
+def read_image(path: str | os.PathLike, *, return_info: bool = False,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS):
     """Read any supported image as ``float32 (H, W, 3)``.
 
     Args:
         path: an EXR, Radiance HDR, JPEG, PNG or TIFF file.
         return_info: also return an :class:`ImageInfo`.
+        max_pixels: refuse, from the header and before decoding, a file with
+            more pixels than this (a small file can decode to gigabytes);
+            None: no limit. The default accepts 16384x8192 panoramas.
 
     Returns:
         ``image`` or ``(image, info)``. HDR: linear radiance (finite, may
@@ -199,6 +275,7 @@ def read_image(path: str | os.PathLike, *, return_info: bool = False):
     Raises:
         ImageReadError: missing file, unsupported extension, damaged data, or
             no colour channel. The message names the file.
+        ImageTooLargeError: (an ImageReadError) more than ``max_pixels``.
 
     Example:
         >>> import skyseg
@@ -208,6 +285,7 @@ def read_image(path: str | os.PathLike, *, return_info: bool = False):
     """
     path = _existing(path)
     fmt = image_format(path)
+    check_image_size(path, check_max_pixels(max_pixels), fmt=fmt)
     channels = "RGB"
     if fmt == "exr":
         from skyseg.io.exr import read_exr

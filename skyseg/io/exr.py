@@ -31,14 +31,14 @@ import numpy as np
 from skyseg.errors import ImageReadError, ImageWriteError
 from skyseg.io.native import capture_native_output
 
-__all__ = ["read_exr", "read_exr_header", "encode_exr", "MAX_SIDE", "MAX_PIXELS"]
+__all__ = ["read_exr", "read_exr_header", "encode_exr", "MAX_SIDE"]
 
 logger = logging.getLogger("skyseg")
 
 #: Largest width or height accepted; damaged headers claim billions.
 MAX_SIDE = 65536
-#: Largest number of pixels accepted (a 16K x 8K panorama is 134 M).
-MAX_PIXELS = 1 << 28
+# The number of pixels is limited in one place for every format, before
+# decoding: skyseg.io.check_image_size (--max-pixels).
 
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 
@@ -96,11 +96,6 @@ def _window(header: dict, key: str, path: Path) -> tuple[int, int, int, int]:
     width, height = x1 - x0 + 1, y1 - y0 + 1
     if width <= 0 or height <= 0 or width > MAX_SIDE or height > MAX_SIDE:
         raise _damaged(path, f"{key} of {width}x{height} pixels")
-    if width * height > MAX_PIXELS:
-        raise ImageReadError(
-            f"{path}: {key} of {width}x{height} pixels is larger than skyseg accepts "
-            f"({MAX_PIXELS} pixels); downscale the image first"
-        )
     return x0, y0, x1, y1
 
 

@@ -9,6 +9,7 @@ a float TIFF is HDR radiance, an integer TIFF is LDR.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from skyseg.errors import ImageReadError
 
 __all__ = ["read_pil", "read_png", "read_tiff", "apply_orientation", "exif_orientation",
-           "to_rgb"]
+           "to_rgb", "png_size", "jpeg_size", "image_size_pil"]
 
 
 def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -95,6 +96,10 @@ def read_pil(path: Path) -> tuple[np.ndarray, str]:
         raise ImageReadError(
             f"{path}: not a readable image (unknown or damaged format); re-export it"
         ) from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(
+            f"{path}: Pillow refuses to decode it ({exc}); shrink the image"
+        ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(
             f"{path}: damaged or truncated image ({exc}); re-export or re-download it"
@@ -159,11 +164,92 @@ def read_tiff(path: Path) -> tuple[np.ndarray, str, bool]:
     return np.ascontiguousarray(to_rgb(_scale_to_255(array, path), path)), dtype, False
 
 
+def png_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) from a PNG's IHDR chunk (the first 24 bytes; nothing decoded).
+
+    Raises:
+        ImageReadError: not a PNG, or no IHDR chunk first.
+
+    Example:
+        >>> import struct, tempfile
+        >>> head = b"\\x89PNG\\r\\n\\x1a\\n" + struct.pack(">I4sII", 13, b"IHDR", 30000, 20000)
+        >>> with tempfile.NamedTemporaryFile(suffix=".png") as f:
+        ...     _ = f.write(head); f.flush(); png_size(f.name)
+        (20000, 30000)
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if len(head) < 24 or not head.startswith(b"\x89PNG\r\n\x1a\n") or head[12:16] != b"IHDR":
+        raise ImageReadError(f"{path}: not a PNG file or no IHDR chunk (header={head[:16]!r}); "
+                             "the file is damaged or not what its extension says")
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width
+
+
+#: JPEG start-of-frame markers (baseline, progressive, lossless, ...): the
+#: others in 0xC0..0xCF are DHT (C4), JPG (C8) and DAC (CC).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) from a JPEG's start-of-frame segment, skipping the segments before it.
+
+    Reads segment headers only (EXIF and other blocks are skipped with seek),
+    never the entropy-coded data.
+
+    Raises:
+        ImageReadError: not a JPEG, or no frame header before the image data.
+    """
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\xff\xd8":
+            raise ImageReadError(f"{path}: not a JPEG file (no SOI marker); "
+                                 "the file is damaged or not what its extension says")
+        while True:
+            byte = handle.read(1)
+            while byte == b"\xff":  # fill bytes before a marker
+                marker = handle.read(1)
+                if marker != b"\xff":
+                    break
+            else:
+                raise ImageReadError(f"{path}: damaged JPEG (no marker where one is expected); "
+                                     "re-export it")
+            code = marker[0] if marker else -1
+            if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:
+                continue  # segments without a length
+            length_bytes = handle.read(2)
+            if len(length_bytes) < 2 or code in (0xD9, 0xDA):
+                raise ImageReadError(f"{path}: damaged JPEG (no frame header before the image "
+                                     "data); re-export it")
+            length = struct.unpack(">H", length_bytes)[0]
+            if code in _SOF_MARKERS:
+                frame = handle.read(5)
+                if len(frame) < 5:
+                    raise ImageReadError(f"{path}: truncated JPEG frame header; re-export it")
+                _, height, width = struct.unpack(">BHH", frame)
+                return height, width
+            if length < 2:
+                raise ImageReadError(f"{path}: damaged JPEG (segment length {length}); "
+                                     "re-export it")
+            handle.seek(length - 2, os.SEEK_CUR)
+
+
 def image_size_pil(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) after EXIF orientation, reading only the header."""
     from PIL import Image
 
-    with Image.open(path) as image:
+    try:
+        opened = Image.open(path)
+    except Exception:
+        # More pixels than Pillow opens (skyseg's own size check decides), or
+        # a header Pillow cannot place: the size from the header itself.
+        with open(path, "rb") as handle:
+            is_png = handle.read(4) == b"\x89PNG"
+        try:
+            return png_size(path) if is_png else jpeg_size(path)
+        except ImageReadError:
+            pass
+        raise
+    with opened as image:
         width, height = image.size
         if exif_orientation(image) in (5, 6, 7, 8):
             width, height = height, width
