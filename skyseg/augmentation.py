@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from skyseg.errors import ConfigError
+from skyseg.metrics import IGNORE
 from skyseg.preprocess import Preprocessing, log_transform, srgb_decode, srgb_encode
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
     "FILL_MODES",
 ]
 
-IGNORE = 255
 FILL_MODES = ("reflect", "constant")
 
 # Per-thread scratch (the lookup table): the loader augments in threads.

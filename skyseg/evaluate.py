@@ -61,6 +61,7 @@ from skyseg.io import (
     write_text,
 )
 from skyseg.log import BatchReport, progress
+from skyseg.metrics import IGNORE
 from skyseg.overlay import error_overlay, resize_mask
 from skyseg.predict import (
     DEFAULT_THRESHOLD,
@@ -104,7 +105,6 @@ DEFAULT_TOLERANCE = 2
 DEFAULT_WORST = 5
 #: Long side of the error overlays.
 DEFAULT_ERROR_OVERLAY_SIZE = 1024
-IGNORE = metrics.IGNORE
 _BAND_ROWS = 256
 _MASK_NAMES = ("{stem}_mask.png", "{stem}.png")
 

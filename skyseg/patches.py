@@ -31,6 +31,7 @@ import numpy as np
 
 from skyseg.backend import import_tensorflow
 from skyseg.errors import ConfigError
+from skyseg.metrics import IGNORE
 
 __all__ = [
     "IGNORE",
@@ -45,8 +46,6 @@ __all__ = [
 
 logger = logging.getLogger("skyseg")
 
-#: Mask value of pixels that carry no label (padding); the loss skips them.
-IGNORE = 255
 
 
 def check_patch_options(patch_size, stride) -> tuple[int, int]:
