@@ -189,7 +189,8 @@ def test_horizontal_flip_is_drawn_about_half_the_time():
 
 
 def test_draws_stay_within_their_ranges():
-    augmentation = Augmentation(rotation=15, shift=0.3, zoom=0.3, shear=0.1)
+    augmentation = Augmentation(rotation=15, shift=0.3, zoom=0.3, shear=0.1, exposure_ev=1.0,
+                                gamma=1.25)
     for seed in range(100):
         draw = augmentation.draw(np.random.default_rng(seed), (64, 64))
         determinant = abs(np.linalg.det(draw["matrix"][:2, :2]))
