@@ -121,7 +121,7 @@ class DemoScene:
             ``crown``, ``pole``, ``wire``, ``bird``, ``lamp``, ``frame``), preview pixels.
         ground: ``(kind, polygon, colour)`` of ground silhouettes in full-size
             pixels of the level frame, painted in order under the sky (not labels).
-        cloud_cover: 0 (clear) .. 1.3 (filled).
+        cloud_cover: 0 (clear) .. 1.5 (filled).
         texture_seed: seed of the noise textures used by :func:`render_scene`.
         tilt: ``(axis_azimuth, angle)`` in degrees: the camera is turned by
             ``angle`` about the horizontal axis at ``axis_azimuth`` (0: level).
@@ -856,7 +856,7 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
     for kind, polygon, colour in b.ground:
         for part in _wrap_polygon(polygon, width, height):
             ground.append((kind, part, colour))
-    cover_range = {"cloudy": (0.95, 1.3), "overcast": (0.0, 0.0), "night": (0.0, 0.5)}
+    cover_range = {"cloudy": (1.2, 1.5), "overcast": (0.0, 0.0), "night": (0.0, 0.5)}
     cloud_cover = float(rng.uniform(*cover_range.get(theme, (0.05, 0.85))))
     water = float(rng.uniform(10.0, 35.0)) if theme == "lake" else 0.0
     return DemoScene(
@@ -1035,7 +1035,7 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
         near_sun = _smoothstep(6 * radius, 14 * radius, gamma[:upper])
         clouds *= near_sun
         thick *= near_sun
-        filled = float(np.clip(scene.cloud_cover - 0.85, 0.0, 0.45)) / 0.45
+        filled = float(np.clip(scene.cloud_cover - 0.85, 0.0, 0.65)) / 0.65
         lit = SKY_LEVEL * (1.25 + 2.5 * np.exp(-gamma[:upper] / 0.35)) * (1 - 0.5 * filled)
         # Thick cores are in their own shadow: darker and a little blue, edges bright.
         thick = thick[..., None]
