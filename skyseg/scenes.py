@@ -38,7 +38,7 @@ sky and the label agree to within a pixel along the edges.
 Example:
     >>> scene = make_scene("s", np.random.default_rng(0), width=128, theme="indoor", ev=0.0)
     >>> image, sky_alpha = render_scene(scene)
-    >>> image.shape, scene_mask(scene).mean() < 0.2
+    >>> image.shape, bool(scene_mask(scene).mean() < 0.2)
     ((64, 128, 3), True)
 """
 
