@@ -177,6 +177,11 @@ def _plan(scenes: int, width: int, seed: int):
             break
         taken = {records[i].theme for i in picks}
         fits = [int(i) for i in chunk if records[i].theme == wanted[run % len(wanted)]]
+        if wanted[run % len(wanted)] == "indoor":
+            # The room held out with the most window sky: a score on a few pixels says little.
+            rooms = [i for i, scene in enumerate(records)
+                     if scene.theme == "indoor" and i not in picks]
+            fits = sorted(rooms, key=lambda i: -sum(_polygon_area(p) for p in records[i].sky))[:1]
         fits = fits or [int(i) for i in chunk if records[i].theme not in taken]
         picks.append(fits[0] if fits else int(chunk[(run + offset) % len(chunk)]))
     val = [names[i] for i in picks]

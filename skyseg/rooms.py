@@ -110,12 +110,21 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
                "y": tuple(float(v) for v in rng.uniform(*size, 2)),
                "z": (camera_height, ceiling_height - camera_height)}
     wall = np.array(_WALLS[int(rng.integers(0, len(_WALLS) - (0 if kind == "studio" else 1)))])
+    ceiling = np.array([0.9, 0.9, 0.88]) * rng.uniform(0.85, 1.0)
+    floor = np.array(_FLOORS[int(rng.integers(0, len(_FLOORS)))]) * rng.uniform(0.8, 1.2)
+    # Studios and halls also come dark overhead (black ceilings and drapes, bare
+    # concrete and beams): a dark top with bright lamps is no night sky.
+    dark = {"studio": 0.6, "hall": 0.35}.get(kind, 0.0)
+    if rng.random() < dark:
+        ceiling = np.array([0.05, 0.05, 0.05]) * rng.uniform(0.5, 4.0)
+        if kind == "studio":
+            wall = np.array([0.04, 0.04, 0.045]) * rng.uniform(0.7, 2.0)
+            floor = np.array([0.85, 0.85, 0.84]) * rng.uniform(0.8, 1.0)  # a white cyclorama
     room = {
         "kind": kind, "extents": extents,
         "wall": tuple(wall * rng.uniform(0.95, 1.05, 3)),
-        "ceiling": tuple(np.array([0.9, 0.9, 0.88]) * rng.uniform(0.85, 1.0)),
-        "floor": tuple(np.array(_FLOORS[int(rng.integers(0, len(_FLOORS)))])
-                       * rng.uniform(0.8, 1.2)),
+        "ceiling": tuple(ceiling),
+        "floor": tuple(floor),
         # Radiance of a white wall lit by the room's lamps, relative to SKY_LEVEL.
         "level": float(rng.uniform(0.15, 1.2)),
         "lamp_panels": [], "pictures": [], "doors": [], "windows": [],

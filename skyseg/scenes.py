@@ -477,6 +477,8 @@ class _Builder:
         self.tall = 1.0
         #: Street lamps (non-sky emitters) on the poles.
         self.lamps = False
+        #: Conifers are this many times taller (a forest seen from inside it).
+        self.tree_scale = 1.0
 
     def y(self, elevation_deg):
         return self.horizon - np.asarray(elevation_deg, dtype=np.float64) * self.ppd
@@ -540,7 +542,7 @@ class _Builder:
 
     def conifer(self, xc: float) -> None:
         rng = self.rng
-        half = self.px(rng.uniform(1.2, 3.0), 2.0)
+        half = self.px(rng.uniform(1.2, 3.0) * (1 + 0.6 * (self.tree_scale - 1)), 2.0)
         height = rng.uniform(5.0, 14.0)
         tiers = int(rng.integers(3, 6))
         base_el = -0.5
@@ -559,7 +561,7 @@ class _Builder:
         xs = np.r_[xc - right_x[:0:-1], xc, xc + right_x[1:]]
         ys = np.r_[right_y[:0:-1], right_y[0], right_y[1:]]
         colour = np.array([0.04, 0.08, 0.035]) * rng.uniform(0.8, 1.3)
-        self.add_piece("conifer", xs, self.y(ys), colour)
+        self.add_piece("conifer", xs, self.y(ys * self.tree_scale), colour)
 
     def tree(self, xc: float) -> None:
         """A trunk in the skyline and a crown labelled non-sky around its top."""
@@ -782,9 +784,15 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
             straddle = 0.0
     conifers = {"town": (0, 3), "seam": (1, 5), "forest": (8, 20), "open": (0, 2)}[content]
     x = spot(40)
-    for _ in range(int(rng.integers(*conifers))):
+    if theme == "forest" and rng.random() < 0.5:
+        # Standing in the forest: tall trees all around, sky between their tops.
+        conifers = (25, 45)
+        x = spot(360)
+    for index in range(int(rng.integers(*conifers))):
+        b.tree_scale = rng.uniform(2.0, 4.5) if conifers[0] >= 25 and index % 2 else 1.0
         b.conifer(x)
-        x += rng.uniform(0.8, 3.5) * b.ppd
+        x += rng.uniform(0.8, 3.5) * b.ppd * (2.5 if conifers[0] >= 25 else 1.0)
+    b.tree_scale = 1.0
     trees = {"town": (0, 2), "seam": (1, 3), "forest": (1, 4), "open": (0, 3)}[content]
     for _ in range(int(rng.integers(trees[0], trees[1] + 1))):
         for _attempt in range(30):
@@ -1003,7 +1011,8 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
         sky = np.broadcast_to(tone * profile[..., None].astype(np.float32),
                               (height, width, 3)).copy()
         structure, _ = _clouds(scene, rng, upper, cover=1.0)
-        sky[:upper] *= (0.88 + 0.2 * structure)[..., None]
+        # Darker and lighter patches of the cloud deck.
+        sky[:upper] *= (0.7 + 0.45 * structure)[..., None]
         light = np.float32(level * 0.42)
     elif night:
         level = SKY_LEVEL * NIGHT_LEVEL
