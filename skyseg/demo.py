@@ -1,4 +1,4 @@
-"""``skyseg demo-data``: write a seeded, labelled set of synthetic HDR panoramas (the demo data).
+"""A small, seeded, labelled set of synthetic HDR panoramas, outdoor and indoor: the demo data.
 
 The scenes themselves (what they show, how they are drawn, their truth) are
 :mod:`skyseg.scenes` (indoor rooms: :mod:`skyseg.rooms`); this module writes

@@ -99,7 +99,20 @@ def _sky_parts(outline: np.ndarray, skyline: list, width: int) -> list[np.ndarra
 
 
 def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: float) -> DemoScene:
-    """An indoor scene (see the module doc); the sun fields describe the sun outside."""
+    """An indoor scene (see the module doc); no pixels.
+
+    Args:
+        name: the scene's name.
+        rng: its random generator (the scene depends on nothing else).
+        width: full width in pixels (multiple of 4); the height is ``width / 2``.
+        ev: exposure of the scene in stops.
+
+    Returns:
+        a :class:`~skyseg.scenes.DemoScene` with ``theme="indoor"`` and its
+        ``room``: extents (metres from the camera), colours, lamps, pictures,
+        doors, windows (3-D corners, bars, pixel outlines) and the outside
+        skyline steps. Its sun fields describe the sun outside (not in view).
+    """
     height = width // 2
     kind = str(rng.choice(["room", "room", "hall", "studio"]))
     size = {"room": (1.5, 4.0), "hall": (4.0, 14.0), "studio": (2.5, 7.0)}[kind]

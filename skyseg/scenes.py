@@ -95,7 +95,6 @@ _NON_SKY_COLOURS = {
     "pole": (0.06, 0.05, 0.04),
     "wire": (0.02, 0.02, 0.02),
     "bird": (0.03, 0.03, 0.035),
-    "frame": (0.75, 0.74, 0.72),
 }
 #: Emitters inside the sky (street lamps at night): radiance relative to SKY_LEVEL.
 _LAMP_RADIANCE = np.array([3.0, 2.3, 1.3], np.float32)
