@@ -7,7 +7,7 @@ API at its default settings, and prints per panorama the share of pixels
 called sky. An indoor panorama has (almost) no sky, so its share is a
 false-positive rate: the mean over the indoor panoramas is the figure to keep
 small (target: at most 3 %). The outdoor ones are for the eye: the overlays
-(sky tinted magenta) go to ``--out``.
+(sky tinted magenta) go to ``--out``, with all of them on ``contact_sheet.png``.
 
 Usage::
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from skyseg.errors import SkysegError
     from skyseg.io import read_image, write_png
-    from skyseg.overlay import tint
+    from skyseg.overlay import resize_uint8, tint
     from skyseg.predict import overlay_background, predict_image, probability_to_mask
 
     try:
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     shares: dict[str, list[float]] = {group: [] for group in GROUPS}
+    thumbnails = []
     print(f"run {args.run}, data {args.data}")
     print(f"{'panorama':<22} {'size':>10} {'sky share':>10} {'seconds':>8}")
     for group in GROUPS:
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             share = float(sky.mean())
             shares[group].append(share)
             background = overlay_background(image, is_hdr=info.is_hdr, max_size=None)
-            write_png(out / f"{group}_{path.stem}_overlay.png", tint(background, sky))
+            overlay = tint(background, sky)
+            write_png(out / f"{group}_{path.stem}_overlay.png", overlay)
+            thumbnails.append(resize_uint8(overlay, 512))
             elapsed = time.perf_counter() - start
             size = f"{image.shape[1]}x{image.shape[0]}"
             print(f"{group + '/' + path.name:<22} {size:>10} {share:>9.1%} {elapsed:>8.1f}")
@@ -85,7 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         if shares[group]:
             mean = sum(shares[group]) / len(shares[group])
             print(f"mean sky share, {group}: {mean:.1%} over {len(shares[group])} panoramas")
-    print(f"overlays in {out}")
+    if thumbnails:  # every overlay on one page, two a row, to look at them together
+        import numpy as np
+
+        width = max(t.shape[1] for t in thumbnails)
+        padded = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0))) for t in thumbnails]
+        if len(padded) % 2:
+            padded.append(np.zeros_like(padded[0]))
+        rows = [np.concatenate(padded[i:i + 2], axis=1) for i in range(0, len(padded), 2)]
+        height = max(r.shape[0] for r in rows)
+        rows = [np.pad(r, ((0, height - r.shape[0]), (0, 0), (0, 0))) for r in rows]
+        write_png(out / "contact_sheet.png", np.concatenate(rows, axis=0))
+    print(f"overlays in {out} (all of them: contact_sheet.png)")
     if not shares["indoor"]:
         print("no indoor panoramas: nothing to hold against the target", file=sys.stderr)
         return 2
