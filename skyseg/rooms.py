@@ -160,7 +160,8 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
         length = sum(extents["y" if face[0] == 0 else "x"])
         low, high = -extents["y" if face[0] == 0 else "x"][0], extents["y" if face[0] == 0
                                                                        else "x"][1]
-        item_width = float(min(rng.uniform(0.6, 2.8 if item == "window" else 1.4), 0.6 * length))
+        low_width, high_width = (1.0, 3.6) if item == "window" else (0.6, 1.4)
+        item_width = float(min(rng.uniform(low_width, high_width), 0.6 * length))
         along = float(rng.uniform(low + item_width / 2 + 0.1, high - item_width / 2 - 0.1))
         if any(f == face and abs(a - along) < (w + item_width) / 2 + 0.1
                for f, a, w in walls_used):
@@ -200,7 +201,7 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
     cuts = np.r_[0.0, cuts, float(width)]
     steps = []
     for x0, x1 in zip(cuts[:-1], cuts[1:], strict=True):
-        elevation = 0.0 if rng.random() < 0.4 else float(rng.uniform(2.0, 20.0))
+        elevation = 0.0 if rng.random() < 0.5 else float(rng.uniform(2.0, 20.0))
         steps.append((float(x0), float(x1), height / 2 - elevation * ppd))
     room["outside"] = steps
     room["outside_level"] = float(rng.uniform(1.0, 3.0))  # the day sky, relative to SKY_LEVEL
