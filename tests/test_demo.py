@@ -16,6 +16,8 @@ from skyseg.annotations import load_coco, match_images
 from skyseg.cli import STAGES
 from skyseg.demo import (
     EV_RANGE,
+    SCENE_CYCLE,
+    SUN_RATIO,
     THEMES,
     _plan,
     _skyline,
@@ -30,11 +32,12 @@ from skyseg.errors import ConfigError, ImageWriteError
 from skyseg.io import read_image, write_jpeg
 from skyseg.preprocess import luminance
 from skyseg.previews import make_preview
+from skyseg.scenes import NIGHT_LEVEL, SKY_LEVEL, tilt_rotation
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """Four scenes (one of each theme) at 256x128."""
+    """Four scenes (town, indoor, seam, overcast: the start of SCENE_CYCLE) at 256x128."""
     return make_demo_data(tmp_path_factory.mktemp("demo") / "demo", scenes=4, width=256, seed=7)
 
 
@@ -45,7 +48,9 @@ def _files(folder):
 
 def _iou(a, b):
     a, b = a.astype(bool), b.astype(bool)
-    return (a & b).sum() / max((a | b).sum(), 1)
+    if not (a | b).any():  # both empty (a room without sky): they agree
+        return 1.0
+    return (a & b).sum() / (a | b).sum()
 
 
 def _area(polygon):
@@ -86,11 +91,14 @@ def test_layout(demo):
         assert read_image(demo.images / f"{name}.exr").shape == (128, 256, 3)
         assert Image.open(demo.previews / f"{name}.jpg").size == (128, 64)
         mask = np.asarray(Image.open(demo.masks / f"{name}.png"))
-        assert mask.shape == (128, 256) and set(np.unique(mask)) == {0, 1}
+        assert mask.shape == (128, 256) and set(np.unique(mask)) <= {0, 1}
+        if name != "scene_001":  # the room may have no window onto the sky
+            assert set(np.unique(mask)) == {0, 1}
     assert "synthetic" in (demo.out_dir / "README.md").read_text().lower()
     meta = json.loads((demo.out_dir / "demo.json").read_text())
     assert meta["settings"] == {"scenes": 4, "width": 256, "height": 128, "seed": 7}
-    assert [s["theme"] for s in meta["scenes"]] == list(THEMES)
+    assert [s["theme"] for s in meta["scenes"]] == list(SCENE_CYCLE[:4])
+    assert set(SCENE_CYCLE) == set(THEMES)  # the demo cycles through every kind
 
 
 def test_coco_is_a_label_studio_export_of_the_previews(demo):
@@ -105,7 +113,10 @@ def test_coco_is_a_label_studio_export_of_the_previews(demo):
         preview = Image.open(demo.previews / f"{match.group(2)}.jpg")
         assert (image["width"], image["height"]) == preview.size
         annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
-        assert {a["category_id"] for a in annotations} == {1, 2}
+        if match.group(2) != "scene_001":  # outdoor: sky and things inside it
+            assert {a["category_id"] for a in annotations} == {1, 2}
+        else:  # a room: window panes (sky) and bars (non-sky), or nothing
+            assert {a["category_id"] for a in annotations} <= {1, 2}
         for annotation in annotations:
             polygon = np.array(annotation["segmentation"][0]).reshape(-1, 2)
             assert polygon.min() >= 0 and polygon[:, 0].max() <= image["width"]
@@ -117,7 +128,7 @@ def test_coco_is_a_label_studio_export_of_the_previews(demo):
             assert annotation["iscrowd"] == 0
             shoelace = _area(polygon)
             assert annotation["area"] == pytest.approx(shoelace, abs=0.01)
-            if annotation["category_id"] == 1:  # big enough to compare with pixels
+            if annotation["category_id"] == 1 and shoelace > 100:  # big enough for pixels
                 assert coco.annToMask(annotation).sum() == pytest.approx(shoelace, rel=0.02)
     assert len(prefixes) == 4
 
@@ -147,14 +158,16 @@ def test_masks_through_skyseg_annotations(demo):
         assert np.mean(mask != truth) < 0.001
 
 
-def test_rendered_sky_is_the_labelled_sky():
+@pytest.mark.parametrize("theme", THEMES)
+def test_rendered_sky_is_the_labelled_sky(theme):
     """The image shows sky exactly where the polygons say (anti-aliased edges aside)."""
-    for index, theme in enumerate(THEMES):
-        scene = make_scene(f"s{index}", np.random.default_rng([3, index]), width=512,
-                           theme=theme, ev=0.0)
+    for seed in range(2):
+        scene = make_scene("s", np.random.default_rng([3, seed]), width=512, theme=theme,
+                           ev=0.0)
         image, alpha = render_scene(scene)
         truth = scene_mask(scene)
-        assert _iou(alpha > 0.5, truth) > 0.99
+        # Rooms: the sky is a few small window panes, so their edges weigh more.
+        assert _iou(alpha > 0.5, truth) > (0.95 if theme == "indoor" else 0.99)
         assert np.mean((alpha > 0.5) != truth.astype(bool)) < 0.002
         assert np.isfinite(image).all() and image.min() >= 0
 
@@ -173,7 +186,8 @@ def test_non_sky_objects_inside_the_sky(demo):
             if annotation["category_id"] == 2:
                 rle = mask_utils.frPyObjects(annotation["segmentation"], height, width)
                 holes += int((mask_utils.decode(mask_utils.merge(rle)).astype(bool) & sky).sum())
-        assert holes > 0, f"{scene['name']}: no non-sky object cuts into the sky"
+        if scene["theme"] != "indoor":
+            assert holes > 0, f"{scene['name']}: no non-sky object cuts into the sky"
         kinds |= set(scene["objects"])
     assert {"pole", "wire", "bird", "crown"} <= kinds
     assert {"building", "conifer", "far_hills", "trunk"} <= kinds
@@ -181,17 +195,157 @@ def test_non_sky_objects_inside_the_sky(demo):
 
 def test_ground_below_the_horizon_is_not_sky(demo):
     for name in demo.scenes:
+        if name == "scene_001":  # the room
+            continue
         mask = np.asarray(Image.open(demo.masks / f"{name}.png"))
         assert mask[64:].sum() == 0  # everything below the horizon row
         assert mask[0].all()  # the zenith is sky
         assert 0.25 < mask.mean() < 0.5
 
 
+# ---------------------------------------------------------------- scene kinds: what sky is
+
+def _scene(theme, seed, width=512):
+    scene = make_scene("k", np.random.default_rng([11, seed]), width=width, theme=theme, ev=0.0)
+    image, alpha = render_scene(scene)
+    return scene, image, alpha, scene_mask(scene)
+
+
+def test_indoor_sky_only_through_windows_and_a_small_share():
+    shares, lamp_ratios = [], []
+    for seed in range(8):
+        scene, image, _, mask = _scene("indoor", seed)
+        windows = np.zeros(mask.shape, bool)
+        for window in scene.room["windows"]:
+            for part in window["outline"]:
+                row0, block = polygon_coverage(part, *mask.shape)
+                windows[row0:row0 + len(block)] |= block > 0
+        assert not (mask.astype(bool) & ~windows).any()  # walls, ceiling, lamps: not sky
+        assert mask[:40].sum() == 0  # the bright ceiling overhead is not sky
+        shares.append(mask.mean())
+        lum = luminance(image)
+        walls = np.median(lum[mask == 0])
+        lamp_ratios.append(lum[mask == 0].max() / walls)
+    assert max(shares) < 0.1 and sum(share > 0 for share in shares) >= 3
+    assert min(lamp_ratios) > 20  # lamps and softboxes far brighter than the walls
+
+
+def test_lake_reflection_of_the_sky_is_not_sky():
+    scene, image, _, mask = _scene("lake", 0)
+    height, width = mask.shape
+    rows = int(scene.water * width / 360)
+    assert rows > 10
+    water = slice(height // 2 + 1, height // 2 + rows // 2)
+    assert mask[water].sum() == 0 and mask[height // 2:].sum() == 0
+    lum = luminance(image)
+    reflection = image[water].reshape(-1, 3)
+    sky = image[height // 4: height // 2][mask[height // 4: height // 2] == 1]
+    # Bright and blue like the sky it mirrors, yet labelled 0.
+    assert np.median(luminance(reflection)) > 0.3 * np.median(luminance(sky))
+    assert np.median(reflection[:, 2]) > np.median(reflection[:, 0])
+    near_sky, near_water = lum[height // 2 - 3], lum[height // 2 + 2]  # mirrored rows agree
+    assert np.corrcoef(np.log(near_sky + 1e-6), np.log(near_water + 1e-6))[0, 1] > 0.5
+
+
+def test_tilted_horizon_label_follows_the_tilt():
+    for seed in range(3):
+        scene, _, alpha, mask = _scene("tilted", seed)
+        height, width = mask.shape
+        assert 6 <= scene.tilt[1] <= 20
+        # Where the tilted camera sees the world's horizon, column by column.
+        ys, xs = np.mgrid[0:height, 0:width] + 0.5
+        azimuth, elevation = xs / width * 2 * np.pi, np.pi / 2 - ys / height * np.pi
+        camera = np.stack([np.cos(elevation) * np.cos(azimuth),
+                           np.cos(elevation) * np.sin(azimuth), np.sin(elevation)], axis=-1)
+        world_up = camera @ tilt_rotation(*scene.tilt)[:, 2]
+        horizon = (world_up > 0).sum(axis=0)  # rows above the horizon per column
+        lowest_sky = height - np.argmax(mask[::-1], axis=0)  # one past the lowest sky row
+        assert np.all(lowest_sky <= horizon + 1)  # never sky below the horizon
+        amplitude = scene.tilt[1] * width / 360
+        assert horizon.max() - horizon.min() > 1.8 * amplitude - 2
+        # The label boundary rises and falls with the tilted horizon ...
+        assert np.corrcoef(lowest_sky, horizon)[0, 1] > 0.6
+        # ... and is the level scene's label seen through the tilted camera.
+        level = np.zeros(mask.shape, bool)
+        for polygon in scene.level_labels[0]:
+            row0, block = polygon_coverage(polygon, height, width)
+            level[row0:row0 + len(block)] |= block > 0.5
+        for _, polygon in scene.level_labels[1]:
+            row0, block = polygon_coverage(polygon, height, width)
+            level[row0:row0 + len(block)] &= ~(block > 0.5)
+        world = camera @ tilt_rotation(*scene.tilt)
+        level_x = np.mod(np.arctan2(world[..., 1], world[..., 0]), 2 * np.pi) / (2 * np.pi)
+        level_y = (np.pi / 2 - np.arcsin(np.clip(world[..., 2], -1, 1))) / np.pi
+        seen = level[np.minimum((level_y * height).astype(int), height - 1),
+                     np.minimum((level_x * width).astype(int), width - 1)]
+        assert np.mean(seen != mask.astype(bool)) < 0.005
+        assert np.mean((alpha > 0.5) != mask.astype(bool)) < 0.003
+        assert mask[0].all()  # the camera's zenith is still sky
+
+
+def test_night_sky_is_dark_and_still_sky():
+    scene, image, _, mask = _scene("night", 1)
+    lum = luminance(image)
+    height = mask.shape[0]
+    sky = lum[mask == 1]
+    assert mask[0].all() and mask[height // 2:].sum() == 0 and mask.mean() > 0.3
+    assert np.median(sky) < 2 * NIGHT_LEVEL * SKY_LEVEL  # about 7 stops below a day sky
+    assert lum[mask == 0].max() > 100 * np.median(sky)  # street lamps, lit windows
+    assert "lamp" in scene.object_counts() or "building" in scene.object_counts()
+    x, y = scene.sun_xy  # the moon: a bright disc in the dark sky
+    assert lum[int(y), int(x)] > 1000 * np.median(sky)
+
+
+def test_overcast_sky_over_white_buildings_alike_but_labelled_apart():
+    scene, image, _, mask = _scene("overcast", 2)
+    height, width = mask.shape
+    buildings = np.zeros(mask.shape, bool)
+    for kind, polygon, _ in scene.ground:
+        if kind == "building":
+            row0, block = polygon_coverage(polygon, height, width)
+            buildings[row0:row0 + len(block)] |= block > 0.99
+    assert buildings.sum() > 200 and mask[buildings].sum() == 0
+    lum = luminance(image)
+    low_sky = (mask == 1) & (np.arange(height)[:, None] > height / 2 - 40)
+    ratio = np.median(lum[buildings]) / np.median(lum[low_sky])
+    assert 0.3 < ratio < 3  # as bright as the sky behind them
+    for region in (buildings, low_sky):  # both nearly grey
+        r, _, b = np.median(image[region], axis=0)
+        assert 0.7 < b / r < 1.4
+    assert image[mask == 1].max() < 10 * np.median(lum[mask == 1])  # no sun
+    assert mask[0].all()
+
+
+def test_cloudy_skies_are_mostly_cloud_and_all_sky():
+    for seed in range(2):
+        scene, image, _, mask = _scene("cloudy", seed)
+        assert scene.cloud_cover >= 1.2
+        clear, _ = render_scene(dataclasses.replace(scene, cloud_cover=0.0))
+        def blueness(rgb):
+            return rgb[..., 2] / (rgb.sum(axis=-1) + 1e-9)
+
+        changed = ((np.abs(luminance(image) / luminance(clear) - 1) > 0.1)
+                   | (np.abs(blueness(image) - blueness(clear)) > 0.03))
+        assert changed[mask == 1].mean() > 0.5  # clouds fill most of the sky; labelled sky
+        assert mask[0].all() and mask.mean() > 0.3
+
+
+def test_demo_mix_has_every_kind_and_sunny_scenes_keep_the_sun_ratio():
+    records, _, train, val = _plan(28, 128, seed=0)
+    themes = [scene.theme for scene in records]
+    assert set(themes) == set(THEMES) and themes.count("indoor") == 7
+    assert SUN_RATIO >= 1e4
+    assert {scene.theme for scene in records if scene.sun_visible} == {
+        "town", "seam", "forest", "open", "lake", "cloudy", "tilted"}
+
+
 # ---------------------------------------------------------------- radiance
 
 def test_sun_is_10000_times_the_sky_around_it(demo):
     meta = json.loads((demo.out_dir / "demo.json").read_text())
-    for scene in meta["scenes"]:
+    sunny = [scene for scene in meta["scenes"] if scene["sun"] is not None]
+    assert [scene["theme"] for scene in sunny] == ["town", "seam"]  # not overcast, not indoor
+    for scene in sunny:
         image = read_image(demo.images / f"{scene['name']}.exr")
         mask = np.asarray(Image.open(demo.masks / f"{scene['name']}.png"))
         gamma, radius = _sun_geometry(scene, *image.shape[:2])
@@ -221,15 +375,18 @@ def test_sky_gradient_bluer_at_zenith_brighter_at_horizon():
     assert luminance(low[None])[0] > luminance(zenith[None])[0]  # brighter down low
 
 
-def test_exposures_spread_over_six_ev(demo):
-    medians = []
-    for name in demo.scenes:
-        image = read_image(demo.images / f"{name}.exr")
-        mask = np.asarray(Image.open(demo.masks / f"{name}.png")).astype(bool)
-        medians.append(np.log2(np.median(luminance(image)[mask])))
-    assert max(medians) - min(medians) >= 6
-    evs = [s["ev"] for s in json.loads((demo.out_dir / "demo.json").read_text())["scenes"]]
+def test_exposures_spread_over_seven_ev(demo):
+    scenes = json.loads((demo.out_dir / "demo.json").read_text())["scenes"]
+    evs = [s["ev"] for s in scenes]
     assert min(evs) == EV_RANGE[0] and max(evs) == EV_RANGE[1]
+    for scene in scenes:  # the radiance follows the exposure
+        image = read_image(demo.images / f"{scene['name']}.exr")
+        level = np.log2(np.median(luminance(image))) - scene["ev"]
+        assert np.log2(SKY_LEVEL) - 4 < level < np.log2(SKY_LEVEL) + 2, scene
+    scene = make_scene("e", np.random.default_rng(2), width=128, theme="night", ev=0.0)
+    brighter = dataclasses.replace(scene, ev=3.0)
+    dark, bright = render_scene(scene)[0], render_scene(brighter)[0]
+    assert np.allclose(bright, dark * 8, rtol=1e-5, atol=1e-9)
 
 
 def test_exr_is_half_float_and_finite(demo):
@@ -249,13 +406,15 @@ def test_previews_are_what_the_previews_stage_makes(demo, tmp_path):
 def test_seam_scene_has_the_sun_at_x0_and_a_continuous_skyline(demo):
     meta = json.loads((demo.out_dir / "demo.json").read_text())
     seam = next(s for s in meta["scenes"] if s["theme"] == "seam")
+    room = next(s for s in meta["scenes"] if s["theme"] == "indoor")["name"]
     x, radius = seam["sun"]["x"], seam["sun"]["radius_px"]
     assert min(x, 256 - x) <= 2.5 * radius
     for name in demo.scenes:
         mask = np.asarray(Image.open(demo.masks / f"{name}.png"))
-        assert np.mean(mask[:, 0] != mask[:, -1]) < 0.03  # no step at the seam
+        if name != room:
+            assert np.mean(mask[:, 0] != mask[:, -1]) < 0.03  # no step at the seam
     # A building straddles the seam: both edges of the seam scene rise above the hills.
-    scene = _plan(4, 256, 7)[0][1]
+    scene = _plan(4, 256, 7)[0][2]
     assert scene.theme == "seam"
     buildings = [polygon for kind, polygon, _ in scene.ground if kind == "building"]
     assert any(p[:, 0].min() == 0.0 for p in buildings)
@@ -336,9 +495,13 @@ def test_split_disjoint_about_a_quarter_held_out():
         assert not set(train) & set(val) and sorted(train + val) == names
         assert len(val) == max(1, round(scenes / 4))
         assert len(set(prefixes)) == scenes
-    records, _, train, val = _plan(16, 64, seed=0)
-    themes = {scene.name: scene.theme for scene in records}
-    assert {themes[name] for name in val} == set(THEMES)  # every theme is held out once
+    for scenes, seed in ((16, 0), (28, 0), (28, 5)):
+        records, _, train, val = _plan(scenes, 64, seed=seed)
+        themes = {scene.name: scene.theme for scene in records}
+        held_out = [themes[name] for name in val]
+        # Rooms and outdoor scenes of several kinds are held out, and trained on.
+        assert "indoor" in held_out and len(set(held_out)) == len(held_out)
+        assert [themes[name] for name in train].count("indoor") >= 2
     _, _, train, val = _plan(1, 64, seed=0)
     assert train == ["scene_000"] and val == []
 
