@@ -253,7 +253,10 @@ def _summary(config: PipelineConfig, timings, total: float) -> None:
         lines.append(f"  overlay      {overlay}")
     metrics = _evaluation_means(config.evaluation_dir)
     if metrics:
-        lines.append("  held-out scores: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        pooled = metrics.pop("pooled_iou", None)
+        lines.append("  held-out scores (mean over images): "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+                     + (f"; pooled IoU (all pixels) {pooled:.3f}" if pooled is not None else ""))
     print("\n".join(lines))
 
 
@@ -263,7 +266,11 @@ def _evaluation_means(folder: Path) -> dict[str, float]:
         try:
             data = json.loads(summary.read_text(encoding="utf-8"))
             means = data.get("mean", {})
-            return {k: float(v) for k, v in means.items() if isinstance(v, (int, float))}
+            scores = {k: float(v) for k, v in means.items() if isinstance(v, (int, float))}
+            pooled = data.get("pooled", {}).get("iou")
+            if isinstance(pooled, (int, float)):
+                scores["pooled_iou"] = float(pooled)
+            return scores
         except (json.JSONDecodeError, ValueError, AttributeError):
             return {}
     table = folder / "metrics.csv"

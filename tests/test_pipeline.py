@@ -34,7 +34,8 @@ def test_whole_pipeline_on_a_tiny_demo(first_run):
         assert f"overlay      {overlay}" in result.stdout
     summary = json.loads((work / "evaluation" / "summary.json").read_text())
     assert summary["images"] == len(held_out)
-    assert "held-out scores: iou" in result.stdout
+    assert "held-out scores (mean over images): iou" in result.stdout
+    assert "pooled IoU (all pixels)" in result.stdout
 
 
 @pytest.mark.slow
