@@ -436,6 +436,8 @@ def train_model(
 
     # The multi-worker strategy must come before any other TensorFlow work.
     distribution = distribute.make_strategy(tf, strategy, cluster, collective_timeout)
+    distribute.agree(tf, distribution, cluster, state["epoch"] if state else 0,
+                     "the epoch to resume after")
     # Other workers save what the chief saves (the saves hold collectives), but here.
     record_dir = out_dir if writes else Path(tempfile.mkdtemp(prefix="skyseg-worker-"))
     previous_policy = keras.mixed_precision.global_policy()
@@ -461,7 +463,6 @@ def train_model(
         val_sequence = PatchSequence(data_dir, "val", batch_size=batch_size, seed=seed,
                                      workers=workers)
         initial_epoch = state["epoch"] if state else 0
-        distribute.agree(tf, distribution, cluster, initial_epoch, "the epoch to resume after")
         train_sequence.set_epoch(initial_epoch)
         average = _weight_average(config, state, out_dir)
         recorder = _make_recorder(keras)(

@@ -163,13 +163,22 @@ def test_two_workers_train_and_only_the_chief_writes(data, tmp_path):
     line = next(line for line in logs[0].splitlines() if "epoch 2/2" in line)
     assert line.split("(")[0] in logs[1]
 
-    # --resume goes on from the chief's run folder on both workers.
+    # A worker that cannot see the run folder would start afresh: both stop, saying why.
     codes = wait_all(start_workers(data, [run_dir, other], tmp_path, "--resume", "--epochs", 3))
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [2, 2], logs
+    assert all("the workers disagree on the epoch to resume after" in log for log in logs)
+    assert "filesystem all workers share" in logs[1]
+
+    # --resume goes on from the chief's run folder on both workers.
+    codes = wait_all(start_workers(data, [run_dir, run_dir], tmp_path, "--resume",
+                                   "--epochs", 3))
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [1, 2, 3]
     assert "resuming after epoch 2" in logs[1]
     assert not other.exists()
+    assert not list(run_dir.glob("*worker*"))
 
 
 @pytest.mark.slow
