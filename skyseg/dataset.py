@@ -57,6 +57,7 @@ import numpy as np
 from skyseg.errors import ConfigError, DatasetError, SkysegError
 from skyseg.io import (
     TEMP_MARKER,
+    atomic_output,
     find_images,
     read_image,
     read_image_info,
@@ -74,6 +75,7 @@ from skyseg.patches import (
     patch_grid,
 )
 from skyseg.preprocess import Preprocessing, rescale_image, rescale_mask, scaled_size
+from skyseg.shards import describe, parse_shard, shard_range
 from skyseg.splits import (
     SPLIT_NAMES,
     assign_splits,
@@ -651,6 +653,8 @@ def build_dataset(
     non_sky_categories: Sequence[str] = ("non-sky",),
     scale: float | None = None,
     like: str | os.PathLike | None = None,
+    shard: tuple[int, int] | None = None,
+    combine: Sequence[str | os.PathLike] = (),
 ) -> BuildResult:
     """Cut the labelled images of ``images_dir`` into the patch dataset ``out_dir``.
 
@@ -687,6 +691,13 @@ def build_dataset(
             for ``skyseg train --init``. An explicit ``patch_size``/``stride``
             still wins; a different ``mode``, ``scale`` or ``preprocessing``
             is an error.
+        shard: ``(i, N)``: build only block ``i`` of ``N`` (1-based) of the
+            planned images (the plan and splits are those of the whole build);
+            no manifest or statistics (see ``combine``).
+        combine: shard folders (the ``out_dir`` of ``shard`` builds with the
+            same inputs and settings) whose finished images are copied into
+            ``out_dir``; what none finished is built here, then the manifest,
+            statistics and splits are written as by one process.
 
     Returns:
         a :class:`BuildResult`; ``result.exit_code`` is 1 when images were skipped.
@@ -704,6 +715,10 @@ def build_dataset(
         >>> result.splits, result.exit_code  # doctest: +SKIP
         ({'train': 9720, 'val': 3240}, 0)
     """
+    shard = parse_shard(shard)
+    if shard is not None and combine:
+        raise ConfigError("give either --shard (build one block) or --combine (gather the "
+                          "blocks), not both")
     if like is not None:
         mode, preprocessing, patch_size, stride, scale = _apply_like(
             like, mode, preprocessing, patch_size, stride, scale)
@@ -842,9 +857,14 @@ def build_dataset(
         for prefix in ("X", "Y"):
             (out_dir / f"{prefix}_{name}" / name).mkdir(parents=True, exist_ok=True)
     stale = _remove_temporaries(out_dir)
+    if combine:
+        _gather_shards(combine, out_dir, plan, items, digits)
+    mine = set(shard_range(len(items), shard)) if shard is not None else None
     records: dict[int, dict] = {}
     pending: list[_Item] = []
     for item in items:
+        if mine is not None and item.index not in mine:
+            continue  # another shard's image: leave its files alone
         record = _read_done(out_dir, item, digits)
         if record is not None:
             records[item.index] = record
@@ -868,11 +888,64 @@ def build_dataset(
         else:
             records[item.index] = outcome
             report.succeeded(item.path)
+    if shard is not None:
+        return _shard_result(out_dir, shard, items, mine, records, report, unassigned)
 
     splits, sky_fraction = _summarise(out_dir, plan, items, records, report, unassigned,
                                       without_sky)
     report.log_summary()
     return BuildResult(out_dir, splits, sky_fraction, report, unassigned)
+
+
+def _shard_result(out_dir, shard, items, mine, records, report, unassigned) -> BuildResult:
+    """A shard writes patches and done records only; ``--combine`` writes the summary."""
+    splits: dict[str, int] = {}
+    for item in items:
+        if item.index in records:
+            splits[item.split] = splits.get(item.split, 0) + item.count
+    logger.info("%s: %d of %d image(s), %d built, %d failed, %d patches; combine the shards "
+                "with the same command and --combine SHARD_DIR... --out DATA", describe(shard),
+                len(mine), len(items), len(records), len(report.failures), sum(splits.values()))
+    report.log_summary()
+    return BuildResult(out_dir, splits, {}, report, unassigned)
+
+
+def _gather_shards(shard_dirs, out_dir: Path, plan: dict, items: list[_Item],
+                   digits: int) -> None:
+    """Copy the images the shard folders finished into ``out_dir`` (files, then done record)."""
+    import shutil
+
+    _, done_dir = _state_files(out_dir)
+    copied = 0
+    for shard_dir in map(Path, shard_dirs):
+        shard_plan, shard_done = _state_files(shard_dir)
+        try:
+            theirs = json.loads(shard_plan.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"--combine {shard_dir}: no readable build state ({exc}); pass "
+                               "the --out folders of skyseg build-dataset --shard") from exc
+        if theirs != plan:
+            differing = sorted(key for key in set(theirs) | set(plan)
+                               if theirs.get(key) != plan.get(key))
+            raise DatasetError(f"--combine {shard_dir}: built with other settings or inputs "
+                               f"(differs in {', '.join(differing)}); combine with the options "
+                               "and inputs the shards were built with")
+        for item in items:
+            if _read_done(out_dir, item, digits) is not None:
+                continue
+            if _read_done(shard_dir, item, digits) is None:
+                continue
+            for name in _item_names(item, digits):
+                for source, target in zip(_patch_paths(shard_dir, item.split, name),
+                                          _patch_paths(out_dir, item.split, name), strict=True):
+                    with atomic_output(target) as temporary:
+                        shutil.copyfile(source, temporary)
+            for suffix in (".npy", ".json"):  # the record last: it marks the image done
+                name = f"{item.index:06d}{suffix}"
+                with atomic_output(done_dir / name) as temporary:
+                    shutil.copyfile(shard_done / name, temporary)
+            copied += 1
+    logger.info("combined %d image(s) from %d shard folder(s)", copied, len(shard_dirs))
 
 
 def _run(pending: list[_Item], settings: _Settings, workers: int):
@@ -955,6 +1028,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="COCO category name(s) that are sky (default: sky)")
     parser.add_argument("--non-sky-category", action="append", default=None, metavar="NAME",
                         help="COCO category name(s) cut out of the sky (default: non-sky)")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="job arrays: build only block I of N (1-based) of the planned "
+                             "images (splits are decided on all of them) into this --out; "
+                             "then --combine the shard folders")
+    parser.add_argument("--combine", nargs="+", default=None, type=Path, metavar="SHARD_DIR",
+                        help="gather the images built by --shard runs (same inputs and "
+                             "options) into --out, build what none finished, write the "
+                             "manifest and statistics")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -973,7 +1054,7 @@ def run(args: argparse.Namespace) -> int:
         compression=args.compression, workers=args.workers, preprocessing=preprocessing,
         sky_categories=tuple(args.sky_category or ("sky",)),
         non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
-        like=args.like,
+        like=args.like, shard=parse_shard(args.shard), combine=args.combine or (),
     )
     for name, count in result.splits.items():
         fraction = result.sky_fraction.get(name)

@@ -476,12 +476,16 @@ class PatchBatches:
         return -(-len(self.pairs) // self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.epoch_batch(index, self.epoch)
+
+    def epoch_batch(self, index: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of ``epoch`` as ``sequence[index]`` at that epoch (any thread)."""
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
         if self.steps_per_epoch is not None:
-            passes, index = divmod(self.epoch * len(self) + index, self._pass_length())
+            passes, index = divmod(epoch * len(self) + index, self._pass_length())
             return self.batch(index, passes)
-        return self.batch(index, self.epoch)
+        return self.batch(index, epoch)
 
     def on_epoch_end(self) -> None:
         """Move to the next epoch (a new order and new augmentation draws)."""

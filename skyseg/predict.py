@@ -964,10 +964,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="labelstudio: name of the project's PolygonLabels tag")
     parser.add_argument("--labelstudio-to-name", default="image", metavar="NAME",
                         help="labelstudio: name of the project's Image tag")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="job arrays: predict only block I of N (1-based) of the sorted "
+                             "inputs, skipping inputs whose outputs are complete")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --shard: predict again inputs whose outputs exist")
     add_prediction_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from skyseg.shards import PredictShard
+
+    shard = PredictShard.from_args(args)  # narrows args.inputs to what the shard has left
+    if shard is not None and not shard.todo:
+        shard.log_summary()
+        return 0
     loaded = load_for_cli(args)
     report = predict_files(
         loaded, args.inputs, args.out, save=args.save, threshold=args.threshold,
@@ -978,6 +989,8 @@ def run(args: argparse.Namespace) -> int:
         **prediction_options(args),
     )
     logger.info("outputs in %s", args.out)
+    if shard is not None:
+        shard.log_summary(report)
     return report.exit_code
 
 

@@ -52,8 +52,10 @@ nearest-neighbour up-sampling has no deterministic GPU gradient, and
 TensorFlow raises on it when determinism is forced (``deterministic=True``).
 
 Several GPUs are used through ``tf.distribute.MirroredStrategy``; one GPU or
-the CPU through the default strategy. ``mixed_precision=True`` computes in
-float16 on GPUs (the output stays float32).
+the CPU through the default strategy; several machines through
+``MultiWorkerMirroredStrategy`` (``strategy="multi-worker"``, ``TF_CONFIG``;
+see :mod:`skyseg.distribute`: the batch size is then per worker).
+``mixed_precision=True`` computes in float16 on GPUs (the output stays float32).
 
 Example:
     >>> result = train("DATA", "runs/resnet34", epochs=50)  # doctest: +SKIP
@@ -70,7 +72,9 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,6 +243,8 @@ def train_model(
     init: str | os.PathLike | None = None,
     freeze_encoder_epochs: int = 0,
     max_minutes: float | None = None,
+    strategy: str = "auto",
+    collective_timeout: float | None = None,
 ) -> TrainResult:
     """Train a segmentation network on a patch dataset and fill a run folder.
 
@@ -292,6 +298,12 @@ def train_model(
             statistics fixed for this many first epochs (0: never).
         max_minutes: time budget of this call: stop after the last epoch
             that fits (see :class:`TimeBudget`); None: no budget.
+        strategy: ``"auto"`` (multi-worker when ``TF_CONFIG`` names two
+            tasks or more, else MirroredStrategy with two GPUs or more),
+            ``"mirrored"`` or ``"multi-worker"`` (see :mod:`skyseg.distribute`:
+            ``batch_size`` is then per worker, the chief alone writes ``out_dir``).
+        collective_timeout: multi-worker: seconds an all-reduce waits for the
+            other workers before the run stops (None: 600).
 
     Returns:
         a :class:`TrainResult`.
@@ -301,6 +313,7 @@ def train_model(
             folder that holds another run (without ``resume``) or a resume
             with a different configuration (the message names the keys).
         DatasetError: dataset folder missing, empty or inconsistent.
+        DistributedError: multi-worker: a worker was lost or timed out.
         ModelError: weights cannot be loaded or downloaded; ``init`` is not a
             run folder or model file.
         ConfigError: also ``init`` with another ``backbone``/``architecture``,
@@ -323,6 +336,10 @@ def train_model(
     _check_freeze(freeze_encoder_epochs)
     _check_arguments(epochs, batch_size, learning_rate, patience, workers)
     architecture, backbone = check_model_choice(architecture, backbone)
+    from skyseg import distribute
+
+    cluster = distribute.check_strategy(strategy, collective_timeout)
+    writes = cluster is None or cluster.chief  # other workers write nothing into out_dir
     from skyseg.metrics import LOSSES
 
     if loss not in LOSSES:
@@ -368,7 +385,7 @@ def train_model(
         "weight_decay": float(weight_decay),
         "schedule": schedule,
         "warmup_epochs": float(warmup_epochs),
-        "total_steps": epochs * len(train_batches),
+        "total_steps": epochs * distribute.global_steps(len(train_batches), cluster),
         "ema": ema,
         "clip_norm": clip_norm,
         "batch_size": batch_size,
@@ -397,7 +414,10 @@ def train_model(
         config["freeze_encoder_epochs"] = int(freeze_encoder_epochs)
     if max_minutes is not None:
         config["max_minutes"] = float(max_minutes)
-    state = _prepare_run_folder(out_dir, config, resume)
+    if cluster is not None:
+        config["distribution"] = {"strategy": "multi-worker", "workers": cluster.workers,
+                                  "global_batch_size": batch_size * cluster.workers}
+    state = _prepare_run_folder(out_dir, config, resume, write=writes)
     if state is not None:
         config["total_steps"] = _saved_config(out_dir).get("total_steps", config["total_steps"])
     if state is not None and (state["epoch"] >= epochs or state.get("stopped_early")):
@@ -405,14 +425,21 @@ def train_model(
         logger.info("%s: the run already %s; nothing to resume (raise --epochs to go on)",
                     out_dir, why)
         return _result(out_dir, state, {})
-    _write_json(out_dir / CONFIG_FILE, config)
-    info.preprocessing.save(out_dir / PREPROCESSING_FILE)
+    if writes:
+        _write_json(out_dir / CONFIG_FILE, config)
+        info.preprocessing.save(out_dir / PREPROCESSING_FILE)
 
     from skyseg.model import import_keras
 
     keras = import_keras()
     import tensorflow as tf
 
+    # The multi-worker strategy must come before any other TensorFlow work.
+    distribution = distribute.make_strategy(tf, strategy, cluster, collective_timeout)
+    distribute.agree(tf, distribution, cluster, state["epoch"] if state else 0,
+                     "the epoch to resume after")
+    # Other workers save what the chief saves (the saves hold collectives), but here.
+    record_dir = out_dir if writes else Path(tempfile.mkdtemp(prefix="skyseg-worker-"))
     previous_policy = keras.mixed_precision.global_policy()
     try:
         keras.utils.set_random_seed(seed)
@@ -426,8 +453,7 @@ def train_model(
             if not gpus:
                 logger.warning("--mixed-precision on a CPU: float16 is slower there, not faster")
             keras.mixed_precision.set_global_policy("mixed_float16")
-        strategy = _strategy(tf)
-        with strategy.scope():
+        with distribution.scope():
             model = _make_model(config, state, out_dir, keras)
         from skyseg.generators import PatchSequence
 
@@ -440,7 +466,7 @@ def train_model(
         train_sequence.set_epoch(initial_epoch)
         average = _weight_average(config, state, out_dir)
         recorder = _make_recorder(keras)(
-            out_dir=out_dir, epochs=epochs, state=state, train_sequence=train_sequence,
+            out_dir=record_dir, epochs=epochs, state=state, train_sequence=train_sequence,
             val_sequence=val_sequence, preprocessing=info.preprocessing, average=average)
         plateau = (keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
@@ -448,13 +474,14 @@ def train_model(
         stopper = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max",
                                                 patience=patience, verbose=0)
         recorder.plateau, recorder.stopper = plateau, stopper
-        recorder.budget = budget
+        recorder.budget = (budget if budget is None or cluster is None
+                           else distribute.AgreedBudget(budget, tf, distribution))
         freeze = ([_make_encoder_freeze(keras)(freeze_encoder_epochs, backbone)]
                   if freeze_encoder_epochs else [])
         # The average first: validation (on_test_*) must see the averaged
         # weights before any other callback reads the scores.
         schedule_callbacks = [c for c in (average, plateau) if c is not None]
-        board = _tensorboard(keras, out_dir / TENSORBOARD_DIR)
+        board = _tensorboard(keras, record_dir / TENSORBOARD_DIR)
         start = (f"resuming after epoch {initial_epoch}" if initial_epoch
                  else f"all weights from {source.model_path}" if source is not None
                  else f"encoder weights: {encoder_weights or 'random'}")
@@ -463,8 +490,8 @@ def train_model(
                     len(val_batches.pairs), start)
         try:
             model.fit(
-                train_sequence,
-                validation_data=val_sequence,
+                **distribute.fit_inputs(tf, keras, cluster, train_sequence, val_sequence,
+                                        initial_epoch),
                 epochs=epochs,
                 initial_epoch=initial_epoch,
                 # The sequence shuffles itself from the seed; Keras' shuffle
@@ -480,11 +507,18 @@ def train_model(
             logger.warning("%s: interrupted; continue with skyseg train --resume (the last "
                            "finished epoch is kept)", out_dir)
             raise
+        except Exception as exc:
+            lost = distribute.worker_lost(tf, exc, cluster)
+            if lost is not None:
+                raise lost from exc
+            raise
         finally:
             train_sequence.close()
             val_sequence.close()
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        if record_dir != out_dir:
+            shutil.rmtree(record_dir, ignore_errors=True)
     skipped = {**train_sequence.skipped, **val_sequence.skipped}
     final_state = recorder.state
     logger.info("%s: %d epochs, best validation IoU %.4f at epoch %s (%.0f s)", out_dir,
@@ -528,15 +562,19 @@ def _write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def _prepare_run_folder(out_dir: Path, config: dict, resume: bool) -> dict | None:
-    """Create or check the run folder; the saved training state when resuming."""
+def _prepare_run_folder(out_dir: Path, config: dict, resume: bool,
+                        write: bool = True) -> dict | None:
+    """Create or check the run folder; the saved training state when resuming.
+
+    ``write=False`` (a multi-worker run's non-chief): only read it.
+    """
     from skyseg.model import read_model_attributes
 
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: --out is a file; pass a folder for the run")
     config_path, last_path = out_dir / CONFIG_FILE, out_dir / MODEL_LAST
     existing = config_path.is_file() or last_path.is_file()
-    if existing and not resume:
+    if existing and not resume and write:
         raise ConfigError(f"{out_dir}: already holds a training run; pass --resume to continue "
                           "it or choose another --out")
     if resume and config_path.is_file():
@@ -554,7 +592,8 @@ def _prepare_run_folder(out_dir: Path, config: dict, resume: bool) -> dict | Non
                 f"{out_dir}: cannot resume, the configuration differs in {differing} "
                 f"({details}); pass the run's options again or choose another --out"
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         return None
     if not last_path.is_file():
@@ -590,14 +629,6 @@ def _tensorboard(keras, folder: Path) -> list:
         return []
     return [keras.callbacks.TensorBoard(log_dir=str(folder), write_graph=False,
                                         profile_batch=0)]
-
-
-def _strategy(tf):
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        logger.info("training on %d GPUs (MirroredStrategy)", len(gpus))
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def _make_model(config: dict, state: dict | None, out_dir: Path, keras):
@@ -1168,6 +1199,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bn-momentum", type=float, default=0.9,
                         help="BatchNorm moving-statistics momentum (Keras' default is 0.99; "
                              "0.9 makes short runs validate truthfully)")
+    parser.add_argument("--strategy", default="auto", choices=("auto", "mirrored", "multi-worker"),
+                        help="auto: multi-worker when TF_CONFIG names two tasks or more, else "
+                             "all local GPUs when there are two or more; mirrored: all local "
+                             "GPUs; multi-worker: MultiWorkerMirroredStrategy from TF_CONFIG "
+                             "(--batch-size per worker; the chief writes --out)")
+    parser.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
+                        help="multi-worker: stop when an all-reduce waits longer than this "
+                             "for another worker (default 600)")
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                         help="repeatable TensorFlow ops (default: on CPUs, off on GPUs, where "
                              "the U-Net's up-sampling gradient has no deterministic kernel)")
@@ -1188,7 +1227,8 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, ema=args.ema, clip_norm=args.clip_norm,
         verbose=verbose, init=args.init, freeze_encoder_epochs=args.freeze_encoder_epochs,
-        max_minutes=args.max_minutes,
+        max_minutes=args.max_minutes, strategy=args.strategy,
+        collective_timeout=args.collective_timeout,
     )
     logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
                 result.best_val_iou, result.best_epoch, MODEL_BEST)

@@ -1,0 +1,209 @@
+"""Multi-worker training: TF_CONFIG checks, two workers on loopback, a lost worker stops the other."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from skyseg.distribute import Cluster, check_strategy, global_steps, read_cluster
+from skyseg.errors import ConfigError, DatasetError
+from skyseg.train import read_history
+
+from .synthetic_patches import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+#: No test may hang CI: every worker process is killed after this.
+PROCESS_TIMEOUT = 240
+TRAIN_OPTIONS = ["--epochs", "2", "--batch-size", "4", "--backbone", "resnet18",
+                 "--encoder-weights", "none", "--seed", "0", "--collective-timeout", "60"]
+
+
+def tf_config(ports: list[int], index: int) -> str:
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+# --------------------------------------------------------------------------- TF_CONFIG
+
+
+def test_read_cluster_ranks_the_chief_first():
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    environ = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                     "index": 1}})}
+    assert read_cluster(environ) == Cluster(workers=3, rank=2, task="worker:1")
+    environ = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "chief",
+                                                                     "index": 0}})}
+    assert read_cluster(environ).chief
+    assert read_cluster({"TF_CONFIG": tf_config([1, 2], 0)}) == Cluster(2, 0, "worker:0")
+
+
+def test_a_single_task_or_no_tf_config_is_not_a_cluster():
+    assert read_cluster({}) is None
+    assert read_cluster({"TF_CONFIG": tf_config([1], 0)}) is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"cluster": {"worker": ["a:1", "b:1"]}}), "lacks 'cluster' or 'task'"),
+    (json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}),
+     "is not in the cluster"),
+    (json.dumps({"cluster": {"worker": ["a:1"], "ps": ["b:1"]}, "task": {"type": "worker",
+                                                                         "index": 0}}),
+     r"job type\(s\) \['ps'\]"),
+])
+def test_bad_tf_config_names_the_variable_and_the_fix(text, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        read_cluster({"TF_CONFIG": text})
+    assert "TF_CONFIG" in str(error.value)
+
+
+def test_multi_worker_without_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="multi-worker needs TF_CONFIG"):
+        check_strategy("multi-worker", None)
+    assert check_strategy("auto", None) is None
+    with pytest.raises(ConfigError, match="--strategy 'ring' is unknown"):
+        check_strategy("ring", None)
+    with pytest.raises(ConfigError, match="--collective-timeout must be a positive"):
+        check_strategy("auto", 0.0)
+
+
+def test_auto_becomes_multi_worker_with_a_cluster(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 1))
+    assert check_strategy("auto", None) == Cluster(2, 1, "worker:1")
+    assert check_strategy("mirrored", None) is None
+
+
+def test_global_steps_share_the_batches():
+    assert global_steps(9, None) == 9
+    assert global_steps(9, Cluster(2, 0, "worker:0")) == 4
+    with pytest.raises(DatasetError, match="cannot be shared by 3 workers"):
+        global_steps(2, Cluster(3, 0, "worker:0"))
+
+
+# --------------------------------------------------------------------------- two workers
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def start_workers(data: Path, outs: list[Path], logs: Path, *extra) -> list[subprocess.Popen]:
+    """One ``skyseg train --strategy multi-worker`` process per entry of ``outs``."""
+    ports = free_ports(len(outs))
+    processes = []
+    for index, out in enumerate(outs):
+        env = dict(os.environ, TF_CONFIG=tf_config(ports, index),
+                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        log = open(logs / f"worker{index}.log", "w")  # noqa: SIM115 (closed with the process)
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "skyseg", "train", "--strategy", "multi-worker",
+             "--data", str(data), "--out", str(out), *TRAIN_OPTIONS, *map(str, extra)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+    return processes
+
+
+def wait_all(processes: list[subprocess.Popen], timeout: float = PROCESS_TIMEOUT) -> list[int]:
+    deadline = time.monotonic() + timeout
+    codes = []
+    try:
+        for process in processes:
+            codes.append(process.wait(timeout=max(1.0, deadline - time.monotonic())))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return codes
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """16 training and 4 validation patches of 32 px: 4 batches of 4, 2 steps of 2 workers."""
+    return write_dataset(tmp_path_factory.mktemp("distribute") / "data",
+                         counts={"train": 16, "val": 4}, size=32)
+
+
+@pytest.mark.slow
+def test_two_workers_train_and_only_the_chief_writes(data, tmp_path):
+    run_dir = tmp_path / "run"
+    # The second worker's --out is its own folder, so anything it wrote would show.
+    other = tmp_path / "other"
+    codes = wait_all(start_workers(data, [run_dir, other], tmp_path))
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs
+    history = read_history(run_dir / "history.csv")
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert (run_dir / "model_best.h5").is_file() and (run_dir / "model_last.h5").is_file()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["distribution"] == {"strategy": "multi-worker", "workers": 2,
+                                      "global_batch_size": 8}
+    # 4 batches of 4 shared by 2 workers: 2 steps an epoch, the schedule knows it.
+    assert config["total_steps"] == 4
+    assert not other.exists()
+    assert "worker:1 of 2 workers" in logs[1] and "chief" in logs[0]
+    # Both workers saw the same (all-reduced) scores.
+    assert "epoch 2/2" in logs[1]
+    line = next(line for line in logs[0].splitlines() if "epoch 2/2" in line)
+    assert line.split("(")[0] in logs[1]
+
+    # A worker that cannot see the run folder would start afresh: both stop, saying why.
+    codes = wait_all(start_workers(data, [run_dir, other], tmp_path, "--resume", "--epochs", 3))
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [2, 2], logs
+    assert all("the workers disagree on the epoch to resume after" in log for log in logs)
+    assert "filesystem all workers share" in logs[1]
+
+    # --resume goes on from the chief's run folder on both workers.
+    codes = wait_all(start_workers(data, [run_dir, run_dir], tmp_path, "--resume",
+                                   "--epochs", 3))
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [1, 2, 3]
+    assert "resuming after epoch 2" in logs[1]
+    assert not other.exists()
+    assert not list(run_dir.glob("*worker*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [1, 0], ids=["worker-killed", "chief-killed"])
+def test_a_killed_worker_stops_the_other_with_a_clear_error(data, tmp_path, victim):
+    run_dir = tmp_path / "run"
+    processes = start_workers(data, [run_dir, run_dir], tmp_path, "--epochs", 1000)
+    try:
+        # Kill once training runs (the chief has finished an epoch).
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while not (run_dir / "model_last.h5").is_file():
+            assert time.monotonic() < deadline, "training did not start"
+            assert all(process.poll() is None for process in processes)
+            time.sleep(0.5)
+        processes[victim].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        survivor = processes[1 - victim]
+        code = survivor.wait(timeout=180)
+        waited = time.monotonic() - killed
+    finally:
+        wait_all(processes, timeout=5)
+    log = (tmp_path / f"worker{1 - victim}.log").read_text()
+    assert code == 2, log
+    assert waited < 180
+    message = [line for line in log.splitlines() if "skyseg train: error:" in line]
+    assert message, log
+    assert "lost contact with another worker" in message[0] or "timed out" in message[0]
+    assert "--resume" in message[0]
