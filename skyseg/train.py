@@ -1171,25 +1171,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                         help="repeatable TensorFlow ops (default: on CPUs, off on GPUs, where "
                              "the U-Net's up-sampling gradient has no deterministic kernel)")
+    parser.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                        help="track the run in MLflow (pip install 'skyseg[mlflow]'): at URI, "
+                             "else $MLFLOW_TRACKING_URI, else file:./mlruns; --resume goes on "
+                             "in the same MLflow run")
+    parser.add_argument("--mlflow-experiment", default=None, metavar="NAME",
+                        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME or skyseg)")
 
 
 def run(args: argparse.Namespace) -> int:
     # Keras' progress bar on a terminal; the log has one line per epoch anyway.
     verbose = 1 if sys.stdout.isatty() and not getattr(args, "quiet", False) else 0
-    result = train(
-        args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, architecture=args.architecture,
-        backbone=args.backbone, encoder_weights=args.encoder_weights, loss=args.loss,
-        seed=args.seed, resume=args.resume,
-        augmentation=Augmentation() if args.augment else None,
-        mixed_precision=args.mixed_precision, workers=args.workers, patience=args.patience,
-        deterministic=args.deterministic, steps_per_epoch=args.steps_per_epoch,
-        bn_momentum=args.bn_momentum, optimizer=args.optimizer,
-        weight_decay=args.weight_decay, schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs, ema=args.ema, clip_norm=args.clip_norm,
-        verbose=verbose, init=args.init, freeze_encoder_epochs=args.freeze_encoder_epochs,
-        max_minutes=args.max_minutes,
-    )
+    tracker = None
+    if getattr(args, "mlflow", None) is not None:
+        from skyseg.tracking import MlflowTracker
+
+        tracker = MlflowTracker(args.out, tracking_uri=args.mlflow or None,
+                                experiment=args.mlflow_experiment, resume=args.resume)
+    try:
+        result = _train_from_args(args, verbose, [tracker.callback()] if tracker else [])
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    if tracker is not None:
+        tracker.finish()
     logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
                 result.best_val_iou, result.best_epoch, MODEL_BEST)
     if result.stopped_on_budget:
@@ -1201,6 +1207,23 @@ def run(args: argparse.Namespace) -> int:
             logger.warning("  SKIPPED %s", message)
         return 1
     return 0
+
+
+def _train_from_args(args: argparse.Namespace, verbose: int, callbacks: list) -> TrainResult:
+    return train(
+        args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, architecture=args.architecture,
+        backbone=args.backbone, encoder_weights=args.encoder_weights, loss=args.loss,
+        seed=args.seed, resume=args.resume,
+        augmentation=Augmentation() if args.augment else None,
+        mixed_precision=args.mixed_precision, workers=args.workers, patience=args.patience,
+        deterministic=args.deterministic, steps_per_epoch=args.steps_per_epoch,
+        bn_momentum=args.bn_momentum, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs, ema=args.ema, clip_norm=args.clip_norm,
+        verbose=verbose, init=args.init, freeze_encoder_epochs=args.freeze_encoder_epochs,
+        max_minutes=args.max_minutes, callbacks=callbacks,
+    )
 
 
 #: ``skyseg.train.train`` reads naturally inside the module; the package exports
