@@ -557,6 +557,7 @@ def _prepare_run_folder(out_dir: Path, config: dict, resume: bool) -> dict | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         return None
+    _remove_temporaries(out_dir)
     if not last_path.is_file():
         logger.info("%s: no finished epoch to resume from; starting the run", out_dir)
         return None
@@ -566,6 +567,19 @@ def _prepare_run_folder(out_dir: Path, config: dict, resume: bool) -> dict | Non
                          "train?); cannot resume, choose another --out")
     logger.info("%s: resuming after epoch %d", out_dir, state["epoch"])
     return state
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    """Delete the half-written files (``.NAME.xxxx.tmp.ext``) a killed run leaves behind."""
+    from skyseg.io import TEMP_MARKER
+
+    stale = [path for path in out_dir.iterdir()
+             if path.name.startswith(".") and TEMP_MARKER in path.name and path.is_file()]
+    for path in stale:
+        path.unlink()
+    if stale:
+        logger.info("%s: removed %d half-written file(s) of the killed run: %s", out_dir,
+                    len(stale), ", ".join(sorted(path.name for path in stale)))
 
 
 def _saved_config(out_dir: Path) -> dict:
