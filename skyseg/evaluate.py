@@ -608,12 +608,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="COCO category name that is sky (repeatable; default: sky)")
     parser.add_argument("--non-sky-category", action="append", dest="non_sky_categories",
                         help="COCO category cut out of the sky (repeatable; default: non-sky)")
+    parser.add_argument("--mlflow", action="store_true",
+                        help="log the summary to the MLflow run of the training run "
+                             "(skyseg train --mlflow; found through MODEL's run folder)")
     add_prediction_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.images.is_dir():
         raise ConfigError(f"{args.images}: images folder not found; check --images")
+    if getattr(args, "mlflow", False):
+        from skyseg.tracking import find_training_run
+
+        find_training_run(args.model)  # before the evaluation: mlflow installed, run known
     loaded = load_for_cli(args)
     result = evaluate_model(
         loaded, args.images, masks=args.masks, coco=args.coco, out_dir=args.out,
@@ -624,6 +631,10 @@ def run(args: argparse.Namespace) -> int:
         **prediction_options(args),
     )
     summary = result.summary
+    if getattr(args, "mlflow", False):
+        from skyseg.tracking import log_evaluation
+
+        log_evaluation(args.model, summary, args.out)
     if summary.get("images"):
         lines = [f"{summary['images']} images scored ({args.out / 'metrics.csv'})",
                  f"{'':12}{'mean':>8}{'median':>8}"]

@@ -62,6 +62,13 @@ PREPROCESSING_FILE = "preprocessing.json"
 CONFIG_FILE = "config.json"
 _ATTRIBUTE_GROUP = "skyseg"
 _ARRAY_GROUP = "skyseg_arrays"
+#: Test hook, not an option: ``NAME`` or ``NAME:N`` makes the N-th (default
+#: first) :func:`save_model` of a file named NAME in this process stop for an
+#: hour half-way through, its temporary file holding the model without
+#: skyseg's attributes, so that tests can kill the process in the middle of a
+#: checkpoint write (tests/test_train_kill.py).
+TEST_PAUSE_IN_SAVE = "SKYSEG_TEST_PAUSE_IN_SAVE"
+_saves_seen: dict[str, int] = {}
 
 
 def import_keras():
@@ -253,6 +260,7 @@ def save_model(model, path: str | os.PathLike, *, include_optimizer: bool = True
         warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="tf_keras")
         model.save(str(temporary), include_optimizer=include_optimizer, save_format="h5")
+        _pause_for_tests(path, temporary)
         if attributes or arrays:
             import h5py
 
@@ -267,6 +275,23 @@ def save_model(model, path: str | os.PathLike, *, include_optimizer: bool = True
                     for index, value in enumerate(values):
                         folder.create_dataset(str(index), data=value)
     return path
+
+
+def _pause_for_tests(path: Path, temporary: Path) -> None:
+    """The :data:`TEST_PAUSE_IN_SAVE` hook (does nothing unless that variable is set)."""
+    wanted = os.environ.get(TEST_PAUSE_IN_SAVE)
+    if not wanted:
+        return
+    name, _, count = wanted.partition(":")
+    if path.name != name:
+        return
+    _saves_seen[name] = _saves_seen.get(name, 0) + 1
+    if _saves_seen[name] == int(count or 1):
+        import time
+
+        logger.warning("%s=%s: pausing in the middle of writing %s (test hook)",
+                       TEST_PAUSE_IN_SAVE, wanted, temporary)
+        time.sleep(3600)
 
 
 def read_model_arrays(path: str | os.PathLike, name: str) -> list | None:

@@ -596,6 +596,7 @@ def _prepare_run_folder(out_dir: Path, config: dict, resume: bool,
         out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         return None
+    _remove_temporaries(out_dir)
     if not last_path.is_file():
         logger.info("%s: no finished epoch to resume from; starting the run", out_dir)
         return None
@@ -605,6 +606,19 @@ def _prepare_run_folder(out_dir: Path, config: dict, resume: bool,
                          "train?); cannot resume, choose another --out")
     logger.info("%s: resuming after epoch %d", out_dir, state["epoch"])
     return state
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    """Delete the half-written files (``.NAME.xxxx.tmp.ext``) a killed run leaves behind."""
+    from skyseg.io import TEMP_MARKER
+
+    stale = [path for path in out_dir.iterdir()
+             if path.name.startswith(".") and TEMP_MARKER in path.name and path.is_file()]
+    for path in stale:
+        path.unlink()
+    if stale:
+        logger.info("%s: removed %d half-written file(s) of the killed run: %s", out_dir,
+                    len(stale), ", ".join(sorted(path.name for path in stale)))
 
 
 def _saved_config(out_dir: Path) -> dict:
@@ -1210,12 +1224,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                         help="repeatable TensorFlow ops (default: on CPUs, off on GPUs, where "
                              "the U-Net's up-sampling gradient has no deterministic kernel)")
+    parser.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                        help="track the run in MLflow (pip install 'skyseg[mlflow]'): at URI, "
+                             "else $MLFLOW_TRACKING_URI, else file:./mlruns; --resume goes on "
+                             "in the same MLflow run")
+    parser.add_argument("--mlflow-experiment", default=None, metavar="NAME",
+                        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME or skyseg)")
 
 
 def run(args: argparse.Namespace) -> int:
     # Keras' progress bar on a terminal; the log has one line per epoch anyway.
     verbose = 1 if sys.stdout.isatty() and not getattr(args, "quiet", False) else 0
-    result = train(
+    tracker = None
+    if getattr(args, "mlflow", None) is not None:
+        from skyseg.tracking import MlflowTracker
+
+        tracker = MlflowTracker(args.out, tracking_uri=args.mlflow or None,
+                                experiment=args.mlflow_experiment, resume=args.resume)
+    try:
+        result = _train_from_args(args, verbose, [tracker.callback()] if tracker else [])
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    if tracker is not None:
+        tracker.finish()
+    logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
+                result.best_val_iou, result.best_epoch, MODEL_BEST)
+    if result.stopped_on_budget:
+        logger.info("stopped on the --max-minutes budget after epoch %d; skyseg train --resume "
+                    "continues", result.epochs)
+    if result.skipped:
+        logger.warning("%d damaged patch file(s) were left out:", len(result.skipped))
+        for message in result.skipped.values():
+            logger.warning("  SKIPPED %s", message)
+        return 1
+    return 0
+
+
+def _train_from_args(args: argparse.Namespace, verbose: int, callbacks: list) -> TrainResult:
+    return train(
         args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, architecture=args.architecture,
         backbone=args.backbone, encoder_weights=args.encoder_weights, loss=args.loss,
@@ -1228,19 +1276,8 @@ def run(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs, ema=args.ema, clip_norm=args.clip_norm,
         verbose=verbose, init=args.init, freeze_encoder_epochs=args.freeze_encoder_epochs,
         max_minutes=args.max_minutes, strategy=args.strategy,
-        collective_timeout=args.collective_timeout,
+        collective_timeout=args.collective_timeout, callbacks=callbacks,
     )
-    logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
-                result.best_val_iou, result.best_epoch, MODEL_BEST)
-    if result.stopped_on_budget:
-        logger.info("stopped on the --max-minutes budget after epoch %d; skyseg train --resume "
-                    "continues", result.epochs)
-    if result.skipped:
-        logger.warning("%d damaged patch file(s) were left out:", len(result.skipped))
-        for message in result.skipped.values():
-            logger.warning("  SKIPPED %s", message)
-        return 1
-    return 0
 
 
 #: ``skyseg.train.train`` reads naturally inside the module; the package exports
