@@ -47,9 +47,9 @@ DEMO_DEFAULTS = {
     "patch_size": 128,
     "stride": 32,
     "backbone": "resnet18",
-    "epochs": 12,
+    "epochs": 20,
     "batch_size": 8,
-    "patience": 12,
+    "patience": 20,
 }
 
 

@@ -596,7 +596,8 @@ def _prepare_run_folder(out_dir: Path, config: dict, resume: bool,
         out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         return None
-    _remove_temporaries(out_dir)
+    if write:  # a worker that writes nothing leaves the chief's folder alone
+        _remove_temporaries(out_dir)
     if not last_path.is_file():
         logger.info("%s: no finished epoch to resume from; starting the run", out_dir)
         return None
