@@ -83,7 +83,7 @@ __all__ = [
 CLI_HELP = "write a small seeded, labelled set of synthetic HDR sky panoramas (the demo data)"
 
 #: Format of the folder; a folder written by another format is not reused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DEFAULT_SCENES = 28
 DEFAULT_WIDTH = 1024
 DEFAULT_SEED = 0

@@ -219,11 +219,20 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
                 quantized = _quantize(part)
                 if quantized is not None:
                     non_sky.append(("frame", quantized))
+    sun_azimuth, sun_elevation = float(rng.uniform(0.0, 360.0)), float(rng.uniform(10.0, 60.0))
+    texture_seed = int(rng.integers(0, 2**31 - 1))
+    # Daylit flats: no lamp on a plain white ceiling, walls lit by the windows
+    # nearly as bright as the sky outside. A bright, smooth, featureless top
+    # of the panorama is what real apartments show, and it is not sky.
+    if kind == "room" and rng.random() < 0.6:
+        room["lamp_panels"] = [lamp for lamp in room["lamp_panels"] if "corners" in lamp]
+        room["level"] = float(rng.uniform(0.6, 2.0))
+        room["daylit"] = True
     return DemoScene(
         name=name, theme="indoor", width=width, height=height, ev=float(ev),
-        sun_azimuth=float(rng.uniform(0.0, 360.0)), sun_elevation=float(rng.uniform(10.0, 60.0)),
+        sun_azimuth=sun_azimuth, sun_elevation=sun_elevation,
         sun_radius=max(1.0, 1.6 / ppd), sky=tuple(sky), non_sky=tuple(non_sky), ground=(),
-        cloud_cover=0.0, texture_seed=int(rng.integers(0, 2**31 - 1)), room=room,
+        cloud_cover=0.0, texture_seed=texture_seed, room=room,
     )
 
 

@@ -212,7 +212,7 @@ def _scene(theme, seed, width=512):
 
 
 def test_indoor_sky_only_through_windows_and_a_small_share():
-    shares, lamp_ratios = [], []
+    shares, lamp_ratios, daylit = [], [], []
     for seed in range(8):
         scene, image, _, mask = _scene("indoor", seed)
         windows = np.zeros(mask.shape, bool)
@@ -225,9 +225,15 @@ def test_indoor_sky_only_through_windows_and_a_small_share():
         shares.append(mask.mean())
         lum = luminance(image)
         walls = np.median(lum[mask == 0])
-        lamp_ratios.append(lum[mask == 0].max() / walls)
+        if scene.room.get("daylit"):
+            daylit.append(scene.room)
+            assert not any("centre" in lamp for lamp in scene.room["lamp_panels"])
+        else:
+            lamp_ratios.append(lum[mask == 0].max() / walls)
     assert max(shares) < 0.1 and sum(share > 0 for share in shares) >= 3
     assert min(lamp_ratios) > 20  # lamps and softboxes far brighter than the walls
+    # Some are daylit flats: a plain bright ceiling without lamps, walls near the sky's level.
+    assert daylit and all(room["level"] >= 0.6 for room in daylit)
 
 
 def test_lake_reflection_of_the_sky_is_not_sky():
