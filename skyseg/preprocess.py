@@ -376,6 +376,31 @@ def rescale_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def bilinear_positions(size: int, source: int, circular: bool):
+    """Bilinear sampling of ``source`` samples at ``size`` outputs, pixel centres aligned.
+
+    Returns:
+        ``(low, high, weight)``: int index arrays and float32 weights of
+        ``high`` (``size`` each); ``circular`` wraps around (panorama
+        columns), otherwise the border sample repeats.
+
+    Example:
+        >>> low, high, weight = bilinear_positions(4, 2, False)
+        >>> low.tolist(), high.tolist(), weight.tolist()
+        ([0, 0, 0, 1], [0, 1, 1, 1], [0.0, 0.25, 0.75, 0.0])
+    """
+    centre = (np.arange(size, dtype=np.float64) + 0.5) * source / size - 0.5
+    low = np.floor(centre)
+    weight = (centre - low).astype(np.float32)
+    low = low.astype(np.intp)
+    high = low + 1
+    if circular:
+        return low % source, high % source, weight
+    weight[low < 0] = 0.0
+    weight[high > source - 1] = 0.0
+    return np.clip(low, 0, source - 1), np.clip(high, 0, source - 1), weight
+
+
 def upsample_linear(values: np.ndarray, height: int, width: int, *,
                     wrap: bool = False) -> np.ndarray:
     """Bilinear resize of float32 (h, w) to (height, width), pixel centres aligned.
@@ -390,19 +415,7 @@ def upsample_linear(values: np.ndarray, height: int, width: int, *,
     """
     values = np.asarray(values, dtype=np.float32)
     small_h, small_w = values.shape
-
-    def positions(size: int, source: int, circular: bool):
-        centre = (np.arange(size, dtype=np.float64) + 0.5) * source / size - 0.5
-        low = np.floor(centre)
-        weight = (centre - low).astype(np.float32)
-        low = low.astype(np.intp)
-        high = low + 1
-        if circular:
-            return low % source, high % source, weight
-        weight[low < 0] = 0.0
-        weight[high > source - 1] = 0.0
-        return np.clip(low, 0, source - 1), np.clip(high, 0, source - 1), weight
-
+    positions = bilinear_positions
     row_low, row_high, row_weight = positions(height, small_h, False)
     col_low, col_high, col_weight = positions(width, small_w, wrap)
     columns = (values[:, col_low] * (1.0 - col_weight) + values[:, col_high] * col_weight)

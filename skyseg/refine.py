@@ -56,6 +56,7 @@ import logging
 import numpy as np
 
 from skyseg.errors import ConfigError
+from skyseg.preprocess import bilinear_positions
 
 __all__ = [
     "REFINE_CHOICES",
@@ -294,20 +295,6 @@ def guided_coefficients(guide: np.ndarray, probability: np.ndarray, *,
     return mean_a, mean_b
 
 
-def _positions(size: int, source: int, circular: bool):
-    """Bilinear source rows/columns and weights, pixel centres aligned (as upsample_linear)."""
-    centre = (np.arange(size, dtype=np.float64) + 0.5) * source / size - 0.5
-    low = np.floor(centre)
-    weight = (centre - low).astype(np.float32)
-    low = low.astype(np.intp)
-    high = low + 1
-    if circular:
-        return low % source, high % source, weight
-    weight[low < 0] = 0.0
-    weight[high > source - 1] = 0.0
-    return np.clip(low, 0, source - 1), np.clip(high, 0, source - 1), weight
-
-
 def guided_upsample(probability: np.ndarray, image: np.ndarray, *, is_hdr: bool,
                     wrap: bool = False, radius: int = DEFAULT_RADIUS, eps: float = DEFAULT_EPS,
                     band_rows: int = DEFAULT_BAND_ROWS) -> np.ndarray:
@@ -361,8 +348,8 @@ def guided_upsample(probability: np.ndarray, image: np.ndarray, *, is_hdr: bool,
     mean_a, mean_b = guided_coefficients(coarse_guide, probability, radius=radius, eps=eps,
                                          wrap=wrap, band_rows=coarse_band)
     del coarse_guide
-    row_low, row_high, row_weight = _positions(height, small_h, False)
-    col_low, col_high, col_weight = _positions(width, small_w, wrap)
+    row_low, row_high, row_weight = bilinear_positions(height, small_h, False)
+    col_low, col_high, col_weight = bilinear_positions(width, small_w, wrap)
     col_rest = 1.0 - col_weight
     out = np.empty((height, width), np.float32)
     for start in range(0, height, band_rows):
