@@ -241,7 +241,7 @@ def settings_like(run: str | os.PathLike) -> dict:
         >>> settings_like("runs/resnet34")["preprocessing"].scale  # doctest: +SKIP
         0.25
     """
-    from skyseg.model import CONFIG_FILE, PREPROCESSING_FILE
+    from skyseg.model import PREPROCESSING_FILE, read_run_config
 
     run = Path(run)
     folder = run if run.is_dir() else run.parent
@@ -252,13 +252,7 @@ def settings_like(run: str | os.PathLike) -> dict:
         raise ConfigError(f"--like {run}: no {PREPROCESSING_FILE} in {folder}; pass a run folder "
                           "of skyseg train (or give --mode/--scale/--patch-size yourself)")
     preprocessing = Preprocessing.load(folder / PREPROCESSING_FILE)
-    config = {}
-    if (folder / CONFIG_FILE).is_file():
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--like {run}: {folder / CONFIG_FILE} is not valid JSON "
-                              f"({exc})") from exc
+    config = read_run_config(folder, what=f"--like {run}: ")
     patch_size = config.get("patch_size") if isinstance(config.get("patch_size"), int) else None
     stride = None
     data = config.get("data")

@@ -31,6 +31,7 @@ __all__ = [
     "import_segmentation_models",
     "load_model",
     "read_model_arrays",
+    "read_run_config",
     "save_model",
     "read_model_attributes",
     "check_model_choice",
@@ -402,6 +403,27 @@ class LoadedModel:
     path: Path | None = None
 
 
+def read_run_config(folder: str | os.PathLike, *, what: str = "",
+                    error: type[Exception] = ConfigError) -> dict:
+    """A run folder's ``config.json`` as a dict ({} when the folder has none).
+
+    Args:
+        folder: the run folder.
+        what: put before the message (e.g. ``"--init RUN: "``).
+        error: the error class raised for a file that is not JSON.
+
+    Raises:
+        ``error``: the file is not valid JSON (the message names it).
+    """
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what}{path}: not valid JSON ({exc})") from exc
+
+
 def load_run(path: str | os.PathLike, *, preprocessing: Preprocessing | None = None,
              which: str = "best") -> LoadedModel:
     """Load a model for prediction from a run folder or a model file.
@@ -433,13 +455,7 @@ def load_run(path: str | os.PathLike, *, preprocessing: Preprocessing | None = N
         folder = path
     else:
         model_path, folder = path, path.parent
-    config = {}
-    config_path = folder / CONFIG_FILE
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{config_path}: not valid JSON ({exc})") from exc
+    config = read_run_config(folder, error=ModelError)
     if preprocessing is None:
         prep_path = folder / PREPROCESSING_FILE
         if not prep_path.is_file():

@@ -89,6 +89,7 @@ from skyseg.model import (
     MODEL_LAST,
     PREPROCESSING_FILE,
     check_model_choice,
+    read_run_config,
 )
 
 __all__ = ["train", "TrainResult", "TimeBudget", "read_history", "write_history", "plot_curves",
@@ -419,7 +420,7 @@ def train_model(
                                   "global_batch_size": batch_size * cluster.workers}
     state = _prepare_run_folder(out_dir, config, resume, write=writes)
     if state is not None:
-        config["total_steps"] = _saved_config(out_dir).get("total_steps", config["total_steps"])
+        config["total_steps"] = read_run_config(out_dir).get("total_steps", config["total_steps"])
     if state is not None and (state["epoch"] >= epochs or state.get("stopped_early")):
         why = "stopped early" if state.get("stopped_early") else f"reached {state['epoch']} epochs"
         logger.info("%s: the run already %s; nothing to resume (raise --epochs to go on)",
@@ -620,13 +621,6 @@ def _remove_temporaries(out_dir: Path) -> None:
     if stale:
         logger.info("%s: removed %d half-written file(s) of the killed run: %s", out_dir,
                     len(stale), ", ".join(sorted(path.name for path in stale)))
-
-
-def _saved_config(out_dir: Path) -> dict:
-    try:
-        return json.loads((out_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
 
 
 def _tensorboard(keras, folder: Path) -> list:
@@ -979,13 +973,7 @@ def _init_source(init) -> _InitSource:
     else:
         raise ModelError(f"--init {given}: no such run folder or model file; pass the --out "
                          "of a skyseg train run or its model_best.h5")
-    config = {}
-    if (folder / CONFIG_FILE).is_file():
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--init {given}: {folder / CONFIG_FILE} is not valid JSON "
-                              f"({exc})") from exc
+    config = read_run_config(folder, what=f"--init {given}: ")
     preprocessing = (Preprocessing.load(folder / PREPROCESSING_FILE)
                      if (folder / PREPROCESSING_FILE).is_file() else None)
     return _InitSource(given=given, model_path=model_path, config=config,
