@@ -64,6 +64,33 @@ def _has_model(run_dir: Path) -> bool:
     return (run_dir / MODEL_BEST).is_file() or (run_dir / MODEL_LAST).is_file()
 
 
+def _check_demo_folder(config: PipelineConfig) -> None:
+    """Refuse a work folder whose demo data another skyseg version (or setting) made.
+
+    Everything in the folder (dataset, run, predictions) was made from those
+    scenes, so regenerating the demo alone would mix two demos.
+    """
+    from skyseg.demo import FORMAT_VERSION
+
+    meta_path = config.demo_dir / "demo.json"
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        made = (meta.get("format"), meta.get("settings", {}).get("scenes"),
+                meta.get("settings", {}).get("width"), meta.get("settings", {}).get("seed"))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        made = None
+    wanted = (FORMAT_VERSION, config.demo_scenes, config.demo_width, config.seed)
+    if made != wanted:
+        raise ConfigError(
+            f"{config.work_dir} holds a demo made by another skyseg version or with other "
+            f"settings (format, scenes, width, seed: {made} -> now {wanted}); everything in "
+            f"it was made from that demo: delete the folder (rm -rf {config.work_dir}) or "
+            "pass another --work-dir"
+        )
+
+
 def plan_pipeline(config: PipelineConfig) -> list[tuple[str, list[str]]]:
     """The stage command lines the pipeline will run, after checking their inputs.
 
@@ -77,6 +104,7 @@ def plan_pipeline(config: PipelineConfig) -> list[tuple[str, list[str]]]:
     steps: list[tuple[str, list[str]]] = []
     work = config.work_dir
     if config.uses_demo:
+        _check_demo_folder(config)
         steps.append(("demo-data", ["demo-data", "--out", str(config.demo_dir),
                                     "--scenes", str(config.demo_scenes),
                                     "--width", str(config.demo_width), "--seed", str(config.seed)]))

@@ -109,3 +109,30 @@ def test_second_run_resumes_training(tmp_path):
 def test_bad_split_file_option():
     with pytest.raises(ConfigError, match="--split-file expects NAME=FILE"):
         config_from_args(_args("--split-file", "train.txt"), environ={})
+
+
+@pytest.mark.parametrize("meta", [
+    {"format": 1, "settings": {"scenes": 16, "width": 1024, "height": 512, "seed": 0}},
+    "not json",
+])
+def test_a_demo_made_by_another_version_is_refused_with_the_fix(tmp_path, meta):
+    import json
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "demo.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"another skyseg version .*\(rm -rf .* --work-dir"):
+        plan_pipeline(PipelineConfig(work_dir=tmp_path))
+
+
+def test_the_same_demo_is_reused(tmp_path):
+    import json
+
+    from skyseg.demo import FORMAT_VERSION
+
+    config = PipelineConfig(work_dir=tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "demo.json").write_text(json.dumps({
+        "format": FORMAT_VERSION, "settings": {"scenes": config.demo_scenes,
+                                               "width": config.demo_width, "seed": config.seed}}))
+    assert [stage for stage, _ in plan_pipeline(config)][0] == "demo-data"
