@@ -317,6 +317,11 @@ def _display(stems: Sequence[str], limit: int = 5) -> str:
                                        if len(stems) > limit else "")
 
 
+def _differing_keys(one: dict, other: dict) -> list[str]:
+    """Sorted keys whose values differ between two build plans (missing counts as None)."""
+    return sorted(key for key in set(one) | set(other) if one.get(key) != other.get(key))
+
+
 def _state_files(out_dir: Path) -> tuple[Path, Path]:
     state = out_dir / STATE_DIR
     return state / "plan.json", state / "done"
@@ -370,8 +375,7 @@ def _check_out_dir(out_dir: Path, plan: dict) -> None:
             raise DatasetError(f"{plan_path}: unreadable build state ({exc}); delete {out_dir} "
                                "or choose another --out") from exc
         if previous != plan:
-            differing = sorted(key for key in set(previous) | set(plan)
-                               if previous.get(key) != plan.get(key))
+            differing = _differing_keys(previous, plan)
             raise DatasetError(
                 f"{out_dir}: holds a dataset built with other settings or inputs (differs in "
                 f"{', '.join(differing)}); choose another --out folder or delete this one to "
@@ -919,8 +923,7 @@ def _gather_shards(shard_dirs, out_dir: Path, plan: dict, items: list[_Item],
             raise DatasetError(f"--combine {shard_dir}: no readable build state ({exc}); pass "
                                "the --out folders of skyseg build-dataset --shard") from exc
         if theirs != plan:
-            differing = sorted(key for key in set(theirs) | set(plan)
-                               if theirs.get(key) != plan.get(key))
+            differing = _differing_keys(theirs, plan)
             raise DatasetError(f"--combine {shard_dir}: built with other settings or inputs "
                                f"(differs in {', '.join(differing)}); combine with the options "
                                "and inputs the shards were built with")

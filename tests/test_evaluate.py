@@ -355,10 +355,8 @@ def test_evaluate_with_a_coco_export(identity_run, tmp_path, rng):
     assert (tmp_path / "out" / "worst" / "1_img3_errors.png").is_file()
 
 
-@pytest.mark.slow
-def test_evaluate_on_real_camvid_labels(tmp_path, camvid):
-    """Real photos and real Label Studio polygons, with a colour-rule 'network'
-    (blue and bright is sky) so the scores mean something."""
+def colour_rule_run(run, *, scale: float):
+    """A run folder whose 'network' is a colour rule (blue and bright is sky), LDR at ``scale``."""
     from skyseg.model import import_keras, save_model
     from skyseg.preprocess import Preprocessing
 
@@ -368,10 +366,17 @@ def test_evaluate_on_real_camvid_labels(tmp_path, camvid):
     model = keras.Model(inputs, layer(inputs))
     layer.set_weights([np.array([-4, 2, 8], np.float32).reshape(1, 1, 3, 1),
                        np.array([-3.5], np.float32)])
-    run = tmp_path / "run"
     run.mkdir()
     save_model(model, run / "model_best.h5", include_optimizer=False)
-    Preprocessing(mode="ldr").save(run / "preprocessing.json")
+    Preprocessing(mode="ldr", scale=scale).save(run / "preprocessing.json")
+    return run
+
+
+@pytest.mark.slow
+def test_evaluate_on_real_camvid_labels(tmp_path, camvid):
+    """Real photos and real Label Studio polygons, with a colour-rule 'network'
+    (blue and bright is sky) so the scores mean something."""
+    run = colour_rule_run(tmp_path / "run", scale=1.0)
     images = tmp_path / "images"
     images.mkdir()
     names = sorted((camvid / "images").glob("0001TP_*.jpg"))[:6]
@@ -389,19 +394,7 @@ def test_evaluate_on_real_camvid_labels(tmp_path, camvid):
 def test_evaluate_refine_option_on_a_model_run_at_half_size(tmp_path, camvid, refine, capsys):
     """``skyseg evaluate --refine none|guided`` on real photos with a colour-rule
     network that runs at half the size (scale 0.5, as the CamVid benchmark model)."""
-    from skyseg.model import import_keras, save_model
-    from skyseg.preprocess import Preprocessing
-
-    keras = import_keras()
-    inputs = keras.Input((None, None, 3))
-    layer = keras.layers.Conv2D(1, 1, activation="sigmoid")
-    model = keras.Model(inputs, layer(inputs))
-    layer.set_weights([np.array([-4, 2, 8], np.float32).reshape(1, 1, 3, 1),
-                       np.array([-3.5], np.float32)])
-    run = tmp_path / "run"
-    run.mkdir()
-    save_model(model, run / "model_best.h5", include_optimizer=False)
-    Preprocessing(mode="ldr", scale=0.5).save(run / "preprocessing.json")
+    run = colour_rule_run(tmp_path / "run", scale=0.5)
     images = tmp_path / "images"
     images.mkdir()
     for name in sorted((camvid / "images").glob("0001TP_*.jpg"))[:3]:
