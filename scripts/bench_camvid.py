@@ -104,6 +104,24 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
     return step * len(train), val_step * len(val) * 1.5  # validation also reads, logs, saves
 
 
+def augmentation(args):
+    """The default augmentation with the ``--augment NAME=VALUE`` changes."""
+    import dataclasses
+
+    from skyseg.augmentation import Augmentation
+
+    changes = {}
+    fields = {field.name: field.type for field in dataclasses.fields(Augmentation)}
+    for item in args.augment:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            sys.exit(f"--augment {item}: unknown name; choose from {', '.join(fields)}")
+        kind = {"float": float, "bool": lambda v: v.lower() in ("1", "true", "yes"),
+                "str": str}.get(str(fields[name]), float)
+        changes[name] = kind(value)
+    return Augmentation(**changes)
+
+
 def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     from skyseg.dataset import build_dataset
     from skyseg.evaluate import evaluate_model
@@ -131,7 +149,8 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     result = train_model(dataset, run_dir, epochs=epochs, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, backbone=args.backbone,
                          encoder_weights=None, seed=seed, patience=100000,
-                         max_minutes=args.minutes)
+                         max_minutes=args.minutes, augmentation=augmentation(args),
+                         weight_decay=args.weight_decay)
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -153,6 +172,7 @@ def report(run: dict, args) -> None:
     print()
     print(f"[{run['protocol']}] seed {run['seed']}: {args.backbone} U-Net from scratch, "
           f"{args.minutes:g} min budget")
+    print(f"  augmentation: {augmentation(args)}; weight decay {args.weight_decay:g}")
     print(f"  dataset: {run['counts']} patches of {args.patch_size} px (stride {args.stride}, "
           f"images shrunk by {args.scale:g}), built in {run['build_seconds']:.0f} s")
     print(f"  training: {run['epochs']} of {run['planned_epochs']} planned epochs "
@@ -191,6 +211,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--backbone", default="resnet34")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
+                        help="change one augmentation range, e.g. white_balance=0.5 "
+                             "(repeatable; names of skyseg.augmentation.Augmentation)")
     args = parser.parse_args()
 
     from skyseg.log import configure_logging
