@@ -69,7 +69,6 @@ import concurrent.futures
 import logging
 import os
 import sys
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,11 +76,12 @@ from pathlib import Path
 import numpy as np
 
 from skyseg.cli import stage_main
-from skyseg.errors import ConfigError, ImageWriteError, ModelError, SkysegError
+from skyseg.errors import ConfigError, ModelError, SkysegError
 from skyseg.io import (
     DEFAULT_MAX_PIXELS,
     check_max_pixels,
     find_images,
+    prepare_output_folder,
     read_image,
     read_image_info,
     write_exr,
@@ -661,31 +661,6 @@ def _parse_save(save) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def prepare_output_folder(out_dir: str | os.PathLike) -> Path:
-    """Create ``out_dir`` if needed and check that files can be written in it.
-
-    Raises:
-        ImageWriteError: it cannot be created or written to.
-    """
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImageWriteError(
-            f"{out_dir}: cannot create the output folder ({exc.strerror or exc}); "
-            "choose a writable --out"
-        ) from exc
-    try:
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".skyseg-probe", suffix=".tmp"):
-            pass
-    except OSError as exc:
-        raise ImageWriteError(
-            f"{out_dir}: output folder is not writable ({exc.strerror or exc}); "
-            "choose a writable --out"
-        ) from exc
-    return out_dir
-
-
 def predict_files(
     model,
     inputs,
@@ -995,7 +970,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_for_cli(args: argparse.Namespace) -> LoadedModel:
-    """Check cheap settings and the output folder before the (slow) model load."""
+    """The model of a ``predict`` or ``evaluate`` command, after the cheap checks.
+
+    Checks the :func:`add_prediction_arguments` options, ``--max-pixels``,
+    ``--save`` (when the command has it) and the ``--out`` folder first, so a
+    typo fails in a second rather than after the (slow) model load.
+
+    Args:
+        args: parsed arguments with ``model``, ``out``, ``mode``, ``which``
+            and the options of :func:`add_prediction_arguments`.
+
+    Raises:
+        ConfigError: a bad option value.
+        ImageWriteError: ``--out`` cannot be created or written.
+        ModelError: the model cannot be loaded.
+    """
     check_options(prediction_options(args), threshold=args.threshold)
     check_max_pixels(getattr(args, "max_pixels", None) or None)
     if getattr(args, "save", None) is not None:
