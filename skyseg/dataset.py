@@ -87,6 +87,8 @@ from skyseg.splits import (
 
 __all__ = [
     "build_dataset",
+    "clip_preprocessing",
+    "report_dataset",
     "settings_like",
     "BuildResult",
     "DEFAULT_PATCH",
@@ -983,6 +985,26 @@ def _run(pending: list[_Item], settings: _Settings, workers: int):
 
 # --------------------------------------------------------------------------- CLI
 
+def clip_preprocessing(clip_max: float | None, *, mode: str | None,
+                       like: str | os.PathLike | None = None) -> Preprocessing | None:
+    """The ``preprocessing`` of :func:`build_dataset` for ``--clip-max`` (None without it).
+
+    Raises:
+        ConfigError: ``clip_max`` with ``like`` (the run fixes it), or without ``mode="hdr"``.
+
+    Example:
+        >>> clip_preprocessing(50000.0, mode="hdr").clip_max
+        50000.0
+    """
+    if clip_max is None:
+        return None
+    if like is not None:
+        raise ConfigError("--clip-max comes from --like RUN; leave --clip-max out")
+    if mode != "hdr":
+        raise ConfigError("--clip-max applies to HDR radiance; add --mode hdr")
+    return Preprocessing(mode="hdr", clip_max=clip_max)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coco", required=True, type=Path,
                         help="Label Studio COCO export (result.json)")
@@ -1037,13 +1059,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     split_files = parse_split_file_args(args.split_file) if args.split_file else None
-    preprocessing = None
-    if args.clip_max is not None and args.like is not None:
-        raise ConfigError("--clip-max comes from --like RUN; leave --clip-max out")
-    if args.clip_max is not None:
-        if args.mode != "hdr":
-            raise ConfigError("--clip-max applies to HDR radiance; add --mode hdr")
-        preprocessing = Preprocessing(mode="hdr", clip_max=args.clip_max)
+    preprocessing = clip_preprocessing(args.clip_max, mode=args.mode, like=args.like)
     result = build_dataset(
         args.coco, args.images, args.out, mode=args.mode, patch_size=args.patch_size,
         stride=args.stride, split=args.split, split_files=split_files,
@@ -1053,6 +1069,14 @@ def run(args: argparse.Namespace) -> int:
         non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
         like=args.like, shard=parse_shard(args.shard), combine=args.combine or (),
     )
+    return report_dataset(result)
+
+
+def report_dataset(result: BuildResult) -> int:
+    """Print the patches and sky fraction of each split; the build's exit status.
+
+    What ``skyseg build-dataset`` (and the pipeline's build step) shows at the end.
+    """
     for name, count in result.splits.items():
         fraction = result.sky_fraction.get(name)
         print(f"{name}: {count} patches, sky fraction "

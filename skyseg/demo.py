@@ -72,6 +72,7 @@ from skyseg.scenes import (  # noqa: F401  (re-exported: the public names of sky
 
 __all__ = [
     "make_demo_data",
+    "report_demo_data",
     "make_scene",
     "render_scene",
     "scene_mask",
@@ -441,8 +442,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    demo = make_demo_data(args.out, scenes=args.scenes, width=args.width, seed=args.seed,
-                          overwrite=args.overwrite)
+    return report_demo_data(make_demo_data(args.out, scenes=args.scenes, width=args.width,
+                                           seed=args.seed, overwrite=args.overwrite))
+
+
+def report_demo_data(demo: DemoData) -> int:
+    """Log where :func:`make_demo_data` put each part; the exit status (0).
+
+    What ``skyseg demo-data`` (and the pipeline's demo step) shows at the end.
+    """
     logger.info("images   %s", display_path(demo.images))
     logger.info("previews %s", display_path(demo.previews))
     logger.info("labels   %s (COCO, on the previews)", display_path(demo.coco))

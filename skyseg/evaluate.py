@@ -86,6 +86,7 @@ __all__ = [
     "summarise",
     "Evaluation",
     "evaluate_model",
+    "report_evaluation",
     "CLI_HELP",
     "add_arguments",
     "run",
@@ -586,8 +587,19 @@ def run(args: argparse.Namespace) -> int:
         from skyseg.tracking import log_evaluation
 
         log_evaluation(args.model, summary, args.out)
+    return report_evaluation(result)
+
+
+def report_evaluation(result: Evaluation) -> int:
+    """Print the mean and median scores and the worst images; the exit status.
+
+    What ``skyseg evaluate`` (and the pipeline's evaluate step) shows at the
+    end: 0, or 1 when images failed.
+    """
+    summary = result.summary
     if summary.get("images"):
-        lines = [f"{summary['images']} images scored ({args.out / 'metrics.csv'})",
+        table = result.out_dir / "metrics.csv" if result.out_dir is not None else "not written"
+        lines = [f"{summary['images']} images scored ({table})",
                  f"{'':12}{'mean':>8}{'median':>8}"]
         for metric in METRICS:
             lines.append(f"{metric:12}{summary['mean'][metric]:8.4f}"

@@ -131,6 +131,8 @@ __all__ = [
     "add_arguments",
     "add_prediction_arguments",
     "prediction_options",
+    "default_prediction_options",
+    "report_predictions",
     "run",
 ]
 
@@ -912,14 +914,36 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
                             "0: no limit)")
 
 
+def default_prediction_options(**values) -> dict:
+    """:func:`predict_image` options as the command line gives them, with ``values`` set.
+
+    Every option has the value of :func:`add_prediction_arguments`' default
+    unless given; what ``skyseg evaluate`` records in ``summary.json``.
+
+    Raises:
+        TypeError: a name that is not such an option.
+
+    Example:
+        >>> default_prediction_options(tta=True)["tta"], default_prediction_options()["tile_size"]
+        (True, 1088)
+    """
+    options = dict(tile_size=DEFAULT_TILE_SIZE, overlap=None, batch_size=DEFAULT_BATCH_SIZE,
+                   wrap="auto", tta=False, convert=False, refine="auto", max_side=None)
+    unknown = sorted(set(values) - set(options))
+    if unknown:
+        raise TypeError(f"default_prediction_options() got unexpected keyword arguments {unknown}")
+    options.update(values)
+    return options
+
+
 def prediction_options(args: argparse.Namespace) -> dict:
     """:func:`predict_image` keyword arguments from parsed ``add_prediction_arguments``."""
     overlap = args.overlap
     if overlap is not None and overlap >= 1 and overlap == int(overlap):
         overlap = int(overlap)
-    return dict(tile_size=args.tile_size, overlap=overlap, batch_size=args.batch_size,
-                wrap=args.wrap, tta=args.tta, convert=args.convert, refine=args.refine,
-                max_side=args.max_side)
+    return default_prediction_options(
+        tile_size=args.tile_size, overlap=overlap, batch_size=args.batch_size, wrap=args.wrap,
+        tta=args.tta, convert=args.convert, refine=args.refine, max_side=args.max_side)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -963,9 +987,15 @@ def run(args: argparse.Namespace) -> int:
         labelstudio_to_name=getattr(args, "labelstudio_to_name", "image"),
         **prediction_options(args),
     )
-    logger.info("outputs in %s", args.out)
+    status = report_predictions(report, args.out)
     if shard is not None:
         shard.log_summary(report)
+    return status
+
+
+def report_predictions(report: BatchReport, out_dir: str | os.PathLike) -> int:
+    """Log where :func:`predict_files` wrote; its exit status (0, or 1 when files failed)."""
+    logger.info("outputs in %s", out_dir)
     return report.exit_code
 
 

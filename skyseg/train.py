@@ -92,7 +92,8 @@ from skyseg.model import (
     read_run_config,
 )
 
-__all__ = ["train", "TrainResult", "TimeBudget", "read_history", "write_history", "plot_curves",
+__all__ = ["train", "train_model", "TrainResult", "TimeBudget", "report_training",
+           "progress_verbosity", "read_history", "write_history", "plot_curves",
            "plot_samples", "CLI_HELP", "add_arguments", "run", "HISTORY_FILE", "CURVES_FILE",
            "SAMPLES_FILE", "TENSORBOARD_DIR"]
 
@@ -1221,9 +1222,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME or skyseg)")
 
 
+def progress_verbosity(quiet: bool = False) -> int:
+    """Keras' ``verbose`` for a command: a progress bar on a terminal, else silent.
+
+    The log has one line per epoch anyway.
+    """
+    return 1 if sys.stdout.isatty() and not quiet else 0
+
+
 def run(args: argparse.Namespace) -> int:
-    # Keras' progress bar on a terminal; the log has one line per epoch anyway.
-    verbose = 1 if sys.stdout.isatty() and not getattr(args, "quiet", False) else 0
+    verbose = progress_verbosity(getattr(args, "quiet", False))
     tracker = None
     if getattr(args, "mlflow", None) is not None:
         from skyseg.tracking import MlflowTracker
@@ -1238,6 +1246,15 @@ def run(args: argparse.Namespace) -> int:
         raise
     if tracker is not None:
         tracker.finish()
+    return report_training(result)
+
+
+def report_training(result: TrainResult) -> int:
+    """Log where the best model is, a budget stop and damaged patches; the exit status.
+
+    What ``skyseg train`` (and the pipeline's train step) shows at the end:
+    0, or 1 when damaged patch files were left out.
+    """
     logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
                 result.best_val_iou, result.best_epoch, MODEL_BEST)
     if result.stopped_on_budget:
@@ -1252,7 +1269,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_from_args(args: argparse.Namespace, verbose: int, callbacks: list) -> TrainResult:
-    return train(
+    return train_model(
         args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, architecture=args.architecture,
         backbone=args.backbone, encoder_weights=args.encoder_weights, loss=args.loss,
