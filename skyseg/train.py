@@ -330,9 +330,7 @@ def train_model(
     """
     started = time.time()
     budget = TimeBudget(max_minutes) if max_minutes is not None else None
-    if init is None and resume:
-        init = _saved_init(Path(out_dir))
-    source = _init_source(init) if init is not None else None
+    source = _resolve_init(init, resume, Path(out_dir))
     architecture, backbone, learning_rate = _model_choices(source, architecture, backbone,
                                                            learning_rate)
     _check_freeze(freeze_encoder_epochs)
@@ -342,29 +340,18 @@ def train_model(
 
     cluster = distribute.check_strategy(strategy, collective_timeout)
     writes = cluster is None or cluster.chief  # other workers write nothing into out_dir
-    from skyseg.metrics import LOSSES
-
-    if loss not in LOSSES:
-        raise ConfigError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
-    encoder_weights = _parse_encoder_weights(encoder_weights)
-    if encoder_weights not in (None, "imagenet") and not Path(encoder_weights).is_file():
-        raise ModelError(f"{encoder_weights}: encoder weights file not found; pass a "
-                         "segmentation_models backbone .h5 file, imagenet or none")
+    encoder_weights = _check_loss_and_encoder_weights(loss, encoder_weights)
     from skyseg.generators import PatchBatches, read_dataset_info
 
     data_dir = Path(data_dir)
     info = read_dataset_info(data_dir)
     if source is not None:
         _check_init_preprocessing(source, info.preprocessing, data_dir)
+    ema, clip_norm = _check_recipe_options(bn_momentum, schedule=schedule, optimizer=optimizer,
+                                           weight_decay=weight_decay,
+                                           warmup_epochs=warmup_epochs, ema=ema,
+                                           clip_norm=clip_norm)
     # Plain batches first: they check the dataset without importing TensorFlow.
-    if not 0.0 < float(bn_momentum) < 1.0:
-        raise ConfigError(f"--bn-momentum must be between 0 and 1, got {bn_momentum}")
-    from skyseg.recipe import check_recipe
-
-    ema = float(ema) if ema else None
-    clip_norm = float(clip_norm) if clip_norm else None
-    check_recipe(schedule=schedule, optimizer=optimizer, weight_decay=float(weight_decay),
-                 warmup_epochs=float(warmup_epochs), ema_momentum=ema, clip_norm=clip_norm)
     train_batches = PatchBatches(data_dir, "train", batch_size=batch_size,
                                  augmentation=augmentation, seed=seed, workers=workers,
                                  steps_per_epoch=steps_per_epoch)
@@ -409,16 +396,8 @@ def train_model(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "skyseg_version": _version(),
     }
-    # Added only when used, so runs made before these options still resume.
-    if source is not None:
-        config["init"] = source.record
-    if freeze_encoder_epochs:
-        config["freeze_encoder_epochs"] = int(freeze_encoder_epochs)
-    if max_minutes is not None:
-        config["max_minutes"] = float(max_minutes)
-    if cluster is not None:
-        config["distribution"] = {"strategy": "multi-worker", "workers": cluster.workers,
-                                  "global_batch_size": batch_size * cluster.workers}
+    config.update(_optional_config(source, freeze_encoder_epochs, max_minutes, cluster,
+                                   batch_size))
     state = _prepare_run_folder(out_dir, config, resume, write=writes)
     if state is not None:
         config["total_steps"] = read_run_config(out_dir).get("total_steps", config["total_steps"])
@@ -444,17 +423,8 @@ def train_model(
     record_dir = out_dir if writes else Path(tempfile.mkdtemp(prefix="skyseg-worker-"))
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        keras.utils.set_random_seed(seed)
-        gpus = tf.config.list_logical_devices("GPU")
-        if deterministic or (deterministic is None and not gpus):
-            if gpus:
-                logger.warning("op determinism on a GPU: TensorFlow raises on ops without a "
-                               "deterministic GPU kernel (e.g. the U-Net's up-sampling gradient)")
-            tf.config.experimental.enable_op_determinism()
-        if mixed_precision:
-            if not gpus:
-                logger.warning("--mixed-precision on a CPU: float16 is slower there, not faster")
-            keras.mixed_precision.set_global_policy("mixed_float16")
+        _configure_tensorflow(keras, tf, seed=seed, deterministic=deterministic,
+                              mixed_precision=mixed_precision)
         with distribution.scope():
             model = _make_model(config, state, out_dir, keras)
         from skyseg.generators import PatchSequence
@@ -491,29 +461,10 @@ def train_model(
                     architecture, backbone, len(train_batches.pairs), patch_size, info.mode,
                     len(val_batches.pairs), start)
         try:
-            model.fit(
-                **distribute.fit_inputs(tf, keras, cluster, train_sequence, val_sequence,
-                                        initial_epoch),
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                # The sequence shuffles itself from the seed; Keras' shuffle
-                # would use Python's global random state, lost on resume.
-                shuffle=False,
-                workers=1,
-                use_multiprocessing=False,
-                callbacks=[*schedule_callbacks, *board, stopper, recorder, *freeze,
-                           *callbacks],
-                verbose=verbose,
-            )
-        except KeyboardInterrupt:
-            logger.warning("%s: interrupted; continue with skyseg train --resume (the last "
-                           "finished epoch is kept)", out_dir)
-            raise
-        except Exception as exc:
-            lost = distribute.worker_lost(tf, exc, cluster)
-            if lost is not None:
-                raise lost from exc
-            raise
+            _fit(model, tf, keras, cluster, train_sequence, val_sequence,
+                 initial_epoch=initial_epoch, epochs=epochs,
+                 callbacks=[*schedule_callbacks, *board, stopper, recorder, *freeze,
+                            *callbacks], verbose=verbose, out_dir=out_dir)
         finally:
             train_sequence.close()
             val_sequence.close()
@@ -527,6 +478,105 @@ def train_model(
                 final_state["epoch"], final_state["best_val_iou"] or 0.0,
                 final_state["best_epoch"], time.time() - started)
     return _result(out_dir, final_state, skipped)
+
+
+def _resolve_init(init, resume: bool, out_dir: Path) -> _InitSource | None:
+    """The run or model file to start from: ``init``, or on resume the run's own."""
+    if init is None and resume:
+        init = _saved_init(out_dir)
+    return _init_source(init) if init is not None else None
+
+
+def _check_loss_and_encoder_weights(loss: str, encoder_weights):
+    """The encoder weights as recorded (None, "imagenet" or a resolved path), checked."""
+    from skyseg.metrics import LOSSES
+
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    encoder_weights = _parse_encoder_weights(encoder_weights)
+    if encoder_weights not in (None, "imagenet") and not Path(encoder_weights).is_file():
+        raise ModelError(f"{encoder_weights}: encoder weights file not found; pass a "
+                         "segmentation_models backbone .h5 file, imagenet or none")
+    return encoder_weights
+
+
+def _check_recipe_options(bn_momentum, *, schedule, optimizer, weight_decay, warmup_epochs, ema,
+                          clip_norm) -> tuple[float | None, float | None]:
+    """``(ema, clip_norm)`` as recorded (None when off), after checking the recipe."""
+    if not 0.0 < float(bn_momentum) < 1.0:
+        raise ConfigError(f"--bn-momentum must be between 0 and 1, got {bn_momentum}")
+    from skyseg.recipe import check_recipe
+
+    ema = float(ema) if ema else None
+    clip_norm = float(clip_norm) if clip_norm else None
+    check_recipe(schedule=schedule, optimizer=optimizer, weight_decay=float(weight_decay),
+                 warmup_epochs=float(warmup_epochs), ema_momentum=ema, clip_norm=clip_norm)
+    return ema, clip_norm
+
+
+def _optional_config(source, freeze_encoder_epochs, max_minutes, cluster,
+                     batch_size: int) -> dict:
+    """The ``config.json`` keys of options in use.
+
+    Added only when used, so runs made before these options still resume.
+    """
+    config: dict = {}
+    if source is not None:
+        config["init"] = source.record
+    if freeze_encoder_epochs:
+        config["freeze_encoder_epochs"] = int(freeze_encoder_epochs)
+    if max_minutes is not None:
+        config["max_minutes"] = float(max_minutes)
+    if cluster is not None:
+        config["distribution"] = {"strategy": "multi-worker", "workers": cluster.workers,
+                                  "global_batch_size": batch_size * cluster.workers}
+    return config
+
+
+def _configure_tensorflow(keras, tf, *, seed: int, deterministic: bool | None,
+                          mixed_precision: bool) -> None:
+    """Seed, op determinism (on CPUs by default) and the float16 policy of a run."""
+    keras.utils.set_random_seed(seed)
+    gpus = tf.config.list_logical_devices("GPU")
+    if deterministic or (deterministic is None and not gpus):
+        if gpus:
+            logger.warning("op determinism on a GPU: TensorFlow raises on ops without a "
+                           "deterministic GPU kernel (e.g. the U-Net's up-sampling gradient)")
+        tf.config.experimental.enable_op_determinism()
+    if mixed_precision:
+        if not gpus:
+            logger.warning("--mixed-precision on a CPU: float16 is slower there, not faster")
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def _fit(model, tf, keras, cluster, train_sequence, val_sequence, *, initial_epoch: int,
+         epochs: int, callbacks: list, verbose: int, out_dir: Path) -> None:
+    """``model.fit`` over the sequences; a lost worker becomes a DistributedError."""
+    from skyseg import distribute
+
+    try:
+        model.fit(
+            **distribute.fit_inputs(tf, keras, cluster, train_sequence, val_sequence,
+                                    initial_epoch),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            # The sequence shuffles itself from the seed; Keras' shuffle
+            # would use Python's global random state, lost on resume.
+            shuffle=False,
+            workers=1,
+            use_multiprocessing=False,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except KeyboardInterrupt:
+        logger.warning("%s: interrupted; continue with skyseg train --resume (the last "
+                       "finished epoch is kept)", out_dir)
+        raise
+    except Exception as exc:
+        lost = distribute.worker_lost(tf, exc, cluster)
+        if lost is not None:
+            raise lost from exc
+        raise
 
 
 def _version() -> str:
