@@ -436,24 +436,11 @@ def train_model(
                                      workers=workers)
         initial_epoch = state["epoch"] if state else 0
         train_sequence.set_epoch(initial_epoch)
-        average = _weight_average(config, state, out_dir)
-        recorder = _make_recorder(keras)(
-            out_dir=record_dir, epochs=epochs, state=state, train_sequence=train_sequence,
-            val_sequence=val_sequence, preprocessing=info.preprocessing, average=average)
-        plateau = (keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
-            verbose=0) if schedule == "plateau" else None)
-        stopper = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max",
-                                                patience=patience, verbose=0)
-        recorder.plateau, recorder.stopper = plateau, stopper
-        recorder.budget = (budget if budget is None or cluster is None
-                           else distribute.AgreedBudget(budget, tf, distribution))
-        freeze = ([_make_encoder_freeze(keras)(freeze_encoder_epochs, backbone)]
-                  if freeze_encoder_epochs else [])
-        # The average first: validation (on_test_*) must see the averaged
-        # weights before any other callback reads the scores.
-        schedule_callbacks = [c for c in (average, plateau) if c is not None]
-        board = _tensorboard(keras, record_dir / TENSORBOARD_DIR)
+        own_callbacks, recorder = _epoch_callbacks(
+            keras, config=config, state=state, out_dir=out_dir, record_dir=record_dir,
+            sequences=(train_sequence, val_sequence), preprocessing=info.preprocessing,
+            budget=budget if budget is None or cluster is None
+            else distribute.AgreedBudget(budget, tf, distribution))
         start = (f"resuming after epoch {initial_epoch}" if initial_epoch
                  else f"all weights from {source.model_path}" if source is not None
                  else f"encoder weights: {encoder_weights or 'random'}")
@@ -463,8 +450,7 @@ def train_model(
         try:
             _fit(model, tf, keras, cluster, train_sequence, val_sequence,
                  initial_epoch=initial_epoch, epochs=epochs,
-                 callbacks=[*schedule_callbacks, *board, stopper, recorder, *freeze,
-                            *callbacks], verbose=verbose, out_dir=out_dir)
+                 callbacks=[*own_callbacks, *callbacks], verbose=verbose, out_dir=out_dir)
         finally:
             train_sequence.close()
             val_sequence.close()
@@ -547,6 +533,32 @@ def _configure_tensorflow(keras, tf, *, seed: int, deterministic: bool | None,
         if not gpus:
             logger.warning("--mixed-precision on a CPU: float16 is slower there, not faster")
         keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def _epoch_callbacks(keras, *, config: dict, state: dict | None, out_dir: Path,
+                     record_dir: Path, sequences, preprocessing, budget) -> tuple[list, object]:
+    """skyseg's callbacks of ``model.fit``, in their order, and the run recorder among them.
+
+    The weight average comes first: validation (``on_test_*``) must see the
+    averaged weights before any other callback reads the scores.
+    """
+    train_sequence, val_sequence = sequences
+    average = _weight_average(config, state, out_dir)
+    recorder = _make_recorder(keras)(
+        out_dir=record_dir, epochs=config["epochs"], state=state, train_sequence=train_sequence,
+        val_sequence=val_sequence, preprocessing=preprocessing, average=average)
+    plateau = (keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
+        verbose=0) if config["schedule"] == "plateau" else None)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max",
+                                            patience=config["patience"], verbose=0)
+    recorder.plateau, recorder.stopper, recorder.budget = plateau, stopper, budget
+    freeze_epochs = config.get("freeze_encoder_epochs", 0)
+    freeze = ([_make_encoder_freeze(keras)(freeze_epochs, config["backbone"])]
+              if freeze_epochs else [])
+    schedule_callbacks = [c for c in (average, plateau) if c is not None]
+    board = _tensorboard(keras, record_dir / TENSORBOARD_DIR)
+    return [*schedule_callbacks, *board, stopper, recorder, *freeze], recorder
 
 
 def _fit(model, tf, keras, cluster, train_sequence, val_sequence, *, initial_epoch: int,
