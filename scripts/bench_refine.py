@@ -68,8 +68,9 @@ def oracle(images: Path, coco: Path, only: Path | None, scale: float, blur: floa
     import numpy as np
 
     from skyseg.annotations import load_coco
-    from skyseg.evaluate import boundary_scores, confusion_counts, scores_from_counts
+    from skyseg.evaluate import boundary_scores
     from skyseg.io import read_image
+    from skyseg.metrics import confusion_counts, scores_from_counts
     from skyseg.preprocess import scaled_size, upsample_linear
     from skyseg.refine import guided_upsample
 
@@ -78,7 +79,7 @@ def oracle(images: Path, coco: Path, only: Path | None, scale: float, blur: floa
              if only else sorted(p.stem for p in images.iterdir()))
     results = {}
     rows: dict[str, list] = {"none": [], "guided": []}
-    pooled = {"none": np.zeros(3), "guided": np.zeros(3)}
+    pooled = {refine: dict.fromkeys(("tp", "fp", "fn"), 0) for refine in rows}
     for stem in stems:
         found = sorted(images.glob(f"{Path(stem).stem}.*"))
         if not found:
@@ -98,13 +99,14 @@ def oracle(images: Path, coco: Path, only: Path | None, scale: float, blur: floa
                                               eps=eps)
             prediction = probability > 0.5
             rows[refine].append(boundary_scores(prediction, truth)["boundary_f"])
-            tp, fp, fn, _ = confusion_counts(prediction, truth)
-            pooled[refine] += (tp, fp, fn)
+            counts = confusion_counts(truth, prediction.view(np.uint8))
+            for key in pooled[refine]:
+                pooled[refine][key] += counts[key]
     for refine in rows:
         results[refine] = {
             "images": len(rows[refine]),
             "boundary_f": float(np.mean(rows[refine])),
-            "pooled_iou": scores_from_counts(*pooled[refine])["iou"],
+            "pooled_iou": scores_from_counts(pooled[refine])["iou"],
         }
     results["scale"] = scale
     return results

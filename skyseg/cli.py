@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 from skyseg.errors import SkysegError
 from skyseg.log import configure_logging
 
-__all__ = ["main", "build_parser", "STAGES"]
+__all__ = ["main", "build_parser", "exit_status", "STAGES"]
 
 #: Stage name -> module. The order is the workflow's.
 STAGES = {
@@ -82,9 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
 def run_stage(module_name: str, args: argparse.Namespace, prog: str) -> int:
     """Run one stage's ``run(args)`` and turn errors into one line and a status."""
     configure_logging(-1 if getattr(args, "quiet", False) else int(getattr(args, "verbose", 0)))
+    return exit_status(prog, lambda: importlib.import_module(module_name).run(args))
+
+
+def exit_status(prog: str, action: Callable[[], int | None]) -> int:
+    """Call ``action()``; its status, or 2 after one error line, or 130 when interrupted.
+
+    The error handling of every ``skyseg`` stage (the pipeline's steps included):
+    a :class:`~skyseg.errors.SkysegError` becomes ``PROG: error: MESSAGE`` on stderr.
+
+    Example:
+        >>> exit_status("skyseg demo", lambda: 1)
+        1
+    """
     try:
-        module = importlib.import_module(module_name)
-        return int(module.run(args) or 0)
+        return int(action() or 0)
     except SkysegError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -87,6 +87,8 @@ from skyseg.splits import (
 
 __all__ = [
     "build_dataset",
+    "clip_preprocessing",
+    "report_dataset",
     "settings_like",
     "BuildResult",
     "DEFAULT_PATCH",
@@ -741,6 +743,65 @@ def build_dataset(
     report = BatchReport("build-dataset")
 
     labels = _load_labels(str(coco), sky_categories, non_sky_categories)
+    candidates, without_sky = _labelled_images(labels, coco, images_dir, mode, report)
+    # Splits are decided over the labelled images before any pixel is read,
+    # so an unreadable file never moves the others between splits.
+    splits_plan = _plan_splits(candidates, list_assignment, split_files, fractions, seed=seed,
+                               group_pattern=group_pattern, report=report,
+                               source=f"{images_dir} with {coco}")
+    headers, mode = _read_headers(candidates, splits_plan.assignment, mode, images_dir, report)
+    patch_size, stride = _patch_options(mode, patch_size, stride)
+    if preprocessing is None:
+        preprocessing = Preprocessing(mode=mode)
+    if scale is not None:
+        preprocessing = dataclasses.replace(preprocessing, scale=scale)
+
+    items, digits = _plan_items(headers, splits_plan, preprocessing.scale, patch_size, stride)
+    plan = {
+        "format": FORMAT_VERSION, "mode": mode, "patch_size": patch_size, "stride": stride,
+        "dtype": dtype, "compression": compression, "seed": int(seed), "id_digits": digits,
+        "preprocessing": preprocessing.to_dict(), "split_names": splits_plan.names,
+        "split_method": splits_plan.method, "coco": str(coco.resolve()),
+        "images_dir": str(images_dir.resolve()),
+        "images": [asdict(item) | {"path": Path(item.path).name} for item in items],
+    }
+    if like is not None:
+        plan["like"] = str(Path(like).resolve())
+
+    stale = _prepare_out_dir(out_dir, plan)
+    if combine:
+        _gather_shards(combine, out_dir, plan, items, digits)
+    mine = set(shard_range(len(items), shard)) if shard is not None else None
+    records, pending = _resume(out_dir, items, digits, mine, report, stale)
+
+    settings = _Settings(str(out_dir), str(coco), sky_categories, non_sky_categories, mode,
+                         patch_size, stride, dtype, compression, int(seed), digits,
+                         preprocessing.to_dict())
+    logger.info("building %d image(s), %d patches of %d px (stride %d), %s mode, %s",
+                len(pending), sum(item.count for item in pending), patch_size, stride, mode,
+                dtype)
+    for item, outcome in _run(pending, settings, workers):
+        if isinstance(outcome, SkysegError):
+            report.failed(Path(item.path).name, outcome)
+        else:
+            records[item.index] = outcome
+            report.succeeded(item.path)
+    if shard is not None:
+        return _shard_result(out_dir, shard, items, mine, records, report,
+                             splits_plan.unassigned)
+
+    splits, sky_fraction = _summarise(out_dir, plan, items, records, report,
+                                      splits_plan.unassigned, without_sky)
+    report.log_summary()
+    return BuildResult(out_dir, splits, sky_fraction, report, splits_plan.unassigned)
+
+
+def _labelled_images(labels, coco: Path, images_dir: Path, mode: str | None,
+                     report: BatchReport) -> tuple[list[tuple[Path, str]], list[str]]:
+    """``[(path, stem)]`` of the labelled images found, and the stems without any region.
+
+    Labels without an image, and images without labels, go into ``report``.
+    """
     matched, missing = _match(labels, images_dir, mode)
     for stem in missing:
         report.failed(stem, f"{stem}: labelled in {coco} but no image of that name in "
@@ -758,10 +819,22 @@ def build_dataset(
     if without_sky:
         logger.info("%d labelled image(s) have no sky or non-sky region and count as all "
                     "'not sky': %s", len(without_sky), _display(without_sky))
+    return candidates, without_sky
 
-    # Splits are decided over the labelled images before any pixel is read,
-    # so an unreadable file never moves the others between splits.
-    unassigned: list[str] = []
+
+@dataclass(frozen=True)
+class _SplitPlan:
+    """Which split each labelled image goes to, and how that was decided."""
+
+    assignment: dict[str, str]
+    names: list[str]
+    method: dict
+    unassigned: list[str] = field(default_factory=list)
+
+
+def _plan_splits(candidates, list_assignment, split_files, fractions, *, seed, group_pattern,
+                 report: BatchReport, source: str) -> _SplitPlan:
+    """The splits from the ``--split-file`` lists, else drawn from ``fractions``."""
     if list_assignment is not None:
         assignment = {stem: list_assignment[stem] for _, stem in candidates
                       if stem in list_assignment}
@@ -775,20 +848,24 @@ def build_dataset(
                            "%s", len(unassigned), _display(unassigned))
         if group_pattern is not None:
             check_groups_disjoint(assignment, group_pattern)
-        split_names = _split_order(split_files)
-        split_method = {"files": {name: str(Path(path).resolve())
-                                  for name, path in split_files.items()},
-                        "group_pattern": group_pattern}
-    else:
-        if not candidates:
-            raise ConfigError(f"no labelled images to build from {images_dir} with {coco}; "
-                              f"{len(report.failures)} problem(s): "
-                              f"{_display([m for _, m in report.failures], 2)}")
-        assignment = assign_splits([stem for _, stem in candidates], fractions, seed=seed,
-                                   group_pattern=group_pattern)
-        split_names = list(SPLIT_NAMES[:len(fractions)])
-        split_method = {"fractions": list(fractions), "group_pattern": group_pattern}
+        return _SplitPlan(assignment, _split_order(split_files),
+                          {"files": {name: str(Path(path).resolve())
+                                     for name, path in split_files.items()},
+                           "group_pattern": group_pattern}, unassigned)
+    if not candidates:
+        raise ConfigError(f"no labelled images to build from {source}; "
+                          f"{len(report.failures)} problem(s): "
+                          f"{_display([m for _, m in report.failures], 2)}")
+    assignment = assign_splits([stem for _, stem in candidates], fractions, seed=seed,
+                               group_pattern=group_pattern)
+    return _SplitPlan(assignment, list(SPLIT_NAMES[:len(fractions)]),
+                      {"fractions": list(fractions), "group_pattern": group_pattern})
 
+
+def _read_headers(candidates, assignment: dict, mode: str | None, images_dir: Path,
+                  report: BatchReport) -> tuple[list, str]:
+    """``[(path, stem, ImageInfo)]`` of the assigned images of the mode, and the mode
+    (from the images when None); unreadable or other-mode images go into ``report``."""
     headers = []
     for path, stem in progress([(p, s) for p, s in candidates if s in assignment],
                                desc="headers", unit="image"):
@@ -815,49 +892,47 @@ def build_dataset(
             report.failed(path.name, f"{path}: is {'an HDR' if info.is_hdr else 'an LDR'} image "
                                      f"but the dataset is built in {mode.upper()} mode; give "
                                      f"the {mode.upper()} original of {stem!r} or another --mode")
-    headers = kept
-    if not headers:
+    if not kept:
         raise ConfigError(f"no {mode.upper()} images to build in {images_dir}; check --mode")
-    patch_size, stride = _patch_options(mode, patch_size, stride)
-    if preprocessing is None:
-        preprocessing = Preprocessing(mode=mode)
-    if scale is not None:
-        preprocessing = dataclasses.replace(preprocessing, scale=scale)
+    return kept, mode
 
-    order = {name: i for i, name in enumerate(split_names)}
-    planned = sorted(headers, key=lambda h: (order[assignment[h[1]]], h[1]))
+
+def _plan_items(headers, splits: _SplitPlan, scale: float, patch_size: int,
+                stride: int) -> tuple[list[_Item], int]:
+    """The images in split then name order, each with its first patch id; the id width."""
+    order = {name: i for i, name in enumerate(splits.names)}
+    planned = sorted(headers, key=lambda h: (order[splits.assignment[h[1]]], h[1]))
     items: list[_Item] = []
     next_id = 0
     for index, (path, stem, info) in enumerate(planned):
-        count = len(patch_grid(*scaled_size(info.height, info.width, preprocessing.scale),
+        count = len(patch_grid(*scaled_size(info.height, info.width, scale),
                                patch_size, stride))
-        items.append(_Item(index, stem, str(path), assignment[stem], info.height, info.width,
-                           next_id, count))
+        items.append(_Item(index, stem, str(path), splits.assignment[stem], info.height,
+                           info.width, next_id, count))
         next_id += count
-    digits = max(6, len(str(max(next_id - 1, 0))))
-    plan = {
-        "format": FORMAT_VERSION, "mode": mode, "patch_size": patch_size, "stride": stride,
-        "dtype": dtype, "compression": compression, "seed": int(seed), "id_digits": digits,
-        "preprocessing": preprocessing.to_dict(), "split_names": split_names,
-        "split_method": split_method, "coco": str(coco.resolve()),
-        "images_dir": str(images_dir.resolve()),
-        "images": [asdict(item) | {"path": Path(item.path).name} for item in items],
-    }
-    if like is not None:
-        plan["like"] = str(Path(like).resolve())
+    return items, max(6, len(str(max(next_id - 1, 0))))
 
+
+def _prepare_out_dir(out_dir: Path, plan: dict) -> int:
+    """Check ``out_dir`` against the plan, save it, make the split folders; the number of
+    temporary files of a killed build removed."""
     _check_out_dir(out_dir, plan)
     plan_path, done_dir = _state_files(out_dir)
     done_dir.mkdir(parents=True, exist_ok=True)
     if not plan_path.is_file():
         write_text(plan_path, json.dumps(plan, indent=1) + "\n")
-    for name in split_names:
+    for name in plan["split_names"]:
         for prefix in ("X", "Y"):
             (out_dir / f"{prefix}_{name}" / name).mkdir(parents=True, exist_ok=True)
-    stale = _remove_temporaries(out_dir)
-    if combine:
-        _gather_shards(combine, out_dir, plan, items, digits)
-    mine = set(shard_range(len(items), shard)) if shard is not None else None
+    return _remove_temporaries(out_dir)
+
+
+def _resume(out_dir: Path, items: list[_Item], digits: int, mine: set | None,
+            report: BatchReport, stale: int) -> tuple[dict[int, dict], list[_Item]]:
+    """The records of images already built, and the items (of this shard) still to build.
+
+    The files of an image that was not finished are removed.
+    """
     records: dict[int, dict] = {}
     pending: list[_Item] = []
     for item in items:
@@ -873,26 +948,7 @@ def build_dataset(
     if records or stale:
         logger.info("resuming: %d image(s) already built, %d to build, %d stale file(s) removed",
                     len(records), len(pending), stale)
-
-    settings = _Settings(str(out_dir), str(coco), sky_categories, non_sky_categories, mode,
-                         patch_size, stride, dtype, compression, int(seed), digits,
-                         preprocessing.to_dict())
-    logger.info("building %d image(s), %d patches of %d px (stride %d), %s mode, %s",
-                len(pending), sum(item.count for item in pending), patch_size, stride, mode,
-                dtype)
-    for item, outcome in _run(pending, settings, workers):
-        if isinstance(outcome, SkysegError):
-            report.failed(Path(item.path).name, outcome)
-        else:
-            records[item.index] = outcome
-            report.succeeded(item.path)
-    if shard is not None:
-        return _shard_result(out_dir, shard, items, mine, records, report, unassigned)
-
-    splits, sky_fraction = _summarise(out_dir, plan, items, records, report, unassigned,
-                                      without_sky)
-    report.log_summary()
-    return BuildResult(out_dir, splits, sky_fraction, report, unassigned)
+    return records, pending
 
 
 def _shard_result(out_dir, shard, items, mine, records, report, unassigned) -> BuildResult:
@@ -983,6 +1039,26 @@ def _run(pending: list[_Item], settings: _Settings, workers: int):
 
 # --------------------------------------------------------------------------- CLI
 
+def clip_preprocessing(clip_max: float | None, *, mode: str | None,
+                       like: str | os.PathLike | None = None) -> Preprocessing | None:
+    """The ``preprocessing`` of :func:`build_dataset` for ``--clip-max`` (None without it).
+
+    Raises:
+        ConfigError: ``clip_max`` with ``like`` (the run fixes it), or without ``mode="hdr"``.
+
+    Example:
+        >>> clip_preprocessing(50000.0, mode="hdr").clip_max
+        50000.0
+    """
+    if clip_max is None:
+        return None
+    if like is not None:
+        raise ConfigError("--clip-max comes from --like RUN; leave --clip-max out")
+    if mode != "hdr":
+        raise ConfigError("--clip-max applies to HDR radiance; add --mode hdr")
+    return Preprocessing(mode="hdr", clip_max=clip_max)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coco", required=True, type=Path,
                         help="Label Studio COCO export (result.json)")
@@ -1037,13 +1113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     split_files = parse_split_file_args(args.split_file) if args.split_file else None
-    preprocessing = None
-    if args.clip_max is not None and args.like is not None:
-        raise ConfigError("--clip-max comes from --like RUN; leave --clip-max out")
-    if args.clip_max is not None:
-        if args.mode != "hdr":
-            raise ConfigError("--clip-max applies to HDR radiance; add --mode hdr")
-        preprocessing = Preprocessing(mode="hdr", clip_max=args.clip_max)
+    preprocessing = clip_preprocessing(args.clip_max, mode=args.mode, like=args.like)
     result = build_dataset(
         args.coco, args.images, args.out, mode=args.mode, patch_size=args.patch_size,
         stride=args.stride, split=args.split, split_files=split_files,
@@ -1053,6 +1123,14 @@ def run(args: argparse.Namespace) -> int:
         non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
         like=args.like, shard=parse_shard(args.shard), combine=args.combine or (),
     )
+    return report_dataset(result)
+
+
+def report_dataset(result: BuildResult) -> int:
+    """Print the patches and sky fraction of each split; the build's exit status.
+
+    What ``skyseg build-dataset`` (and the pipeline's build step) shows at the end.
+    """
     for name, count in result.splits.items():
         fraction = result.sky_fraction.get(name)
         print(f"{name}: {count} patches, sky fraction "

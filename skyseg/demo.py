@@ -47,7 +47,14 @@ from pathlib import Path
 import numpy as np
 
 from skyseg.errors import ConfigError, ImageWriteError
-from skyseg.io import TEMP_MARKER, write_exr, write_jpeg, write_png, write_text
+from skyseg.io import (
+    TEMP_MARKER,
+    prepare_output_folder,
+    write_exr,
+    write_jpeg,
+    write_png,
+    write_text,
+)
 from skyseg.log import display_path, logger, progress
 from skyseg.scenes import (  # noqa: F401  (re-exported: the public names of skyseg.demo)
     EV_RANGE,
@@ -65,6 +72,7 @@ from skyseg.scenes import (  # noqa: F401  (re-exported: the public names of sky
 
 __all__ = [
     "make_demo_data",
+    "report_demo_data",
     "make_scene",
     "render_scene",
     "scene_mask",
@@ -315,14 +323,8 @@ def _prepare_folder(out_dir: Path, settings: dict, overwrite: bool) -> bool:
                 f"found {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
                 "choose a new or empty folder"
             )
-    try:
-        for folder in (out_dir, out_dir / "images", out_dir / "previews", out_dir / "masks"):
-            folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImageWriteError(
-            f"--out {out_dir}: cannot create the folder ({exc.strerror or exc}); choose a "
-            "writable --out"
-        ) from exc
+    for folder in (out_dir, out_dir / "images", out_dir / "previews", out_dir / "masks"):
+        prepare_output_folder(folder)
     return overwrite or leftovers
 
 
@@ -440,8 +442,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    demo = make_demo_data(args.out, scenes=args.scenes, width=args.width, seed=args.seed,
-                          overwrite=args.overwrite)
+    return report_demo_data(make_demo_data(args.out, scenes=args.scenes, width=args.width,
+                                           seed=args.seed, overwrite=args.overwrite))
+
+
+def report_demo_data(demo: DemoData) -> int:
+    """Log where :func:`make_demo_data` put each part; the exit status (0).
+
+    What ``skyseg demo-data`` (and the pipeline's demo step) shows at the end.
+    """
     logger.info("images   %s", display_path(demo.images))
     logger.info("previews %s", display_path(demo.previews))
     logger.info("labels   %s (COCO, on the previews)", display_path(demo.coco))

@@ -25,12 +25,12 @@ same aspect ratio (then resized, nearest neighbour). Values:
 - any other value is an error for that image.
 
 **Scores**: a pixel is predicted sky when its probability is above
-``--threshold`` (strictly, as in training). Pixel counts come from
-:func:`skyseg.metrics.confusion_counts`, the rule the training metrics use,
+``--threshold`` (strictly, as in training). Pixel counts and IoU, Dice,
+precision and recall come from :func:`skyseg.metrics.confusion_counts` and
+:func:`skyseg.metrics.scores_from_counts`, the rule the training metrics use,
 so IoU and Dice here are the training IoU and Dice of a whole image. When a
 denominator is empty (e.g. no sky in the truth) a score is 1.0 if
-prediction and truth agree there is nothing, else 0.0. The maths lives in
-:func:`confusion_counts`, :func:`scores_from_counts` and
+prediction and truth agree there is nothing, else 0.0. This module adds
 :func:`boundary_scores`; :func:`segmentation_scores` combines them.
 """
 
@@ -56,6 +56,7 @@ from skyseg.io import (
     DEFAULT_MAX_PIXELS,
     check_max_pixels,
     find_images,
+    prepare_output_folder,
     read_image,
     write_png,
     write_text,
@@ -72,7 +73,6 @@ from skyseg.predict import (
     overlay_background,
     predict_image,
     prediction_options,
-    prepare_output_folder,
 )
 
 __all__ = [
@@ -81,13 +81,12 @@ __all__ = [
     "DEFAULT_WORST",
     "truth_from_mask",
     "read_truth_mask",
-    "confusion_counts",
-    "scores_from_counts",
     "boundary_scores",
     "segmentation_scores",
     "summarise",
     "Evaluation",
     "evaluate_model",
+    "report_evaluation",
     "CLI_HELP",
     "add_arguments",
     "run",
@@ -105,7 +104,6 @@ DEFAULT_TOLERANCE = 2
 DEFAULT_WORST = 5
 #: Long side of the error overlays.
 DEFAULT_ERROR_OVERLAY_SIZE = 1024
-_BAND_ROWS = 256
 _MASK_NAMES = ("{stem}_mask.png", "{stem}.png")
 
 
@@ -174,55 +172,9 @@ def read_truth_mask(path: str | os.PathLike) -> np.ndarray:
     return truth_from_mask(mask, source=str(path))
 
 
-def confusion_counts(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
-    """Pixel counts ``(tp, fp, fn, tn)`` of a predicted mask against a truth mask.
-
-    Args:
-        prediction: (H, W), non-zero = sky.
-        truth: uint8 (H, W), 0 / 1 / 255 = ignore (ignored pixels count nowhere).
-
-    Example:
-        >>> confusion_counts(np.array([[1, 1, 0, 0]]), np.array([[1, 0, 1, 255]]))
-        (1, 1, 1, 0)
-    """
-    prediction = np.asarray(prediction).astype(bool, copy=False).view(np.uint8)
-    truth = np.asarray(truth)
+def _check_same_size(prediction: np.ndarray, truth: np.ndarray) -> None:
     if prediction.shape != truth.shape:
         raise ConfigError(f"prediction {prediction.shape} and truth {truth.shape} differ in size")
-    # The counting rule of the training metrics, band by band: it works in
-    # float64, which over a whole 8K image would cost half a gigabyte.
-    total = dict.fromkeys(("tp", "fp", "fn", "tn"), 0)
-    for start in range(0, max(truth.shape[0], 1), _BAND_ROWS):
-        counts = metrics.confusion_counts(truth[start:start + _BAND_ROWS],
-                                          prediction[start:start + _BAND_ROWS])
-        for key in total:
-            total[key] += counts[key]
-    return total["tp"], total["fp"], total["fn"], total["tn"]
-
-
-def _ratio(numerator: float, denominator: float, *, agree: bool) -> float:
-    if denominator == 0:
-        return 1.0 if agree else 0.0
-    return float(numerator) / float(denominator)
-
-
-def scores_from_counts(tp: int, fp: int, fn: int) -> dict[str, float]:
-    """IoU, Dice, precision and recall from pixel counts.
-
-    An empty denominator gives 1.0 when prediction and truth agree that there
-    is no sky, else 0.0.
-
-    Example:
-        >>> scores_from_counts(6, 1, 2)["iou"]
-        0.6666666666666666
-    """
-    nothing = tp == 0 and fp == 0 and fn == 0
-    return {
-        "iou": _ratio(tp, tp + fp + fn, agree=nothing),
-        "dice": _ratio(2 * tp, 2 * tp + fp + fn, agree=nothing),
-        "precision": _ratio(tp, tp + fp, agree=fn == 0),
-        "recall": _ratio(tp, tp + fn, agree=fp == 0),
-    }
 
 
 def _inner_boundary(region: np.ndarray, outside: np.ndarray) -> np.ndarray:
@@ -265,8 +217,7 @@ def boundary_scores(prediction: np.ndarray, truth: np.ndarray, *,
 
     prediction = np.asarray(prediction).astype(bool, copy=False)
     truth = np.asarray(truth)
-    if prediction.shape != truth.shape:
-        raise ConfigError(f"prediction {prediction.shape} and truth {truth.shape} differ in size")
+    _check_same_size(prediction, truth)
     valid = truth != IGNORE
     true_edge = _inner_boundary(truth == 1, truth == 0)
     predicted_edge = _inner_boundary(prediction & valid, ~prediction & valid)
@@ -305,10 +256,13 @@ def segmentation_scores(prediction: np.ndarray, truth: np.ndarray, *,
         >>> round(scores["iou"], 4), scores["dice"], scores["recall"]
         (0.6667, 0.8, 0.75)
     """
-    tp, fp, fn, tn = confusion_counts(prediction, truth)
-    scores: dict[str, float] = scores_from_counts(tp, fp, fn)
-    scores.update(boundary_scores(prediction, truth, tolerance=tolerance))
-    scores.update(tp=tp, fp=fp, fn=fn, tn=tn)
+    decision = np.asarray(prediction).astype(bool, copy=False)
+    truth = np.asarray(truth)
+    _check_same_size(decision, truth)
+    counts = metrics.confusion_counts(truth, decision.view(np.uint8))
+    scores: dict[str, float] = metrics.scores_from_counts(counts)
+    scores.update(boundary_scores(decision, truth, tolerance=tolerance))
+    scores.update({key: counts[key] for key in ("tp", "fp", "fn", "tn")})
     return scores
 
 
@@ -324,10 +278,8 @@ def summarise(rows: list[dict]) -> dict:
     """
     if not rows:
         return {"images": 0}
-    tp = sum(row["tp"] for row in rows)
-    fp = sum(row["fp"] for row in rows)
-    fn = sum(row["fn"] for row in rows)
-    pooled = scores_from_counts(tp, fp, fn)
+    pooled = metrics.scores_from_counts(
+        {key: sum(row[key] for row in rows) for key in ("tp", "fp", "fn")})
     return {
         "images": len(rows),
         "mean": {m: float(statistics.fmean(row[m] for row in rows)) for m in METRICS},
@@ -635,8 +587,19 @@ def run(args: argparse.Namespace) -> int:
         from skyseg.tracking import log_evaluation
 
         log_evaluation(args.model, summary, args.out)
+    return report_evaluation(result)
+
+
+def report_evaluation(result: Evaluation) -> int:
+    """Print the mean and median scores and the worst images; the exit status.
+
+    What ``skyseg evaluate`` (and the pipeline's evaluate step) shows at the
+    end: 0, or 1 when images failed.
+    """
+    summary = result.summary
     if summary.get("images"):
-        lines = [f"{summary['images']} images scored ({args.out / 'metrics.csv'})",
+        table = result.out_dir / "metrics.csv" if result.out_dir is not None else "not written"
+        lines = [f"{summary['images']} images scored ({table})",
                  f"{'':12}{'mean':>8}{'median':>8}"]
         for metric in METRICS:
             lines.append(f"{metric:12}{summary['mean'][metric]:8.4f}"

@@ -27,7 +27,9 @@ are batch-wide sums, as segmentation_models with ``per_image=False``):
 
 with ``s`` = :data:`SMOOTH` = 1e-5. Metrics (thresholded, no smoothing):
 IoU = TP / (TP + FP + FN) and Dice = F1 = 2 TP / (2 TP + FP + FN); both are
-1.0 when neither truth nor prediction has any sky.
+1.0 when neither truth nor prediction has any sky. :func:`scores_from_counts`
+is the one place this count-to-score rule is written for numpy (``skyseg
+evaluate`` scores through it too); the Keras metrics apply it to tensors.
 
 Example:
     >>> import numpy as np
@@ -40,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -54,6 +57,7 @@ __all__ = [
     "binarize",
     "valid_pixels",
     "confusion_counts",
+    "scores_from_counts",
     "iou_score",
     "dice_score",
     "loss_value",
@@ -110,8 +114,17 @@ def valid_pixels(y_true: np.ndarray) -> np.ndarray:
 
 
 def _numpy_pair(y_true, y_prob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y_true, y_prob = _same_shape(y_true, y_prob)
+    y_prob = y_prob.astype(np.float64, copy=False)
+    valid = valid_pixels(y_true)
+    truth = np.where(valid, y_true, 0).astype(np.float64)
+    return truth, y_prob, valid
+
+
+def _same_shape(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
+    """Both as arrays of the truth's shape (a prediction of the same size is reshaped)."""
     y_true = np.asarray(y_true)
-    y_prob = np.asarray(y_prob, dtype=np.float64)
+    y_prob = np.asarray(y_prob)
     if y_true.shape != y_prob.shape:
         if y_true.size == y_prob.size:
             y_prob = y_prob.reshape(y_true.shape)
@@ -120,14 +133,21 @@ def _numpy_pair(y_true, y_prob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 f"truth shape {y_true.shape} and prediction shape {y_prob.shape} differ; "
                 "pass a mask and a probability map of the same image"
             )
-    valid = valid_pixels(y_true)
-    truth = np.where(valid, y_true, 0).astype(np.float64)
-    return truth, y_prob, valid
+    return y_true, y_prob
+
+
+#: Pixels counted at a time by :func:`confusion_counts` (256 rows of an 8K
+#: panorama): its float64 working copies of a whole 8K image would take half
+#: a gigabyte.
+_BAND_PIXELS = 256 * 8192
 
 
 def confusion_counts(y_true: np.ndarray, y_prob: np.ndarray,
                      threshold: float = THRESHOLD) -> dict[str, int]:
     """True/false positives and negatives of sky, ignoring :data:`IGNORE` pixels.
+
+    Counted in bands of rows (along the first axis), so memory stays small
+    for an 8K panorama.
 
     Args:
         y_true: truth (0, 1, 255), any shape.
@@ -137,18 +157,66 @@ def confusion_counts(y_true: np.ndarray, y_prob: np.ndarray,
     Returns:
         ``{"tp", "fp", "fn", "tn", "ignored"}`` pixel counts.
 
+    Raises:
+        ConfigError: ``y_true`` and ``y_prob`` have different sizes.
+
     Example:
         >>> confusion_counts(np.array([1, 0, 255]), np.array([0.9, 0.9, 0.9]))
         {'tp': 1, 'fp': 1, 'fn': 0, 'tn': 0, 'ignored': 1}
     """
-    truth, prob, valid = _numpy_pair(y_true, y_prob)
-    predicted = (prob > threshold) & valid
-    actual = (truth > 0.5) & valid
-    tp = int(np.count_nonzero(predicted & actual))
-    fp = int(np.count_nonzero(predicted & ~actual))
-    fn = int(np.count_nonzero(~predicted & actual))
-    tn = int(np.count_nonzero(valid)) - tp - fp - fn
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "ignored": int(valid.size - valid.sum())}
+    y_true, y_prob = _same_shape(y_true, y_prob)
+    y_true, y_prob = np.atleast_1d(y_true), np.atleast_1d(y_prob)
+    rows = max(1, _BAND_PIXELS // max(1, y_true[:1].size))
+    total = dict.fromkeys(("tp", "fp", "fn", "tn", "ignored"), 0)
+    for start in range(0, max(len(y_true), 1), rows):
+        truth, prob, valid = _numpy_pair(y_true[start:start + rows], y_prob[start:start + rows])
+        predicted = (prob > threshold) & valid
+        actual = (truth > 0.5) & valid
+        tp = int(np.count_nonzero(predicted & actual))
+        fp = int(np.count_nonzero(predicted & ~actual))
+        fn = int(np.count_nonzero(~predicted & actual))
+        band = {"tp": tp, "fp": fp, "fn": fn, "tn": int(np.count_nonzero(valid)) - tp - fp - fn,
+                "ignored": int(valid.size - np.count_nonzero(valid))}
+        for key in total:
+            total[key] += band[key]
+    return total
+
+
+def _ratio(numerator: int, denominator: int, *, agree: bool) -> float:
+    if denominator == 0:
+        return 1.0 if agree else 0.0
+    return float(numerator) / float(denominator)
+
+
+def scores_from_counts(counts: Mapping[str, int]) -> dict[str, float]:
+    """IoU, Dice, precision and recall of sky from pixel counts.
+
+    IoU = TP / (TP + FP + FN), Dice = 2 TP / (2 TP + FP + FN), precision =
+    TP / (TP + FP), recall = TP / (TP + FN). An empty denominator gives 1.0
+    when prediction and truth agree that there is no sky (nothing predicted
+    that is not there, nothing there that was missed), else 0.0.
+
+    Args:
+        counts: at least ``"tp"``, ``"fp"`` and ``"fn"`` (as
+            :func:`confusion_counts` returns).
+
+    Returns:
+        ``{"iou", "dice", "precision", "recall"}``.
+
+    Example:
+        >>> scores_from_counts({"tp": 6, "fp": 1, "fn": 2})["iou"]
+        0.6666666666666666
+        >>> scores_from_counts({"tp": 0, "fp": 0, "fn": 0})["dice"]
+        1.0
+    """
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+    nothing = tp == 0 and fp == 0 and fn == 0
+    return {
+        "iou": _ratio(tp, tp + fp + fn, agree=nothing),
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn, agree=nothing),
+        "precision": _ratio(tp, tp + fp, agree=fn == 0),
+        "recall": _ratio(tp, tp + fn, agree=fp == 0),
+    }
 
 
 def iou_score(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = THRESHOLD) -> float:
@@ -158,9 +226,7 @@ def iou_score(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = THRESHO
         >>> iou_score(np.array([1, 1, 0, 0]), np.array([0.9, 0.1, 0.8, 0.2]))
         0.3333333333333333
     """
-    c = confusion_counts(y_true, y_prob, threshold)
-    union = c["tp"] + c["fp"] + c["fn"]
-    return 1.0 if union == 0 else c["tp"] / union
+    return scores_from_counts(confusion_counts(y_true, y_prob, threshold))["iou"]
 
 
 def dice_score(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = THRESHOLD) -> float:
@@ -170,9 +236,7 @@ def dice_score(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = THRESH
         >>> dice_score(np.array([1, 1, 0, 0]), np.array([0.9, 0.1, 0.8, 0.2]))
         0.5
     """
-    c = confusion_counts(y_true, y_prob, threshold)
-    denominator = 2 * c["tp"] + c["fp"] + c["fn"]
-    return 1.0 if denominator == 0 else 2 * c["tp"] / denominator
+    return scores_from_counts(confusion_counts(y_true, y_prob, threshold))["dice"]
 
 
 def loss_value(name: str, y_true: np.ndarray, y_prob: np.ndarray) -> float:

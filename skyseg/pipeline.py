@@ -1,9 +1,13 @@
 """The whole workflow in one command: previews, dataset, training, prediction, evaluation.
 
 ``skyseg pipeline`` (what ``./run_pipeline.sh`` runs) calls the stage
-commands in order, each as a user would type it (the command lines are
-logged, so any step can be re-run by hand). With no data given it first makes
-the bundled demo (``skyseg demo-data``): synthetic labelled HDR panoramas.
+functions in order (``make_demo_data``, ``make_previews``, ``build_dataset``,
+``train_model``, ``predict_files``, ``evaluate_model``) with keyword
+arguments, then each stage's ``report_*`` function, as the stage's command
+does. Before each step it logs the equivalent ``skyseg`` command line, so any
+step can be re-run by hand; it is shown, never parsed. With no data given it
+first makes the bundled demo (``skyseg demo-data``): synthetic labelled HDR
+panoramas.
 
 Stage flags switch stages on and off (``--train=false``, or ``TRAIN=false``
 in the environment). Before anything runs, the plan is checked: a stage whose
@@ -19,18 +23,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import logging
 import os
 import shlex
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from skyseg.config import STAGE_FLAGS, PipelineConfig, load_config, parse_bool
 from skyseg.errors import ConfigError
 
-__all__ = ["run_pipeline", "plan_pipeline", "CLI_HELP", "add_arguments", "run"]
+__all__ = ["run_pipeline", "plan_pipeline", "Step", "CLI_HELP", "add_arguments", "run"]
 
 logger = logging.getLogger("skyseg")
 
@@ -51,6 +57,8 @@ DEMO_DEFAULTS = {
     "batch_size": 8,
     "patience": 20,
 }
+#: Long side of the previews the pipeline writes.
+PREVIEW_SIZE = 2048
 
 
 def _stem_list(path: Path) -> list[str]:
@@ -91,23 +99,67 @@ def _check_demo_folder(config: PipelineConfig) -> None:
         )
 
 
-def plan_pipeline(config: PipelineConfig) -> list[tuple[str, list[str]]]:
-    """The stage command lines the pipeline will run, after checking their inputs.
+@dataclass
+class Step:
+    """One stage of a pipeline run: the function it calls and the command it stands for.
+
+    Attributes:
+        stage: the stage's name (``skyseg STAGE``).
+        command: the ``skyseg`` arguments that would do the same by hand; shown
+            in the log, never parsed (``skyseg`` + :func:`shlex.join` of it).
+        module: the stage module, imported when the step runs.
+        function: the stage function of ``module`` (e.g. ``"build_dataset"``).
+        kwargs: its keyword arguments.
+        report: the function of ``module`` that shows the result and gives
+            the exit status, as the command does (e.g. ``"report_dataset"``).
+        report_kwargs: its keyword arguments besides the result.
+        held_out: the step reads the held-out image folder (linked just before).
+    """
+
+    stage: str
+    command: list[str]
+    module: str
+    function: str
+    kwargs: dict
+    report: str
+    report_kwargs: dict = field(default_factory=dict)
+    held_out: bool = False
+
+    @property
+    def command_line(self) -> str:
+        """``skyseg ...``: the step as a command to run by hand."""
+        return "skyseg " + shlex.join(self.command)
+
+    def __call__(self) -> int:
+        """Call the stage function, then its report; the stage's exit status."""
+        module = importlib.import_module(self.module)
+        result = getattr(module, self.function)(**self.kwargs)
+        return int(getattr(module, self.report)(result, **self.report_kwargs) or 0)
+
+
+def _command(stage: str, *arguments, options=()) -> list[str]:
+    """``[stage, *arguments, --flag value ...]``: None and False leave a flag out, True
+    gives the flag alone."""
+    argv = [stage, *(str(argument) for argument in arguments)]
+    for flag, value in options:
+        if value is None or value is False:
+            continue
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def plan_pipeline(config: PipelineConfig) -> list[Step]:
+    """The stages the pipeline will run, after checking their inputs.
 
     Returns:
-        ``[(stage, argv), ...]`` in order; argv is what follows ``skyseg``.
+        the :class:`Step` of each stage, in order.
 
     Raises:
         ConfigError: a switched-off stage's output is needed and missing, or
             the data settings are incomplete.
     """
-    steps: list[tuple[str, list[str]]] = []
-    work = config.work_dir
     if config.uses_demo:
         _check_demo_folder(config)
-        steps.append(("demo-data", ["demo-data", "--out", str(config.demo_dir),
-                                    "--scenes", str(config.demo_scenes),
-                                    "--width", str(config.demo_width), "--seed", str(config.seed)]))
     else:
         if not config.images_dir.is_dir():
             raise ConfigError(f"images folder {config.images_dir} not found; set images: in the "
@@ -118,78 +170,123 @@ def plan_pipeline(config: PipelineConfig) -> list[tuple[str, list[str]]]:
                 f"the COCO export {config.coco_file} is missing; building the dataset and "
                 "evaluating need it (set coco: or --coco, or switch those stages off)"
             )
-    images = str(config.images_dir)
-    coco = str(config.coco_file) if config.coco_file else None
-    split_files = config.resolved_split_files()
-
-    if config.previews:
-        steps.append(("previews", ["previews", images, "--out", str(config.previews_dir),
-                                   "--max-size", "2048"]))
-
-    if config.build_dataset:
-        argv = ["build-dataset", "--coco", coco, "--images", images,
-                "--out", str(config.dataset_dir), "--seed", str(config.seed),
-                "--dtype", config.dtype]
-        if config.mode:
-            argv += ["--mode", config.mode]
-        if config.patch_size:
-            argv += ["--patch-size", str(config.patch_size)]
-        if config.stride:
-            argv += ["--stride", str(config.stride)]
-        if config.clip_max:
-            argv += ["--clip-max", str(config.clip_max)]
-        if config.scale:
-            argv += ["--scale", str(config.scale)]
-        for name, path in split_files.items():
-            argv += ["--split-file", f"{name}={path}"]
-        if config.split:
-            argv += ["--split", config.split]
-        if config.group_pattern:
-            argv += ["--group-pattern", config.group_pattern]
-        steps.append(("build-dataset", argv))
-    elif config.train and not (config.dataset_dir / "dataset.json").is_file():
+    if not config.build_dataset and config.train and not (
+            config.dataset_dir / "dataset.json").is_file():
         raise ConfigError(
             f"training needs the patch dataset in {config.dataset_dir}, which is not there; "
             "switch BUILD_DATASET on (--build-dataset=true) or point work_dir at a built one"
         )
-
-    if config.train:
-        argv = ["train", "--data", str(config.dataset_dir), "--out", str(config.run_dir),
-                "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-                "--learning-rate", str(config.learning_rate),
-                "--architecture", config.architecture, "--backbone", config.backbone,
-                "--seed", str(config.seed)]
-        if config.encoder_weights:
-            argv += ["--encoder-weights", config.encoder_weights]
-        if config.steps_per_epoch:
-            argv += ["--steps-per-epoch", str(config.steps_per_epoch)]
-        if config.patience:
-            argv += ["--patience", str(config.patience)]
-        if (config.run_dir / "config.json").is_file():
-            argv.append("--resume")
-        steps.append(("train", argv))
-    elif (config.predict or config.evaluate) and not _has_model(config.run_dir):
+    if not config.train and (config.predict or config.evaluate) and not _has_model(
+            config.run_dir):
         raise ConfigError(
             f"prediction and evaluation need a trained model in {config.run_dir}, which has "
             "none; switch TRAIN on (--train=true) or point work_dir at a finished run"
         )
+    planners = ((config.uses_demo, _demo_step), (config.previews, _previews_step),
+                (config.build_dataset, _build_step), (config.train, _train_step),
+                (config.predict, _predict_step), (config.evaluate, _evaluate_step))
+    return [plan(config) for wanted, plan in planners if wanted]
 
-    held_out = work / "held_out"
-    if config.predict:
-        inputs = config.predict_inputs or [str(held_out if "val" in split_files else images)]
-        argv = ["predict", str(config.run_dir), *inputs, "--out", str(config.predictions_dir)]
-        if config.tile_size:
-            argv += ["--tile-size", str(config.tile_size)]
-        if config.tta:
-            argv.append("--tta")
-        steps.append(("predict", argv))
 
-    if config.evaluate:
-        target = held_out if "val" in split_files else config.images_dir
-        argv = ["evaluate", str(config.run_dir), "--images", str(target), "--coco", coco,
-                "--out", str(config.evaluation_dir)]
-        steps.append(("evaluate", argv))
-    return steps
+def _demo_step(config: PipelineConfig) -> Step:
+    kwargs = dict(out_dir=config.demo_dir, scenes=config.demo_scenes, width=config.demo_width,
+                  seed=config.seed)
+    return Step("demo-data", _command("demo-data", options=[
+        ("--out", config.demo_dir), ("--scenes", config.demo_scenes),
+        ("--width", config.demo_width), ("--seed", config.seed)]),
+        "skyseg.demo", "make_demo_data", kwargs, "report_demo_data")
+
+
+def _previews_step(config: PipelineConfig) -> Step:
+    kwargs = dict(inputs=[str(config.images_dir)], out_dir=config.previews_dir,
+                  max_size=PREVIEW_SIZE)
+    return Step("previews", _command("previews", config.images_dir, options=[
+        ("--out", config.previews_dir), ("--max-size", PREVIEW_SIZE)]),
+        "skyseg.previews", "make_previews", kwargs, "report_previews",
+        {"out_dir": config.previews_dir})
+
+
+def _build_step(config: PipelineConfig) -> Step:
+    from skyseg.dataset import clip_preprocessing
+
+    split_files = config.resolved_split_files()
+    kwargs = dict(coco=config.coco_file, images_dir=config.images_dir,
+                  out_dir=config.dataset_dir, seed=config.seed, dtype=config.dtype,
+                  mode=config.mode or None, patch_size=config.patch_size or None,
+                  stride=config.stride or None,
+                  preprocessing=clip_preprocessing(config.clip_max or None,
+                                                   mode=config.mode or None),
+                  scale=config.scale or None, split_files=split_files or None,
+                  split=config.split or None, group_pattern=config.group_pattern or None)
+    return Step("build-dataset", _command("build-dataset", options=[
+        ("--coco", config.coco_file), ("--images", config.images_dir),
+        ("--out", config.dataset_dir), ("--seed", config.seed), ("--dtype", config.dtype),
+        ("--mode", kwargs["mode"]), ("--patch-size", kwargs["patch_size"]),
+        ("--stride", kwargs["stride"]), ("--clip-max", config.clip_max or None),
+        ("--scale", kwargs["scale"]),
+        *(("--split-file", f"{name}={path}") for name, path in split_files.items()),
+        ("--split", kwargs["split"]), ("--group-pattern", kwargs["group_pattern"])]),
+        "skyseg.dataset", "build_dataset", kwargs, "report_dataset")
+
+
+def _train_step(config: PipelineConfig) -> Step:
+    from skyseg.train import progress_verbosity
+
+    resume = (config.run_dir / "config.json").is_file()
+    kwargs = dict(data_dir=config.dataset_dir, out_dir=config.run_dir, epochs=config.epochs,
+                  batch_size=config.batch_size, learning_rate=config.learning_rate,
+                  architecture=config.architecture, backbone=config.backbone, seed=config.seed,
+                  encoder_weights=config.encoder_weights or None,
+                  steps_per_epoch=config.steps_per_epoch or None, resume=resume,
+                  verbose=progress_verbosity())
+    if config.patience:  # else train_model's (and --patience's) default
+        kwargs["patience"] = config.patience
+    return Step("train", _command("train", options=[
+        ("--data", config.dataset_dir), ("--out", config.run_dir), ("--epochs", config.epochs),
+        ("--batch-size", config.batch_size), ("--learning-rate", config.learning_rate),
+        ("--architecture", config.architecture), ("--backbone", config.backbone),
+        ("--seed", config.seed), ("--encoder-weights", kwargs["encoder_weights"]),
+        ("--steps-per-epoch", kwargs["steps_per_epoch"]),
+        ("--patience", kwargs.get("patience")), ("--resume", resume)]),
+        "skyseg.train", "train_model", kwargs, "report_training")
+
+
+def _held_out_or_images(config: PipelineConfig) -> Path:
+    """The validation images (linked into work_dir/held_out) when there is a split, else all."""
+    return (config.work_dir / "held_out" if "val" in config.resolved_split_files()
+            else config.images_dir)
+
+
+def _predict_step(config: PipelineConfig) -> Step:
+    from skyseg.predict import default_prediction_options
+
+    held_out = str(config.work_dir / "held_out")
+    inputs = config.predict_inputs or [str(_held_out_or_images(config))]
+    options = {}
+    if config.tile_size:
+        options["tile_size"] = config.tile_size
+    if config.tta:
+        options["tta"] = True
+    kwargs = dict(model=str(config.run_dir), inputs=list(inputs),
+                  out_dir=config.predictions_dir, **default_prediction_options(**options))
+    return Step("predict", _command("predict", config.run_dir, *inputs, options=[
+        ("--out", config.predictions_dir), ("--tile-size", options.get("tile_size")),
+        ("--tta", config.tta)]),
+        "skyseg.predict", "predict_files", kwargs, "report_predictions",
+        {"out_dir": config.predictions_dir}, held_out=held_out in inputs)
+
+
+def _evaluate_step(config: PipelineConfig) -> Step:
+    from skyseg.predict import default_prediction_options
+
+    target = _held_out_or_images(config)
+    kwargs = dict(model=str(config.run_dir), images=target, coco=config.coco_file,
+                  out_dir=config.evaluation_dir, **default_prediction_options())
+    return Step("evaluate", _command("evaluate", config.run_dir, options=[
+        ("--images", target), ("--coco", config.coco_file),
+        ("--out", config.evaluation_dir)]),
+        "skyseg.evaluate", "evaluate_model", kwargs, "report_evaluation",
+        held_out=target == config.work_dir / "held_out")
 
 
 def _link_held_out(config: PipelineConfig) -> Path | None:
@@ -217,37 +314,36 @@ def _link_held_out(config: PipelineConfig) -> Path | None:
     return folder
 
 
-def _command_line(argv: list[str]) -> str:
-    return "skyseg " + " ".join(shlex.quote(a) for a in argv)
-
-
 def run_pipeline(config: PipelineConfig) -> int:
     """Run the planned stages; returns 0, 1 (some inputs failed) or 2 (a stage failed).
+
+    Each stage function is called directly with keyword arguments; its
+    equivalent command line is logged first, so any step can be re-run by hand.
 
     Raises:
         ConfigError: as :func:`plan_pipeline`.
     """
-    from skyseg.cli import main
+    from skyseg.cli import exit_status
 
     steps = plan_pipeline(config)
     config.work_dir.mkdir(parents=True, exist_ok=True)
     timings: list[tuple[str, float, int]] = []
     worst = 0
     start_all = time.perf_counter()
-    held_out = str(config.work_dir / "held_out")
     linked = False
-    for stage, argv in steps:
-        if not linked and held_out in argv:
+    for step in steps:
+        if step.held_out and not linked:
             _link_held_out(config)  # needs the demo data / images, made by earlier steps
             linked = True
-        logger.info("== %s: %s", stage, _command_line(argv))
+        logger.info("== %s: %s", step.stage, step.command_line)
         start = time.perf_counter()
-        status = main(argv)
+        status = exit_status(f"skyseg {step.stage}", step)
         elapsed = time.perf_counter() - start
-        timings.append((stage, elapsed, status))
+        timings.append((step.stage, elapsed, status))
         if status >= 2:
             logger.error("pipeline stopped: stage %s failed (exit status %d); see the message "
-                         "above. Earlier results are kept; fix it and run again.", stage, status)
+                         "above. Earlier results are kept; fix it and run again.", step.stage,
+                         status)
             _summary(config, timings, time.perf_counter() - start_all)
             return 2
         worst = max(worst, status)

@@ -69,7 +69,6 @@ import concurrent.futures
 import logging
 import os
 import sys
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,11 +76,12 @@ from pathlib import Path
 import numpy as np
 
 from skyseg.cli import stage_main
-from skyseg.errors import ConfigError, ImageWriteError, ModelError, SkysegError
+from skyseg.errors import ConfigError, ModelError, SkysegError
 from skyseg.io import (
     DEFAULT_MAX_PIXELS,
     check_max_pixels,
     find_images,
+    prepare_output_folder,
     read_image,
     read_image_info,
     write_exr,
@@ -131,6 +131,8 @@ __all__ = [
     "add_arguments",
     "add_prediction_arguments",
     "prediction_options",
+    "default_prediction_options",
+    "report_predictions",
     "run",
 ]
 
@@ -661,31 +663,6 @@ def _parse_save(save) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def prepare_output_folder(out_dir: str | os.PathLike) -> Path:
-    """Create ``out_dir`` if needed and check that files can be written in it.
-
-    Raises:
-        ImageWriteError: it cannot be created or written to.
-    """
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImageWriteError(
-            f"{out_dir}: cannot create the output folder ({exc.strerror or exc}); "
-            "choose a writable --out"
-        ) from exc
-    try:
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".skyseg-probe", suffix=".tmp"):
-            pass
-    except OSError as exc:
-        raise ImageWriteError(
-            f"{out_dir}: output folder is not writable ({exc.strerror or exc}); "
-            "choose a writable --out"
-        ) from exc
-    return out_dir
-
-
 def predict_files(
     model,
     inputs,
@@ -937,14 +914,36 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
                             "0: no limit)")
 
 
+def default_prediction_options(**values) -> dict:
+    """:func:`predict_image` options as the command line gives them, with ``values`` set.
+
+    Every option has the value of :func:`add_prediction_arguments`' default
+    unless given; what ``skyseg evaluate`` records in ``summary.json``.
+
+    Raises:
+        TypeError: a name that is not such an option.
+
+    Example:
+        >>> default_prediction_options(tta=True)["tta"], default_prediction_options()["tile_size"]
+        (True, 1088)
+    """
+    options = dict(tile_size=DEFAULT_TILE_SIZE, overlap=None, batch_size=DEFAULT_BATCH_SIZE,
+                   wrap="auto", tta=False, convert=False, refine="auto", max_side=None)
+    unknown = sorted(set(values) - set(options))
+    if unknown:
+        raise TypeError(f"default_prediction_options() got unexpected keyword arguments {unknown}")
+    options.update(values)
+    return options
+
+
 def prediction_options(args: argparse.Namespace) -> dict:
     """:func:`predict_image` keyword arguments from parsed ``add_prediction_arguments``."""
     overlap = args.overlap
     if overlap is not None and overlap >= 1 and overlap == int(overlap):
         overlap = int(overlap)
-    return dict(tile_size=args.tile_size, overlap=overlap, batch_size=args.batch_size,
-                wrap=args.wrap, tta=args.tta, convert=args.convert, refine=args.refine,
-                max_side=args.max_side)
+    return default_prediction_options(
+        tile_size=args.tile_size, overlap=overlap, batch_size=args.batch_size, wrap=args.wrap,
+        tta=args.tta, convert=args.convert, refine=args.refine, max_side=args.max_side)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -988,14 +987,34 @@ def run(args: argparse.Namespace) -> int:
         labelstudio_to_name=getattr(args, "labelstudio_to_name", "image"),
         **prediction_options(args),
     )
-    logger.info("outputs in %s", args.out)
+    status = report_predictions(report, args.out)
     if shard is not None:
         shard.log_summary(report)
+    return status
+
+
+def report_predictions(report: BatchReport, out_dir: str | os.PathLike) -> int:
+    """Log where :func:`predict_files` wrote; its exit status (0, or 1 when files failed)."""
+    logger.info("outputs in %s", out_dir)
     return report.exit_code
 
 
 def load_for_cli(args: argparse.Namespace) -> LoadedModel:
-    """Check cheap settings and the output folder before the (slow) model load."""
+    """The model of a ``predict`` or ``evaluate`` command, after the cheap checks.
+
+    Checks the :func:`add_prediction_arguments` options, ``--max-pixels``,
+    ``--save`` (when the command has it) and the ``--out`` folder first, so a
+    typo fails in a second rather than after the (slow) model load.
+
+    Args:
+        args: parsed arguments with ``model``, ``out``, ``mode``, ``which``
+            and the options of :func:`add_prediction_arguments`.
+
+    Raises:
+        ConfigError: a bad option value.
+        ImageWriteError: ``--out`` cannot be created or written.
+        ModelError: the model cannot be loaded.
+    """
     check_options(prediction_options(args), threshold=args.threshold)
     check_max_pixels(getattr(args, "max_pixels", None) or None)
     if getattr(args, "save", None) is not None:

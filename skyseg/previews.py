@@ -21,7 +21,8 @@ from skyseg.log import BatchReport, logger, progress
 from skyseg.overlay import resize_uint8
 from skyseg.preprocess import tonemap
 
-__all__ = ["make_preview", "make_previews", "CLI_HELP", "add_arguments", "run"]
+__all__ = ["make_preview", "make_previews", "report_previews", "CLI_HELP", "add_arguments",
+           "run"]
 
 CLI_HELP = "tonemapped JPG previews of HDR images, to label in Label Studio"
 
@@ -104,5 +105,10 @@ def run(args: argparse.Namespace) -> int:
     report = make_previews(args.inputs, args.out, max_size=args.max_size,
                            exposure_ev=args.exposure_ev, quality=args.quality,
                            overwrite=args.overwrite)
-    logger.info("previews in %s", args.out)
+    return report_previews(report, args.out)
+
+
+def report_previews(report: BatchReport, out_dir: str | os.PathLike) -> int:
+    """Log where :func:`make_previews` wrote; its exit status (0, or 1 when files failed)."""
+    logger.info("previews in %s", out_dir)
     return report.exit_code

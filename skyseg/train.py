@@ -92,7 +92,8 @@ from skyseg.model import (
     read_run_config,
 )
 
-__all__ = ["train", "TrainResult", "TimeBudget", "read_history", "write_history", "plot_curves",
+__all__ = ["train", "train_model", "TrainResult", "TimeBudget", "report_training",
+           "progress_verbosity", "read_history", "write_history", "plot_curves",
            "plot_samples", "CLI_HELP", "add_arguments", "run", "HISTORY_FILE", "CURVES_FILE",
            "SAMPLES_FILE", "TENSORBOARD_DIR"]
 
@@ -329,9 +330,7 @@ def train_model(
     """
     started = time.time()
     budget = TimeBudget(max_minutes) if max_minutes is not None else None
-    if init is None and resume:
-        init = _saved_init(Path(out_dir))
-    source = _init_source(init) if init is not None else None
+    source = _resolve_init(init, resume, Path(out_dir))
     architecture, backbone, learning_rate = _model_choices(source, architecture, backbone,
                                                            learning_rate)
     _check_freeze(freeze_encoder_epochs)
@@ -341,29 +340,18 @@ def train_model(
 
     cluster = distribute.check_strategy(strategy, collective_timeout)
     writes = cluster is None or cluster.chief  # other workers write nothing into out_dir
-    from skyseg.metrics import LOSSES
-
-    if loss not in LOSSES:
-        raise ConfigError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
-    encoder_weights = _parse_encoder_weights(encoder_weights)
-    if encoder_weights not in (None, "imagenet") and not Path(encoder_weights).is_file():
-        raise ModelError(f"{encoder_weights}: encoder weights file not found; pass a "
-                         "segmentation_models backbone .h5 file, imagenet or none")
+    encoder_weights = _check_loss_and_encoder_weights(loss, encoder_weights)
     from skyseg.generators import PatchBatches, read_dataset_info
 
     data_dir = Path(data_dir)
     info = read_dataset_info(data_dir)
     if source is not None:
         _check_init_preprocessing(source, info.preprocessing, data_dir)
+    ema, clip_norm = _check_recipe_options(bn_momentum, schedule=schedule, optimizer=optimizer,
+                                           weight_decay=weight_decay,
+                                           warmup_epochs=warmup_epochs, ema=ema,
+                                           clip_norm=clip_norm)
     # Plain batches first: they check the dataset without importing TensorFlow.
-    if not 0.0 < float(bn_momentum) < 1.0:
-        raise ConfigError(f"--bn-momentum must be between 0 and 1, got {bn_momentum}")
-    from skyseg.recipe import check_recipe
-
-    ema = float(ema) if ema else None
-    clip_norm = float(clip_norm) if clip_norm else None
-    check_recipe(schedule=schedule, optimizer=optimizer, weight_decay=float(weight_decay),
-                 warmup_epochs=float(warmup_epochs), ema_momentum=ema, clip_norm=clip_norm)
     train_batches = PatchBatches(data_dir, "train", batch_size=batch_size,
                                  augmentation=augmentation, seed=seed, workers=workers,
                                  steps_per_epoch=steps_per_epoch)
@@ -408,16 +396,8 @@ def train_model(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "skyseg_version": _version(),
     }
-    # Added only when used, so runs made before these options still resume.
-    if source is not None:
-        config["init"] = source.record
-    if freeze_encoder_epochs:
-        config["freeze_encoder_epochs"] = int(freeze_encoder_epochs)
-    if max_minutes is not None:
-        config["max_minutes"] = float(max_minutes)
-    if cluster is not None:
-        config["distribution"] = {"strategy": "multi-worker", "workers": cluster.workers,
-                                  "global_batch_size": batch_size * cluster.workers}
+    config.update(_optional_config(source, freeze_encoder_epochs, max_minutes, cluster,
+                                   batch_size))
     state = _prepare_run_folder(out_dir, config, resume, write=writes)
     if state is not None:
         config["total_steps"] = read_run_config(out_dir).get("total_steps", config["total_steps"])
@@ -443,17 +423,8 @@ def train_model(
     record_dir = out_dir if writes else Path(tempfile.mkdtemp(prefix="skyseg-worker-"))
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        keras.utils.set_random_seed(seed)
-        gpus = tf.config.list_logical_devices("GPU")
-        if deterministic or (deterministic is None and not gpus):
-            if gpus:
-                logger.warning("op determinism on a GPU: TensorFlow raises on ops without a "
-                               "deterministic GPU kernel (e.g. the U-Net's up-sampling gradient)")
-            tf.config.experimental.enable_op_determinism()
-        if mixed_precision:
-            if not gpus:
-                logger.warning("--mixed-precision on a CPU: float16 is slower there, not faster")
-            keras.mixed_precision.set_global_policy("mixed_float16")
+        _configure_tensorflow(keras, tf, seed=seed, deterministic=deterministic,
+                              mixed_precision=mixed_precision)
         with distribution.scope():
             model = _make_model(config, state, out_dir, keras)
         from skyseg.generators import PatchSequence
@@ -465,24 +436,11 @@ def train_model(
                                      workers=workers)
         initial_epoch = state["epoch"] if state else 0
         train_sequence.set_epoch(initial_epoch)
-        average = _weight_average(config, state, out_dir)
-        recorder = _make_recorder(keras)(
-            out_dir=record_dir, epochs=epochs, state=state, train_sequence=train_sequence,
-            val_sequence=val_sequence, preprocessing=info.preprocessing, average=average)
-        plateau = (keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
-            verbose=0) if schedule == "plateau" else None)
-        stopper = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max",
-                                                patience=patience, verbose=0)
-        recorder.plateau, recorder.stopper = plateau, stopper
-        recorder.budget = (budget if budget is None or cluster is None
-                           else distribute.AgreedBudget(budget, tf, distribution))
-        freeze = ([_make_encoder_freeze(keras)(freeze_encoder_epochs, backbone)]
-                  if freeze_encoder_epochs else [])
-        # The average first: validation (on_test_*) must see the averaged
-        # weights before any other callback reads the scores.
-        schedule_callbacks = [c for c in (average, plateau) if c is not None]
-        board = _tensorboard(keras, record_dir / TENSORBOARD_DIR)
+        own_callbacks, recorder = _epoch_callbacks(
+            keras, config=config, state=state, out_dir=out_dir, record_dir=record_dir,
+            sequences=(train_sequence, val_sequence), preprocessing=info.preprocessing,
+            budget=budget if budget is None or cluster is None
+            else distribute.AgreedBudget(budget, tf, distribution))
         start = (f"resuming after epoch {initial_epoch}" if initial_epoch
                  else f"all weights from {source.model_path}" if source is not None
                  else f"encoder weights: {encoder_weights or 'random'}")
@@ -490,29 +448,9 @@ def train_model(
                     architecture, backbone, len(train_batches.pairs), patch_size, info.mode,
                     len(val_batches.pairs), start)
         try:
-            model.fit(
-                **distribute.fit_inputs(tf, keras, cluster, train_sequence, val_sequence,
-                                        initial_epoch),
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                # The sequence shuffles itself from the seed; Keras' shuffle
-                # would use Python's global random state, lost on resume.
-                shuffle=False,
-                workers=1,
-                use_multiprocessing=False,
-                callbacks=[*schedule_callbacks, *board, stopper, recorder, *freeze,
-                           *callbacks],
-                verbose=verbose,
-            )
-        except KeyboardInterrupt:
-            logger.warning("%s: interrupted; continue with skyseg train --resume (the last "
-                           "finished epoch is kept)", out_dir)
-            raise
-        except Exception as exc:
-            lost = distribute.worker_lost(tf, exc, cluster)
-            if lost is not None:
-                raise lost from exc
-            raise
+            _fit(model, tf, keras, cluster, train_sequence, val_sequence,
+                 initial_epoch=initial_epoch, epochs=epochs,
+                 callbacks=[*own_callbacks, *callbacks], verbose=verbose, out_dir=out_dir)
         finally:
             train_sequence.close()
             val_sequence.close()
@@ -526,6 +464,131 @@ def train_model(
                 final_state["epoch"], final_state["best_val_iou"] or 0.0,
                 final_state["best_epoch"], time.time() - started)
     return _result(out_dir, final_state, skipped)
+
+
+def _resolve_init(init, resume: bool, out_dir: Path) -> _InitSource | None:
+    """The run or model file to start from: ``init``, or on resume the run's own."""
+    if init is None and resume:
+        init = _saved_init(out_dir)
+    return _init_source(init) if init is not None else None
+
+
+def _check_loss_and_encoder_weights(loss: str, encoder_weights):
+    """The encoder weights as recorded (None, "imagenet" or a resolved path), checked."""
+    from skyseg.metrics import LOSSES
+
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    encoder_weights = _parse_encoder_weights(encoder_weights)
+    if encoder_weights not in (None, "imagenet") and not Path(encoder_weights).is_file():
+        raise ModelError(f"{encoder_weights}: encoder weights file not found; pass a "
+                         "segmentation_models backbone .h5 file, imagenet or none")
+    return encoder_weights
+
+
+def _check_recipe_options(bn_momentum, *, schedule, optimizer, weight_decay, warmup_epochs, ema,
+                          clip_norm) -> tuple[float | None, float | None]:
+    """``(ema, clip_norm)`` as recorded (None when off), after checking the recipe."""
+    if not 0.0 < float(bn_momentum) < 1.0:
+        raise ConfigError(f"--bn-momentum must be between 0 and 1, got {bn_momentum}")
+    from skyseg.recipe import check_recipe
+
+    ema = float(ema) if ema else None
+    clip_norm = float(clip_norm) if clip_norm else None
+    check_recipe(schedule=schedule, optimizer=optimizer, weight_decay=float(weight_decay),
+                 warmup_epochs=float(warmup_epochs), ema_momentum=ema, clip_norm=clip_norm)
+    return ema, clip_norm
+
+
+def _optional_config(source, freeze_encoder_epochs, max_minutes, cluster,
+                     batch_size: int) -> dict:
+    """The ``config.json`` keys of options in use.
+
+    Added only when used, so runs made before these options still resume.
+    """
+    config: dict = {}
+    if source is not None:
+        config["init"] = source.record
+    if freeze_encoder_epochs:
+        config["freeze_encoder_epochs"] = int(freeze_encoder_epochs)
+    if max_minutes is not None:
+        config["max_minutes"] = float(max_minutes)
+    if cluster is not None:
+        config["distribution"] = {"strategy": "multi-worker", "workers": cluster.workers,
+                                  "global_batch_size": batch_size * cluster.workers}
+    return config
+
+
+def _configure_tensorflow(keras, tf, *, seed: int, deterministic: bool | None,
+                          mixed_precision: bool) -> None:
+    """Seed, op determinism (on CPUs by default) and the float16 policy of a run."""
+    keras.utils.set_random_seed(seed)
+    gpus = tf.config.list_logical_devices("GPU")
+    if deterministic or (deterministic is None and not gpus):
+        if gpus:
+            logger.warning("op determinism on a GPU: TensorFlow raises on ops without a "
+                           "deterministic GPU kernel (e.g. the U-Net's up-sampling gradient)")
+        tf.config.experimental.enable_op_determinism()
+    if mixed_precision:
+        if not gpus:
+            logger.warning("--mixed-precision on a CPU: float16 is slower there, not faster")
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def _epoch_callbacks(keras, *, config: dict, state: dict | None, out_dir: Path,
+                     record_dir: Path, sequences, preprocessing, budget) -> tuple[list, object]:
+    """skyseg's callbacks of ``model.fit``, in their order, and the run recorder among them.
+
+    The weight average comes first: validation (``on_test_*``) must see the
+    averaged weights before any other callback reads the scores.
+    """
+    train_sequence, val_sequence = sequences
+    average = _weight_average(config, state, out_dir)
+    recorder = _make_recorder(keras)(
+        out_dir=record_dir, epochs=config["epochs"], state=state, train_sequence=train_sequence,
+        val_sequence=val_sequence, preprocessing=preprocessing, average=average)
+    plateau = (keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
+        verbose=0) if config["schedule"] == "plateau" else None)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max",
+                                            patience=config["patience"], verbose=0)
+    recorder.plateau, recorder.stopper, recorder.budget = plateau, stopper, budget
+    freeze_epochs = config.get("freeze_encoder_epochs", 0)
+    freeze = ([_make_encoder_freeze(keras)(freeze_epochs, config["backbone"])]
+              if freeze_epochs else [])
+    schedule_callbacks = [c for c in (average, plateau) if c is not None]
+    board = _tensorboard(keras, record_dir / TENSORBOARD_DIR)
+    return [*schedule_callbacks, *board, stopper, recorder, *freeze], recorder
+
+
+def _fit(model, tf, keras, cluster, train_sequence, val_sequence, *, initial_epoch: int,
+         epochs: int, callbacks: list, verbose: int, out_dir: Path) -> None:
+    """``model.fit`` over the sequences; a lost worker becomes a DistributedError."""
+    from skyseg import distribute
+
+    try:
+        model.fit(
+            **distribute.fit_inputs(tf, keras, cluster, train_sequence, val_sequence,
+                                    initial_epoch),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            # The sequence shuffles itself from the seed; Keras' shuffle
+            # would use Python's global random state, lost on resume.
+            shuffle=False,
+            workers=1,
+            use_multiprocessing=False,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except KeyboardInterrupt:
+        logger.warning("%s: interrupted; continue with skyseg train --resume (the last "
+                       "finished epoch is kept)", out_dir)
+        raise
+    except Exception as exc:
+        lost = distribute.worker_lost(tf, exc, cluster)
+        if lost is not None:
+            raise lost from exc
+        raise
 
 
 def _version() -> str:
@@ -1221,9 +1284,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME or skyseg)")
 
 
+def progress_verbosity(quiet: bool = False) -> int:
+    """Keras' ``verbose`` for a command: a progress bar on a terminal, else silent.
+
+    The log has one line per epoch anyway.
+    """
+    return 1 if sys.stdout.isatty() and not quiet else 0
+
+
 def run(args: argparse.Namespace) -> int:
-    # Keras' progress bar on a terminal; the log has one line per epoch anyway.
-    verbose = 1 if sys.stdout.isatty() and not getattr(args, "quiet", False) else 0
+    verbose = progress_verbosity(getattr(args, "quiet", False))
     tracker = None
     if getattr(args, "mlflow", None) is not None:
         from skyseg.tracking import MlflowTracker
@@ -1238,6 +1308,15 @@ def run(args: argparse.Namespace) -> int:
         raise
     if tracker is not None:
         tracker.finish()
+    return report_training(result)
+
+
+def report_training(result: TrainResult) -> int:
+    """Log where the best model is, a budget stop and damaged patches; the exit status.
+
+    What ``skyseg train`` (and the pipeline's train step) shows at the end:
+    0, or 1 when damaged patch files were left out.
+    """
     logger.info("run folder %s: best validation IoU %.4f (epoch %s) in %s", result.run_dir,
                 result.best_val_iou, result.best_epoch, MODEL_BEST)
     if result.stopped_on_budget:
@@ -1252,7 +1331,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_from_args(args: argparse.Namespace, verbose: int, callbacks: list) -> TrainResult:
-    return train(
+    return train_model(
         args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, architecture=args.architecture,
         backbone=args.backbone, encoder_weights=args.encoder_weights, loss=args.loss,

@@ -33,7 +33,7 @@ def test_defaults_run_the_demo_with_small_settings():
     config = config_from_args(_args(), environ={})
     assert config.uses_demo and config.work_dir == Path("outputs/demo")
     assert config.patch_size == DEMO_DEFAULTS["patch_size"]
-    stages = [stage for stage, _ in plan_pipeline(config)]
+    stages = [step.stage for step in plan_pipeline(config)]
     assert stages == ["demo-data", "previews", "build-dataset", "train", "predict", "evaluate"]
 
 
@@ -85,8 +85,9 @@ def test_all_stages_off_but_predict_with_an_existing_run(tmp_path):
     config = PipelineConfig(work_dir=tmp_path, previews=False, build_dataset=False, train=False,
                             evaluate=False)
     steps = plan_pipeline(config)
-    assert [stage for stage, _ in steps] == ["demo-data", "predict"]
-    assert steps[1][1][:2] == ["predict", str(tmp_path / "run")]
+    assert [step.stage for step in steps] == ["demo-data", "predict"]
+    assert steps[1].command[:2] == ["predict", str(tmp_path / "run")]
+    assert steps[1].kwargs["model"] == str(tmp_path / "run")
 
 
 def test_user_data_needs_images_and_coco(tmp_path):
@@ -102,8 +103,8 @@ def test_second_run_resumes_training(tmp_path):
     config = PipelineConfig(work_dir=tmp_path)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
-    train = dict(plan_pipeline(config))["train"]
-    assert train[-1] == "--resume"
+    train = {step.stage: step for step in plan_pipeline(config)}["train"]
+    assert train.command[-1] == "--resume" and train.kwargs["resume"] is True
 
 
 def test_bad_split_file_option():
@@ -135,4 +136,4 @@ def test_the_same_demo_is_reused(tmp_path):
     (tmp_path / "demo" / "demo.json").write_text(json.dumps({
         "format": FORMAT_VERSION, "settings": {"scenes": config.demo_scenes,
                                                "width": config.demo_width, "seed": config.seed}}))
-    assert [stage for stage, _ in plan_pipeline(config)][0] == "demo-data"
+    assert [step.stage for step in plan_pipeline(config)][0] == "demo-data"

@@ -573,7 +573,7 @@ def test_output_folder_that_cannot_be_written(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ImageWriteError, match="is a file, not a folder"):
         make_demo_data(tmp_path / "file", scenes=1, width=64)
-    with pytest.raises(ImageWriteError, match="cannot create the folder.*writable --out"):
+    with pytest.raises(ImageWriteError, match="demo: cannot create the output folder.*writable --out"):
         make_demo_data(tmp_path / "file" / "demo", scenes=1, width=64)
 
 

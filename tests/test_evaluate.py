@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from skyseg import metrics
 from skyseg.cli import main
 from skyseg.errors import AnnotationError, ConfigError, ImageReadError
 from skyseg.evaluate import (
     boundary_scores,
-    confusion_counts,
     evaluate_model,
     read_truth_mask,
-    scores_from_counts,
     segmentation_scores,
     summarise,
     truth_from_mask,
@@ -37,9 +36,13 @@ def test_docstring_examples():
     assert doctest.testmod(evaluate).failed == 0
 
 
+def counts_of(scores: dict) -> tuple[int, int, int, int]:
+    return scores["tp"], scores["fp"], scores["fn"], scores["tn"]
+
+
 def test_pixel_scores_on_a_hand_made_mask():
-    assert confusion_counts(PREDICTION_4x4, TRUTH_4x4) == (6, 1, 2, 7)
     scores = segmentation_scores(PREDICTION_4x4, TRUTH_4x4)
+    assert counts_of(scores) == (6, 1, 2, 7)
     assert scores["iou"] == pytest.approx(6 / 9)
     assert scores["dice"] == pytest.approx(12 / 15)
     assert scores["precision"] == pytest.approx(6 / 7)
@@ -47,8 +50,6 @@ def test_pixel_scores_on_a_hand_made_mask():
 
 
 def test_scores_agree_with_the_training_metrics(rng):
-    from skyseg import metrics
-
     truth = rng.choice(np.array([0, 1, 255], np.uint8), size=(700, 90), p=[0.5, 0.4, 0.1])
     probability = rng.random((700, 90), dtype=np.float32)
     probability[::7] = 0.5  # exactly at the threshold: not sky, as in training
@@ -64,8 +65,9 @@ def test_ignored_pixels_count_nowhere():
     truth = TRUTH_4x4.copy()
     truth[2, 0] = 255  # the false positive is on an ignored pixel
     truth[1, 3] = 255  # so is one false negative
-    assert confusion_counts(PREDICTION_4x4, truth) == (6, 0, 1, 7)
-    assert segmentation_scores(PREDICTION_4x4, truth)["iou"] == pytest.approx(6 / 7)
+    scores = segmentation_scores(PREDICTION_4x4, truth)
+    assert counts_of(scores) == (6, 0, 1, 7)
+    assert scores["iou"] == pytest.approx(6 / 7)
 
 
 def test_boundary_f_score_with_2_px_tolerance():
@@ -116,7 +118,13 @@ def test_boundary_only_on_one_side_scores_zero():
     prediction = np.zeros((6, 6), bool)
     prediction[:3] = True
     assert boundary_scores(prediction, truth)["boundary_f"] == 0.0
-    assert scores_from_counts(0, 0, 5) == dict(iou=0.0, dice=0.0, precision=0.0, recall=0.0)
+    assert metrics.scores_from_counts(dict(tp=0, fp=0, fn=5)) == dict(
+        iou=0.0, dice=0.0, precision=0.0, recall=0.0)
+
+
+def test_masks_of_different_sizes_are_refused():
+    with pytest.raises(ConfigError, match=r"prediction \(4, 4\) and truth \(2, 8\) differ in size"):
+        segmentation_scores(PREDICTION_4x4, TRUTH_4x4.reshape(2, 8))
 
 
 def test_summary_mean_median_pooled():

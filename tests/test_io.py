@@ -508,6 +508,18 @@ def test_writer_into_missing_folder_is_a_clear_error(tmp_path):
         write_png(tmp_path / "no" / "m.png", np.zeros((2, 2), np.uint8))
 
 
+def test_prepare_output_folder_creates_parents_and_leaves_nothing(tmp_path):
+    from skyseg.io import prepare_output_folder
+
+    target = prepare_output_folder(tmp_path / "a" / "b")
+    assert target == tmp_path / "a" / "b" and target.is_dir()
+    assert list(target.iterdir()) == []  # the write probe is gone
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ImageWriteError, match=r"file.x: cannot create the output folder .*"
+                                              "choose a writable --out"):
+        prepare_output_folder(tmp_path / "file" / "x")
+
+
 def test_writer_into_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
     # chmod does not stop root (CI may run as root), so refuse the rename itself.
     from skyseg.io import write

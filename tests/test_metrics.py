@@ -56,9 +56,44 @@ def as_batch(array: np.ndarray, dtype=np.float32) -> np.ndarray:
 # --------------------------------------------------------------------------- numpy
 
 
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(metrics).failed == 0
+
+
 def test_confusion_counts_ignore_the_255_pixel():
     assert metrics.confusion_counts(TRUTH, PROB) == {"tp": 2, "fp": 1, "fn": 1, "tn": 4,
                                                      "ignored": 1}
+
+
+@pytest.mark.parametrize("counts, expected", [
+    (dict(tp=6, fp=1, fn=2), dict(iou=6 / 9, dice=12 / 15, precision=6 / 7, recall=6 / 8)),
+    # Empty denominators: 1.0 where prediction and truth agree there is no sky, else 0.0.
+    (dict(tp=0, fp=0, fn=0), dict(iou=1.0, dice=1.0, precision=1.0, recall=1.0)),
+    (dict(tp=0, fp=3, fn=0), dict(iou=0.0, dice=0.0, precision=0.0, recall=0.0)),
+    (dict(tp=0, fp=0, fn=5), dict(iou=0.0, dice=0.0, precision=0.0, recall=0.0)),
+])
+def test_scores_from_counts(counts, expected):
+    scores = metrics.scores_from_counts(counts)
+    assert scores == pytest.approx(expected, abs=1e-15)
+    assert set(scores) == set(expected)
+
+
+def test_iou_and_dice_are_the_scores_of_the_counts():
+    scores = metrics.scores_from_counts(metrics.confusion_counts(TRUTH, PROB))
+    assert metrics.iou_score(TRUTH, PROB) == scores["iou"]
+    assert metrics.dice_score(TRUTH, PROB) == scores["dice"]
+
+
+@pytest.mark.parametrize("shape", [(37, 5), (37,), (7, 3, 4), (0, 4), ()])
+def test_counts_in_bands_equal_counts_at_once(monkeypatch, rng, shape):
+    truth = rng.choice(np.array([0, 1, 255], np.uint8), size=shape)
+    prob = rng.random(shape)
+    at_once = metrics.confusion_counts(truth, prob)
+    assert sum(at_once.values()) == truth.size
+    monkeypatch.setattr(metrics, "_BAND_PIXELS", 7)  # bands of one or a few rows
+    assert metrics.confusion_counts(truth, prob) == at_once
 
 
 def test_iou_and_dice_are_exact():

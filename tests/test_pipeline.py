@@ -66,3 +66,141 @@ def test_bad_flag_value_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == ("skyseg pipeline: error: --train must be true or false, "
                                      "got 'perhaps'")
+
+
+# --------------------------------------------------------------------------- direct calls
+
+#: Stage -> (module, stage function) the pipeline calls.
+STAGE_FUNCTIONS = {
+    "demo-data": ("skyseg.demo", "make_demo_data"),
+    "previews": ("skyseg.previews", "make_previews"),
+    "build-dataset": ("skyseg.dataset", "build_dataset"),
+    "train": ("skyseg.train", "train_model"),
+    "predict": ("skyseg.predict", "predict_files"),
+    "evaluate": ("skyseg.evaluate", "evaluate_model"),
+}
+
+
+def _meaning(value):
+    """A value as a comparison of call arguments sees it: paths as text, "none" as None,
+    sequences (and "a,b" lists) as tuples."""
+    from pathlib import PurePath
+
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_meaning(item) for item in value)
+    if isinstance(value, str) and value.lower() == "none":
+        return None
+    if isinstance(value, str) and "," in value:
+        return tuple(value.split(","))
+    return value
+
+
+def _record_stage_calls(monkeypatch, calls: dict) -> None:
+    """Replace each stage function by a fast fake that records its arguments (defaults
+    filled in) and returns what the real one would, so the reports run."""
+    import importlib
+    import inspect
+    from types import SimpleNamespace
+
+    from skyseg.demo import DemoData
+    from skyseg.evaluate import Evaluation
+    from skyseg.log import BatchReport
+    from skyseg.train import TrainResult
+
+    def demo(out_dir, **kwargs):
+        (out_dir / "images").mkdir(parents=True, exist_ok=True)
+        (out_dir / "images" / "scene_01.exr").write_bytes(b"")
+        (out_dir / "val.txt").write_text("scene_01\n")
+        return DemoData(out_dir, ["scene_01"], [], ["scene_01"])
+
+    results = {
+        "demo-data": demo,
+        "previews": lambda **kwargs: BatchReport("previews"),
+        "build-dataset": lambda out_dir, **kwargs: SimpleNamespace(
+            splits={"train": 3}, sky_fraction={"train": 0.5}, out_dir=out_dir, exit_code=0),
+        "train": lambda out_dir, **kwargs: TrainResult(out_dir, 1, 1, 0.5),
+        "predict": lambda **kwargs: BatchReport("predict"),
+        "evaluate": lambda out_dir, **kwargs: Evaluation([], {"images": 0}, BatchReport("x"),
+                                                         [], out_dir),
+    }
+    for stage, (module_name, name) in STAGE_FUNCTIONS.items():
+        module = importlib.import_module(module_name)
+        signature = inspect.signature(getattr(module, name))
+
+        def fake(*args, _stage=stage, _signature=signature, **kwargs):
+            bound = _signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            arguments.update(arguments.pop("options", {}))  # predict/evaluate **options
+            calls[_stage] = arguments
+            return results[_stage](**{key: arguments[key] for key in arguments
+                                      if key == "out_dir"})
+
+        fake.__signature__ = signature  # a second recording binds like the real function
+        monkeypatch.setattr(module, name, fake)
+    monkeypatch.setattr("skyseg.train.train", importlib.import_module("skyseg.train").train_model)
+    monkeypatch.setattr("skyseg.predict.load_predictor", lambda model, **kwargs: model)
+
+
+def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path, monkeypatch,
+                                                                        capsys, caplog):
+    """The pipeline calls the stage functions with keyword arguments, not the CLI; and the
+    command line it logs for each step makes ``skyseg`` call the same function the same way."""
+    import argparse
+    import logging
+
+    from skyseg import cli
+    from skyseg.config import PipelineConfig
+    from skyseg.pipeline import plan_pipeline, run_pipeline
+
+    config = PipelineConfig(work_dir=tmp_path / "work", demo_scenes=4, demo_width=128,
+                            mode="hdr", clip_max=5e4, patch_size=64, stride=32, scale=0.5,
+                            epochs=2, steps_per_epoch=3, patience=4, learning_rate=2e-3,
+                            backbone="resnet18", encoder_weights="none", tile_size=128,
+                            tta=True, seed=7)
+    direct: dict = {}
+    _record_stage_calls(monkeypatch, direct)
+    monkeypatch.setattr(logging.getLogger("skyseg"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="skyseg")
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the pipeline parsed a command line")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", no_parsing)
+        patch.setattr(cli, "main", no_parsing)
+        assert run_pipeline(config) == 0
+    steps = plan_pipeline(config)
+    assert list(direct) == [step.stage for step in steps] == list(STAGE_FUNCTIONS)
+    # What the pipeline passes, spelled out for the settings above.
+    assert direct["demo-data"] == dict(out_dir=config.demo_dir, scenes=4, width=128, seed=7,
+                                       overwrite=False)
+    build = direct["build-dataset"]
+    assert (build["patch_size"], build["stride"], build["scale"], build["seed"]) == (
+        64, 32, 0.5, 7)
+    assert build["preprocessing"].clip_max == 5e4 and build["mode"] == "hdr"
+    assert build["split_files"] == {"train": config.demo_dir / "train.txt",
+                                    "val": config.demo_dir / "val.txt"}
+    train = direct["train"]
+    assert (train["epochs"], train["steps_per_epoch"], train["patience"], train["backbone"],
+            train["learning_rate"], train["resume"], train["verbose"]) == (
+        2, 3, 4, "resnet18", 2e-3, False, 0)
+    held_out = str(config.work_dir / "held_out")
+    assert direct["predict"]["inputs"] == [held_out]
+    assert (direct["predict"]["tile_size"], direct["predict"]["tta"]) == (128, True)
+    assert direct["evaluate"]["images"] == config.work_dir / "held_out"
+    assert direct["evaluate"]["model"] == direct["predict"]["model"] == str(config.run_dir)
+    assert f"== train: {steps[3].command_line}" in caplog.messages
+    assert steps[3].command_line.endswith(" --encoder-weights none --steps-per-epoch 3 "
+                                          "--patience 4")
+    assert "train: 3 patches, sky fraction 0.500" in capsys.readouterr().out  # build's report
+    # Each logged command line, run through the CLI, makes the same call.
+    for step in steps:
+        by_hand: dict = {}
+        _record_stage_calls(monkeypatch, by_hand)
+        assert cli.main(step.command) == 0, step.command_line
+        expected = {key: _meaning(value) for key, value in direct[step.stage].items()}
+        got = {key: _meaning(value) for key, value in by_hand[step.stage].items()}
+        assert got == expected, step.stage

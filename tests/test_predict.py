@@ -20,6 +20,7 @@ from skyseg import predict as predict_module
 from skyseg.cli import main
 from skyseg.errors import ConfigError, ImageWriteError, ModelError
 from skyseg.io import read_image, write_exr, write_png
+from skyseg.io import write as write_module
 from skyseg.model import LoadedModel, import_keras, load_run, save_model
 from skyseg.predict import (
     Prediction,
@@ -359,7 +360,7 @@ def test_output_folder_not_writable(runs, tmp_path, rng, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(predict_module.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(write_module.tempfile, "NamedTemporaryFile", refuse)
     with pytest.raises(ImageWriteError, match="output folder is not writable "
                                               r"\(Permission denied\); choose a writable --out"):
         prepare_output_folder(tmp_path / "locked")

@@ -23,6 +23,7 @@ from skyseg.errors import ConfigError, ImageReadError, ImageTooLargeError
 from skyseg.io.write import (
     TEMP_MARKER,
     atomic_output,
+    prepare_output_folder,
     write_bytes,
     write_exr,
     write_hdr,
@@ -46,6 +47,7 @@ __all__ = [
     "LDR_SUFFIXES",
     "IMAGE_SUFFIXES",
     "atomic_output",
+    "prepare_output_folder",
     "write_bytes",
     "write_text",
     "write_png",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from skyseg.errors import ImageWriteError
 
 __all__ = ["atomic_output", "write_png", "write_jpeg", "write_tiff", "write_exr", "write_hdr",
-           "write_bytes", "write_text", "TEMP_MARKER"]
+           "write_bytes", "write_text", "prepare_output_folder", "TEMP_MARKER"]
 
 #: Every temporary file skyseg writes contains this; resumable stages delete them.
 TEMP_MARKER = ".tmp"
@@ -65,6 +66,39 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+def prepare_output_folder(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` (and its parents) if needed and check that files can be written in it.
+
+    Every stage that writes into an ``--out`` folder starts here, so the
+    message for a folder that cannot be made or written is the same everywhere.
+
+    Raises:
+        ImageWriteError: it cannot be created or written to.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> prepare_output_folder(pathlib.Path(tempfile.mkdtemp()) / "out" / "masks").is_dir()
+        True
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageWriteError(
+            f"{out_dir}: cannot create the output folder ({exc.strerror or exc}); "
+            "choose a writable --out"
+        ) from exc
+    try:
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".skyseg-probe", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise ImageWriteError(
+            f"{out_dir}: output folder is not writable ({exc.strerror or exc}); "
+            "choose a writable --out"
+        ) from exc
+    return out_dir
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
