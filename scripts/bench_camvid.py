@@ -83,12 +83,14 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
     model = build_model("unet", backbone)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=metrics.get_loss("bce_jaccard"))
     x, y = train.batch(0, 0)
-    for _ in range(2):
+    for _ in range(3):
         model.train_on_batch(x, y)
-    start = time.perf_counter()
-    for _ in range(4):
+    steps = []
+    for _ in range(8):  # the median: a busy moment of the machine does not plan the run
+        start = time.perf_counter()
         model.train_on_batch(x, y)
-    step = (time.perf_counter() - start) / 4
+        steps.append(time.perf_counter() - start)
+    step = float(np.median(steps))
     import tensorflow as tf
 
     forward = tf.function(lambda batch: model(batch, training=False))
