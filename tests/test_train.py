@@ -569,3 +569,18 @@ def test_resume_keeps_the_saved_total_steps(small_dataset, tmp_path, monkeypatch
     (run_dir / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ConfigError, match=r"differs in \['seed'\] \(seed: 1 -> 0\)"):
         train(small_dataset, run_dir, encoder_weights=None, epochs=5, batch_size=2, resume=True)
+
+
+def test_run_settings_read_back_from_config_json(dataset, tmp_path, monkeypatch):
+    from skyseg.train import RunSettings
+
+    source = fake_source(tmp_path / "source")
+    config = written_config(monkeypatch, dataset, tmp_path / "run", init=source,
+                            max_minutes=5, encoder_weights=None, epochs=2, batch_size=8)
+    settings = RunSettings.from_json(config)
+    assert settings.to_json() == config and list(settings.to_json()) == list(config)
+    assert (settings.backbone, settings.total_steps, settings.freeze_encoder_epochs) == (
+        "resnet18", 16, 0)
+    with pytest.raises(ConfigError, match="old.json: lacks loss, seed; it was not written"):
+        RunSettings.from_json({key: value for key, value in config.items()
+                               if key not in ("loss", "seed")}, what="old.json")
