@@ -864,7 +864,12 @@ def _weight_average(settings: RunSettings, state: dict | None, out_dir: Path):
 
 
 def _make_recorder(keras):
-    """The callback class that writes the run folder (defined once Keras is imported)."""
+    """The callback class that writes the run folder (defined once Keras is imported).
+
+    Its methods call the module's functions (:func:`_history_row`,
+    :func:`_epoch_state`, :func:`_save_checkpoint`, :func:`_write_epoch_files`);
+    the class only holds what lasts from one epoch to the next.
+    """
 
     class RunRecorder(keras.callbacks.Callback):
         """Saves checkpoints, history, curves and samples after each epoch.
@@ -893,17 +898,9 @@ def _make_recorder(keras):
         def on_train_begin(self, logs=None):
             # Keras' callbacks reset themselves in on_train_begin (they come
             # before this one in the list); give them back their state.
-            saved = self.state
             if self.budget is not None:
                 self.budget.training_started()
-            if saved.get("plateau") and self.plateau is not None:
-                self.plateau.wait = saved["plateau"]["wait"]
-                self.plateau.cooldown_counter = saved["plateau"]["cooldown_counter"]
-                self.plateau.best = float(saved["plateau"]["best"])
-            if saved.get("stopper") and self.stopper is not None:
-                self.stopper.wait = saved["stopper"]["wait"]
-                self.stopper.best = float(saved["stopper"]["best"])
-                self.stopper.best_epoch = saved["stopper"]["best_epoch"]
+            _restore_callbacks(self.state, plateau=self.plateau, stopper=self.stopper)
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch_started = time.time()
@@ -914,82 +911,120 @@ def _make_recorder(keras):
                 self.train_sequence.set_epoch(epoch)
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = dict(logs or {})
             lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
-            row = {"epoch": epoch + 1}
-            for key in HISTORY_COLUMNS[1:-2]:
-                row[key] = float(logs[key]) if key in logs else float("nan")
-            row["lr"] = float(logs.get("lr", lr))
-            row["seconds"] = round(time.time() - self._epoch_started, 3)
-            state = self.state
-            history = [r for r in state["history"] if r["epoch"] < row["epoch"]] + [row]
-            val_iou = row["val_iou"]
-            best = state["best_val_iou"]
-            improved = math.isfinite(val_iou) and (best is None or val_iou > best)
-            from skyseg.model import save_model
-
+            row = _history_row(epoch + 1, dict(logs or {}), lr,
+                               time.time() - self._epoch_started)
+            best = self.state["best_val_iou"]
+            improved = math.isfinite(row["val_iou"]) and (best is None or row["val_iou"] > best)
             if improved:
-                with self._averaged():
-                    save_model(self.model, self.out_dir / MODEL_BEST, include_optimizer=False,
-                               attributes={"epoch": row["epoch"], "val_iou": val_iou})
-                best, best_epoch = val_iou, row["epoch"]
-            else:
-                best_epoch = state["best_epoch"]
+                _save_checkpoint(self.model, self.out_dir / MODEL_BEST, self.average,
+                                 attributes={"epoch": row["epoch"], "val_iou": row["val_iou"]})
             stopped_early = bool(self.model.stop_training and row["epoch"] < self.epochs)
-            on_budget = _budget_stop(self.budget, self.model, row["epoch"], self.epochs,
-                                     stopped_early)
-            self.state = {
-                "epoch": row["epoch"],
-                "history": history,
-                "best_val_iou": best,
-                "best_epoch": best_epoch,
-                "lr": lr,
-                "stopped_early": stopped_early,
-                "stopped_on_budget": on_budget,
-                "plateau": None if self.plateau is None else {
-                    "wait": int(self.plateau.wait),
-                    "cooldown_counter": int(self.plateau.cooldown_counter),
-                    "best": float(self.plateau.best)},
-                "stopper": None if self.stopper is None else {
-                    "wait": int(self.stopper.wait),
-                    "best": float(self.stopper.best),
-                    "best_epoch": int(self.stopper.best_epoch)},
-                "skipped": len(self.train_sequence.skipped) + len(self.val_sequence.skipped),
-            }
-            arrays = None
-            if self.average is not None:
-                self.state["average_updates"] = self.average.updates
-                arrays = {AVERAGE_ARRAYS: self.average.arrays()}
-            save_model(self.model, self.out_dir / MODEL_LAST, include_optimizer=True,
-                       attributes={"state": self.state}, arrays=arrays)
-            write_history(self.out_dir / HISTORY_FILE, history)
-            plot_curves(self.out_dir / CURVES_FILE, history, best_epoch=best_epoch)
-            self._write_samples()
-            logger.info(
-                "epoch %d/%d: loss %.4f iou %.4f | val_loss %.4f val_iou %.4f%s (%.1f s)",
-                row["epoch"], self.epochs, row["loss"], row["iou"], row["val_loss"], val_iou,
-                " best" if improved else "", row["seconds"])
-            if self.state["skipped"]:
-                logger.warning("%d damaged patch file(s) skipped so far",
-                               self.state["skipped"])
-
-        def _averaged(self):
-            """A context in which the model holds the weights validation saw."""
-            import contextlib
-
-            return (self.average.applied() if self.average is not None
-                    else contextlib.nullcontext())
-
-        def _write_samples(self):
+            self.state = _epoch_state(
+                self.state, row, lr=lr, improved=improved, stopped_early=stopped_early,
+                stopped_on_budget=_budget_stop(self.budget, self.model, row["epoch"],
+                                               self.epochs, stopped_early),
+                plateau=self.plateau, stopper=self.stopper,
+                skipped=len(self.train_sequence.skipped) + len(self.val_sequence.skipped),
+                average=self.average)
+            _save_checkpoint(self.model, self.out_dir / MODEL_LAST, self.average,
+                             attributes={"state": self.state}, last=True)
             if self._samples is None:
                 x, y = self.val_sequence.batch(0, 0)
                 self._samples = (x[:4], y[:4])
-            x, y = self._samples
-            with self._averaged():
-                probability = np.asarray(self.model(x, training=False), dtype=np.float32)
-            plot_samples(self.out_dir / SAMPLES_FILE, x, y, probability, self.preprocessing)
+            _write_epoch_files(self.out_dir, self.state, self.model, self._samples,
+                               self.preprocessing, self.average)
+            _log_epoch(row, self.epochs, improved, self.state["skipped"])
 
     return RunRecorder
+
+
+def _history_row(epoch: int, logs: dict, lr: float, seconds: float) -> dict:
+    """One row of ``history.csv`` (:data:`HISTORY_COLUMNS`; a missing score is NaN)."""
+    row = {"epoch": epoch}
+    for key in HISTORY_COLUMNS[1:-2]:
+        row[key] = float(logs[key]) if key in logs else float("nan")
+    row["lr"] = float(logs.get("lr", lr))
+    row["seconds"] = round(seconds, 3)
+    return row
+
+
+def _restore_callbacks(saved: dict, *, plateau, stopper) -> None:
+    """Give the plateau and early-stopping callbacks back the counters a resumed state holds."""
+    if saved.get("plateau") and plateau is not None:
+        plateau.wait = saved["plateau"]["wait"]
+        plateau.cooldown_counter = saved["plateau"]["cooldown_counter"]
+        plateau.best = float(saved["plateau"]["best"])
+    if saved.get("stopper") and stopper is not None:
+        stopper.wait = saved["stopper"]["wait"]
+        stopper.best = float(saved["stopper"]["best"])
+        stopper.best_epoch = saved["stopper"]["best_epoch"]
+
+
+def _epoch_state(previous: dict, row: dict, *, lr: float, improved: bool, stopped_early: bool,
+                 stopped_on_budget: bool, plateau, stopper, skipped: int, average) -> dict:
+    """The training state after the epoch of ``row`` (what ``model_last.h5`` keeps)."""
+    history = [r for r in previous["history"] if r["epoch"] < row["epoch"]] + [row]
+    state = {
+        "epoch": row["epoch"],
+        "history": history,
+        "best_val_iou": row["val_iou"] if improved else previous["best_val_iou"],
+        "best_epoch": row["epoch"] if improved else previous["best_epoch"],
+        "lr": lr,
+        "stopped_early": stopped_early,
+        "stopped_on_budget": stopped_on_budget,
+        "plateau": None if plateau is None else {
+            "wait": int(plateau.wait),
+            "cooldown_counter": int(plateau.cooldown_counter),
+            "best": float(plateau.best)},
+        "stopper": None if stopper is None else {
+            "wait": int(stopper.wait),
+            "best": float(stopper.best),
+            "best_epoch": int(stopper.best_epoch)},
+        "skipped": skipped,
+    }
+    if average is not None:
+        state["average_updates"] = average.updates
+    return state
+
+
+def _averaged(average):
+    """A context in which the model holds the weights validation saw (the weight average)."""
+    import contextlib
+
+    return average.applied() if average is not None else contextlib.nullcontext()
+
+
+def _save_checkpoint(model, path: Path, average, *, attributes: dict, last: bool = False) -> None:
+    """``model_best.h5`` (the averaged weights, no optimizer) or, with ``last``,
+    ``model_last.h5`` (the trained weights, the optimizer and the weight average's arrays)."""
+    from skyseg.model import save_model
+
+    if not last:
+        with _averaged(average):
+            save_model(model, path, include_optimizer=False, attributes=attributes)
+        return
+    arrays = {AVERAGE_ARRAYS: average.arrays()} if average is not None else None
+    save_model(model, path, include_optimizer=True, attributes=attributes, arrays=arrays)
+
+
+def _write_epoch_files(out_dir: Path, state: dict, model, samples, preprocessing,
+                       average) -> None:
+    """``history.csv``, ``curves.png`` and ``samples.png`` (``samples``: images, masks)."""
+    write_history(out_dir / HISTORY_FILE, state["history"])
+    plot_curves(out_dir / CURVES_FILE, state["history"], best_epoch=state["best_epoch"])
+    x, y = samples
+    with _averaged(average):
+        probability = np.asarray(model(x, training=False), dtype=np.float32)
+    plot_samples(out_dir / SAMPLES_FILE, x, y, probability, preprocessing)
+
+
+def _log_epoch(row: dict, epochs: int, improved: bool, skipped: int) -> None:
+    logger.info("epoch %d/%d: loss %.4f iou %.4f | val_loss %.4f val_iou %.4f%s (%.1f s)",
+                row["epoch"], epochs, row["loss"], row["iou"], row["val_loss"], row["val_iou"],
+                " best" if improved else "", row["seconds"])
+    if skipped:
+        logger.warning("%d damaged patch file(s) skipped so far", skipped)
 
 
 def write_history(path: Path, history: list[dict]) -> None:
