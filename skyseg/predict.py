@@ -110,6 +110,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DEFAULT_OVERLAY_MAX_SIZE",
     "SAVE_CHOICES",
+    "parse_save",
     "DEFAULT_SAVE",
     "Prediction",
     "load_predictor",
@@ -651,7 +652,23 @@ def write_outputs(out_dir: str | os.PathLike, stem: str, probability: np.ndarray
     return written
 
 
-def _parse_save(save) -> tuple[str, ...]:
+def parse_save(save) -> tuple[str, ...]:
+    """The outputs ``--save`` asks for, checked, in order, without repeats.
+
+    Args:
+        save: names from :data:`SAVE_CHOICES`, as a list or one comma-separated
+            string (``"mask,overlay"``).
+
+    Returns:
+        the names as a tuple (first occurrence kept).
+
+    Raises:
+        ConfigError: an unknown name, or none at all (the message lists the choices).
+
+    Example:
+        >>> parse_save("mask, overlay,mask")
+        ('mask', 'overlay')
+    """
     names = [s.strip() for s in save.split(",")] if isinstance(save, str) else list(save)
     names = [s for s in names if s]
     unknown = [s for s in names if s not in SAVE_CHOICES]
@@ -717,7 +734,7 @@ def predict_files(
         >>> report.exit_code  # doctest: +SKIP
         0
     """
-    save = _parse_save(save)
+    save = parse_save(save)
     check_options(options, threshold=threshold, caller="predict_files")
     max_pixels = check_max_pixels(max_pixels)
     options.setdefault("show_progress", True)
@@ -1018,7 +1035,7 @@ def load_for_cli(args: argparse.Namespace) -> LoadedModel:
     check_options(prediction_options(args), threshold=args.threshold)
     check_max_pixels(getattr(args, "max_pixels", None) or None)
     if getattr(args, "save", None) is not None:
-        _parse_save(args.save)
+        parse_save(args.save)
     prepare_output_folder(args.out)
     return load_predictor(args.model, mode=args.mode, which=args.which)
 
