@@ -574,26 +574,15 @@ def _summarise(out_dir: Path, plan: dict, items: list[_Item], records: dict[int,
         images[record["source"]] = {"stem": item.stem, "split": split, "height": item.height,
                                     "width": item.width, "patches": item.count,
                                     "first_id": item.first_id}
-
-    def quantiles(values: list[np.ndarray]) -> dict | None:
-        if not values:
-            return None
-        pooled = np.concatenate(values)
-        return {f"{q:g}": round(float(v), 6) for q, v in zip(QUANTILES, np.percentile(
-            pooled, QUANTILES), strict=True)}
-
-    def ratio(a: dict, b: dict) -> dict:
-        return {name: (round(a[name] / b[name], 6) if b[name] else None) for name in splits}
-
-    sky_fraction = ratio(sky, valid)
+    sky_fraction = _ratios(sky, valid)
     stats = {
         "patches": patches,
         "sky_fraction": sky_fraction,
-        "sky_fraction_images": ratio(image_sky, image_pixels),
+        "sky_fraction_images": _ratios(image_sky, image_pixels),
         "padding_fraction": {name: (round(padding[name] / (patches[name] * size * size), 6)
                                     if patches[name] else None) for name in splits},
-        "quantiles_percent": {**{name: quantiles(samples[name]) for name in splits},
-                              "all": quantiles([v for name in splits for v in samples[name]])},
+        "quantiles_percent": {**{name: _quantiles(samples[name]) for name in splits},
+                              "all": _quantiles([v for name in splits for v in samples[name]])},
         "quantile_sample_per_image": SAMPLE_PER_IMAGE,
         "nonfinite_repaired": nonfinite,
         "negative_clamped": negative,
@@ -629,6 +618,21 @@ def _summarise(out_dir: Path, plan: dict, items: list[_Item], records: dict[int,
     write_text(out_dir / "manifest.csv", buffer.getvalue())
     write_text(out_dir / "dataset.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
     return patches, sky_fraction
+
+
+def _quantiles(values: list[np.ndarray]) -> dict | None:
+    """:data:`QUANTILES` (percent) of the pooled sample values, or None without any."""
+    if not values:
+        return None
+    pooled = np.concatenate(values)
+    return {f"{q:g}": round(float(v), 6) for q, v in zip(QUANTILES, np.percentile(
+        pooled, QUANTILES), strict=True)}
+
+
+def _ratios(numerators: dict, denominators: dict) -> dict:
+    """Per split ``numerators / denominators`` rounded to 6 places (None over 0)."""
+    return {name: (round(numerators[name] / denominators[name], 6) if denominators[name]
+                   else None) for name in denominators}
 
 
 # --------------------------------------------------------------------------- the stage

@@ -460,21 +460,8 @@ def evaluate_model(
                                      non_sky_categories=non_sky_categories)
         source = f"labels in {coco}"
     if only is not None:
-        wanted = _stems_to_keep(only)
-        pairs = [pair for pair in pairs if pair[1] in wanted]
-        missing = [stem for stem in missing if stem in wanted]
-        absent = sorted(wanted - {pair[1] for pair in pairs} - set(missing))
-        if absent:
-            logger.warning("%d listed image(s) are not in %s: %s", len(absent), images,
-                           ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
-    if missing:
-        listed = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        if masks is not None:
-            logger.warning("%d image(s) without truth (%s) are not scored: %s", len(missing),
-                           source, listed)
-        else:  # labelled elsewhere (e.g. the training images): normal for a held-out folder
-            logger.info("%d labelled image(s) are not in %s, so not scored: %s", len(missing),
-                        images, listed)
+        pairs, missing = _keep_listed(pairs, missing, only, images)
+    _log_missing_truth(missing, source, images, from_masks=masks is not None)
     if not pairs:
         raise ConfigError(f"no image in {images} has truth ({source}); check the folder names "
                           "and that masks are called <stem>_mask.png or <stem>.png")
@@ -493,13 +480,7 @@ def evaluate_model(
             continue
         prediction = probability > np.float32(threshold)
         del probability
-        scores = segmentation_scores(prediction, truth, tolerance=tolerance)
-        pixels = prediction.size
-        row = {"image": str(path), "stem": stem, "width": image.shape[1],
-               "height": image.shape[0], **scores,
-               "sky_true": np.count_nonzero(truth == 1) / pixels,
-               "sky_predicted": np.count_nonzero(prediction) / pixels,
-               "ignored": np.count_nonzero(truth == IGNORE) / pixels}
+        row = _score_row(path, stem, prediction, truth, tolerance=tolerance)
         rows.append(row)
         report.succeeded(path)
         if worst and (len(heap) < worst or row["iou"] < -heap[0][0]):
@@ -515,13 +496,7 @@ def evaluate_model(
     summary.update(threshold=threshold, tolerance_px=tolerance, truth=source,
                    missing_truth=missing, failed=[item for item, _ in report.failures],
                    options={k: v for k, v in options.items() if k != "show_progress"})
-    worst_list: list[tuple[str, float, Path | None]] = []
-    for rank, (negative_iou, _, stem, picture) in enumerate(sorted(heap, reverse=True), 1):
-        target = None
-        if output is not None and picture is not None:
-            (output / "worst").mkdir(exist_ok=True)
-            target = write_png(output / "worst" / f"{rank}_{stem}_errors.png", picture)
-        worst_list.append((stem, -negative_iou, target))
+    worst_list = _write_worst(heap, output)
     summary["worst"] = [{"stem": s, "iou": v, "overlay": str(p) if p else None}
                         for s, v, p in worst_list]
     if output is not None:
@@ -529,6 +504,56 @@ def evaluate_model(
         write_text(output / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     report.log_summary()
     return Evaluation(rows, summary, report, worst_list, output)
+
+
+def _keep_listed(pairs: list, missing: list[str], only, images: Path) -> tuple[list, list[str]]:
+    """The pairs and missing stems that ``only`` lists (a listed stem found nowhere is logged)."""
+    wanted = _stems_to_keep(only)
+    pairs = [pair for pair in pairs if pair[1] in wanted]
+    missing = [stem for stem in missing if stem in wanted]
+    absent = sorted(wanted - {pair[1] for pair in pairs} - set(missing))
+    if absent:
+        logger.warning("%d listed image(s) are not in %s: %s", len(absent), images,
+                       ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
+    return pairs, missing
+
+
+def _log_missing_truth(missing: list[str], source: str, images: Path, *,
+                       from_masks: bool) -> None:
+    """Say which images are not scored for lack of truth (a warning with a masks folder)."""
+    if not missing:
+        return
+    listed = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+    if from_masks:
+        logger.warning("%d image(s) without truth (%s) are not scored: %s", len(missing),
+                       source, listed)
+    else:  # labelled elsewhere (e.g. the training images): normal for a held-out folder
+        logger.info("%d labelled image(s) are not in %s, so not scored: %s", len(missing),
+                    images, listed)
+
+
+def _score_row(path: Path, stem: str, prediction: np.ndarray, truth: np.ndarray, *,
+               tolerance: float) -> dict:
+    """One row of ``metrics.csv``: bool (H, W) prediction against uint8 (H, W) truth."""
+    scores = segmentation_scores(prediction, truth, tolerance=tolerance)
+    pixels = prediction.size
+    return {"image": str(path), "stem": stem, "width": prediction.shape[1],
+            "height": prediction.shape[0], **scores,
+            "sky_true": np.count_nonzero(truth == 1) / pixels,
+            "sky_predicted": np.count_nonzero(prediction) / pixels,
+            "ignored": np.count_nonzero(truth == IGNORE) / pixels}
+
+
+def _write_worst(heap: list, output: Path | None) -> list[tuple[str, float, Path | None]]:
+    """The worst images, lowest IoU first, with their error pictures written to ``worst/``."""
+    worst_list: list[tuple[str, float, Path | None]] = []
+    for rank, (negative_iou, _, stem, picture) in enumerate(sorted(heap, reverse=True), 1):
+        target = None
+        if output is not None and picture is not None:
+            (output / "worst").mkdir(exist_ok=True)
+            target = write_png(output / "worst" / f"{rank}_{stem}_errors.png", picture)
+        worst_list.append((stem, -negative_iou, target))
+    return worst_list
 
 
 def _error_picture(image, is_hdr, prediction, truth) -> np.ndarray:

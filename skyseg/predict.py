@@ -110,6 +110,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DEFAULT_OVERLAY_MAX_SIZE",
     "SAVE_CHOICES",
+    "parse_save",
     "DEFAULT_SAVE",
     "Prediction",
     "load_predictor",
@@ -651,7 +652,23 @@ def write_outputs(out_dir: str | os.PathLike, stem: str, probability: np.ndarray
     return written
 
 
-def _parse_save(save) -> tuple[str, ...]:
+def parse_save(save) -> tuple[str, ...]:
+    """The outputs ``--save`` asks for, checked, in order, without repeats.
+
+    Args:
+        save: names from :data:`SAVE_CHOICES`, as a list or one comma-separated
+            string (``"mask,overlay"``).
+
+    Returns:
+        the names as a tuple (first occurrence kept).
+
+    Raises:
+        ConfigError: an unknown name, or none at all (the message lists the choices).
+
+    Example:
+        >>> parse_save("mask, overlay,mask")
+        ('mask', 'overlay')
+    """
     names = [s.strip() for s in save.split(",")] if isinstance(save, str) else list(save)
     names = [s for s in names if s]
     unknown = [s for s in names if s not in SAVE_CHOICES]
@@ -717,7 +734,7 @@ def predict_files(
         >>> report.exit_code  # doctest: +SKIP
         0
     """
-    save = _parse_save(save)
+    save = parse_save(save)
     check_options(options, threshold=threshold, caller="predict_files")
     max_pixels = check_max_pixels(max_pixels)
     options.setdefault("show_progress", True)
@@ -735,33 +752,10 @@ def predict_files(
         collector.model_version = f"skyseg {loaded.path.parent.name}/{loaded.path.name}"
     report = BatchReport("predict")
     task_names: dict[str, str] = {}
-    claimed: dict[str, Path] = {}
-    queue: list[Path] = []
-    for path in paths:
-        if path.stem in claimed:
-            report.failed(path, f"{path}: its outputs {path.stem}_* would overwrite those of "
-                                f"{claimed[path.stem]}; rename one of the two")
-            continue
-        claimed[path.stem] = path
-        queue.append(path)
-
+    queue = _claim_output_stems(paths, report)
     reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="skyseg-read")
-    writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="skyseg-write")
-    pending: tuple[Path, concurrent.futures.Future] | None = None
+    writes = _WriteQueue(report)
     reads: dict[int, concurrent.futures.Future] = {}
-
-    def settle() -> None:
-        nonlocal pending
-        if pending is None:
-            return
-        done_path, future = pending
-        pending = None
-        try:
-            written = future.result()
-            report.succeeded(done_path)
-            logger.info("%s -> %s", done_path, ", ".join(p.name for p in written.values()))
-        except SkysegError as exc:
-            report.failed(done_path, exc)
 
     def read_ahead(index: int) -> None:
         if index < len(queue) and _read_ahead_fits(queue[index]):
@@ -782,7 +776,7 @@ def predict_files(
                 read_ahead(index + 1)
             background = None
             if "overlay" in save:
-                background = writer.submit(overlay_background, image, is_hdr=info.is_hdr,
+                background = writes.executor.submit(overlay_background, image, is_hdr=info.is_hdr,
                                            max_size=overlay_max_size)
             try:
                 probability = predict_image(loaded, image, is_hdr=info.is_hdr,
@@ -792,23 +786,63 @@ def predict_files(
                     background.cancel()
                 report.failed(path, exc)
                 continue
-            settle()  # the previous image's files: at most one write job at a time
+            writes.settle()  # the previous image's files: at most one write job at a time
             task_names[str(path)] = path.name if not info.is_hdr else f"{path.stem}.jpg"
-            pending = (path, writer.submit(
+            writes.pending = (path, writes.executor.submit(
                 _write_job, out_dir, path.stem, probability, save, threshold, background,
                 image if "exr" in save else None, info.is_hdr,
                 collector and (collector, task_names[str(path)])))
             if _write_bytes(image.shape[:2], save) > _BACKGROUND_BYTES:
-                settle()  # too big to hold while the next image is predicted
+                writes.settle()  # too big to hold while the next image is predicted
             del image, probability
-        settle()
+        writes.settle()
     finally:
-        for executor in (reader, writer):
+        for executor in (reader, writes.executor):
             executor.shutdown(wait=True, cancel_futures=True)
     if collector is not None:
         _write_labelstudio(collector, out_dir, report, task_names)
     report.log_summary()
     return report
+
+
+def _claim_output_stems(paths: list[Path], report: BatchReport) -> list[Path]:
+    """The inputs to predict: a file whose stem an earlier one has is a failure (same outputs)."""
+    claimed: dict[str, Path] = {}
+    queue: list[Path] = []
+    for path in paths:
+        if path.stem in claimed:
+            report.failed(path, f"{path}: its outputs {path.stem}_* would overwrite those of "
+                                f"{claimed[path.stem]}; rename one of the two")
+            continue
+        claimed[path.stem] = path
+        queue.append(path)
+    return queue
+
+
+class _WriteQueue:
+    """The background writer of :func:`predict_files`: one job of files pending at a time.
+
+    ``pending`` is ``(input path, future of its written files)``; :meth:`settle`
+    waits for it and records the input as done or failed in the report.
+    """
+
+    def __init__(self, report: BatchReport):
+        self.report = report
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="skyseg-write")
+        self.pending: tuple[Path, concurrent.futures.Future] | None = None
+
+    def settle(self) -> None:
+        if self.pending is None:
+            return
+        done_path, future = self.pending
+        self.pending = None
+        try:
+            written = future.result()
+            self.report.succeeded(done_path)
+            logger.info("%s -> %s", done_path, ", ".join(p.name for p in written.values()))
+        except SkysegError as exc:
+            self.report.failed(done_path, exc)
 
 
 def _labelstudio_collector(save, threshold, image_url_prefix, from_name, to_name):
@@ -1018,7 +1052,7 @@ def load_for_cli(args: argparse.Namespace) -> LoadedModel:
     check_options(prediction_options(args), threshold=args.threshold)
     check_max_pixels(getattr(args, "max_pixels", None) or None)
     if getattr(args, "save", None) is not None:
-        _parse_save(args.save)
+        parse_save(args.save)
     prepare_output_folder(args.out)
     return load_predictor(args.model, mode=args.mode, which=args.which)
 

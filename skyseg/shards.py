@@ -97,9 +97,9 @@ class PredictShard:
         if shard is None:
             return None
         from skyseg.io import find_images
-        from skyseg.predict import _parse_save, output_paths
+        from skyseg.predict import output_paths, parse_save
 
-        save = _parse_save(args.save)
+        save = parse_save(args.save)
         if "labelstudio" in save:
             raise ConfigError("--save labelstudio writes one file for the whole batch; run it "
                               "without --shard (or leave labelstudio out of the shards)")

@@ -76,8 +76,9 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -92,7 +93,7 @@ from skyseg.model import (
     read_run_config,
 )
 
-__all__ = ["train", "train_model", "TrainResult", "TimeBudget", "report_training",
+__all__ = ["train", "train_model", "RunSettings", "TrainResult", "TimeBudget", "report_training",
            "progress_verbosity", "read_history", "write_history", "plot_curves",
            "plot_samples", "CLI_HELP", "add_arguments", "run", "HISTORY_FILE", "CURVES_FILE",
            "SAMPLES_FILE", "TENSORBOARD_DIR"]
@@ -330,7 +331,8 @@ def train_model(
     """
     started = time.time()
     budget = TimeBudget(max_minutes) if max_minutes is not None else None
-    source = _resolve_init(init, resume, Path(out_dir))
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    source = _resolve_init(init, resume, out_dir)
     architecture, backbone, learning_rate = _model_choices(source, architecture, backbone,
                                                            learning_rate)
     _check_freeze(freeze_encoder_epochs)
@@ -339,11 +341,9 @@ def train_model(
     from skyseg import distribute
 
     cluster = distribute.check_strategy(strategy, collective_timeout)
-    writes = cluster is None or cluster.chief  # other workers write nothing into out_dir
     encoder_weights = _check_loss_and_encoder_weights(loss, encoder_weights)
     from skyseg.generators import PatchBatches, read_dataset_info
 
-    data_dir = Path(data_dir)
     info = read_dataset_info(data_dir)
     if source is not None:
         _check_init_preprocessing(source, info.preprocessing, data_dir)
@@ -357,99 +357,222 @@ def train_model(
                                  steps_per_epoch=steps_per_epoch)
     val_batches = PatchBatches(data_dir, "val", batch_size=batch_size, seed=seed,
                                workers=workers)
-    patch_size = train_batches.patch_size
-    _check_patch_size(patch_size, architecture)
-
-    out_dir = Path(out_dir)
-    config = {
-        "architecture": architecture,
-        "backbone": backbone,
-        "encoder_weights": encoder_weights,
-        "patch_size": patch_size,
-        "mode": info.mode,
-        "preprocessing": info.preprocessing.to_dict(),
-        "loss": loss,
-        "optimizer": optimizer,
-        "learning_rate": learning_rate,
-        "weight_decay": float(weight_decay),
-        "schedule": schedule,
-        "warmup_epochs": float(warmup_epochs),
-        "total_steps": epochs * distribute.global_steps(len(train_batches), cluster),
-        "ema": ema,
-        "clip_norm": clip_norm,
-        "batch_size": batch_size,
-        "epochs": epochs,
-        "seed": seed,
-        "augmentation": augmentation.to_dict() if augmentation is not None else None,
-        "mixed_precision": bool(mixed_precision),
-        "deterministic": deterministic,
-        "patience": patience,
-        "steps_per_epoch": steps_per_epoch,
-        "bn_momentum": float(bn_momentum),
-        "reduce_lr": ({"monitor": "val_loss", "factor": PLATEAU_FACTOR,
-                       "patience": PLATEAU_PATIENCE} if schedule == "plateau" else None),
-        "checkpoint_monitor": "val_iou",
-        "train_patches": len(train_batches.pairs),
-        "val_patches": len(val_batches.pairs),
-        "workers": workers,
-        "data": str(data_dir.resolve()),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "skyseg_version": _version(),
-    }
-    config.update(_optional_config(source, freeze_encoder_epochs, max_minutes, cluster,
-                                   batch_size))
-    state = _prepare_run_folder(out_dir, config, resume, write=writes)
+    _check_patch_size(train_batches.patch_size, architecture)
+    settings = RunSettings(
+        architecture=architecture, backbone=backbone, encoder_weights=encoder_weights,
+        patch_size=train_batches.patch_size, mode=info.mode,
+        preprocessing=info.preprocessing.to_dict(), loss=loss, optimizer=optimizer,
+        learning_rate=learning_rate, weight_decay=float(weight_decay), schedule=schedule,
+        warmup_epochs=float(warmup_epochs),
+        total_steps=epochs * distribute.global_steps(len(train_batches), cluster),
+        ema=ema, clip_norm=clip_norm, batch_size=batch_size, epochs=epochs, seed=seed,
+        augmentation=augmentation.to_dict() if augmentation is not None else None,
+        mixed_precision=bool(mixed_precision), deterministic=deterministic,
+        patience=patience, steps_per_epoch=steps_per_epoch, bn_momentum=float(bn_momentum),
+        train_patches=len(train_batches.pairs), val_patches=len(val_batches.pairs),
+        workers=workers, data=str(data_dir.resolve()),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"), skyseg_version=_version(),
+        init=source.record if source is not None else None,
+        freeze_encoder_epochs=int(freeze_encoder_epochs),
+        max_minutes=float(max_minutes) if max_minutes is not None else None,
+        distribution=_distribution_record(cluster, batch_size))
+    place = _RunPlace(out_dir=out_dir, data_dir=data_dir, augmentation=augmentation,
+                      preprocessing=info.preprocessing, cluster=cluster, strategy=strategy,
+                      collective_timeout=collective_timeout, budget=budget)
+    state = _prepare_run_folder(out_dir, settings.to_json(), resume, write=place.writes)
     if state is not None:
-        config["total_steps"] = read_run_config(out_dir).get("total_steps", config["total_steps"])
-    if state is not None and (state["epoch"] >= epochs or state.get("stopped_early")):
-        why = "stopped early" if state.get("stopped_early") else f"reached {state['epoch']} epochs"
-        logger.info("%s: the run already %s; nothing to resume (raise --epochs to go on)",
-                    out_dir, why)
-        return _result(out_dir, state, {})
-    if writes:
-        _write_json(out_dir / CONFIG_FILE, config)
+        settings = settings.resumed(read_run_config(out_dir))
+        if _nothing_to_resume(state, epochs, out_dir):
+            return _result(out_dir, state, {})
+    if place.writes:
+        _write_json(out_dir / CONFIG_FILE, settings.to_json())
         info.preprocessing.save(out_dir / PREPROCESSING_FILE)
+    start = (f"resuming after epoch {state['epoch']}" if state and state["epoch"]
+             else f"all weights from {source.model_path}" if source is not None
+             else f"encoder weights: {encoder_weights or 'random'}")
+    final_state, skipped = _train_with_keras(settings, state, place, start=start,
+                                             callbacks=callbacks, verbose=verbose)
+    logger.info("%s: %d epochs, best validation IoU %.4f at epoch %s (%.0f s)", out_dir,
+                final_state["epoch"], final_state["best_val_iou"] or 0.0,
+                final_state["best_epoch"], time.time() - started)
+    return _result(out_dir, final_state, skipped)
 
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a training run is: the checked options and the dataset facts of ``config.json``.
+
+    :func:`train_model` builds it once from its arguments (after checking
+    them) and the dataset; :meth:`to_json` is ``config.json``, whose keys
+    :data:`RESUMABLE_KEYS` aside are compared on ``--resume``.
+    ``reduce_lr`` and ``checkpoint_monitor`` follow from the others. The last
+    four (``init``, ``freeze_encoder_epochs``, ``max_minutes``,
+    ``distribution``) are written only when in use, so runs made before
+    those options still resume.
+
+    Example:
+        >>> settings = RunSettings.from_json(read_run_config("runs/r18"))  # doctest: +SKIP
+        >>> settings.backbone, settings.total_steps  # doctest: +SKIP
+        ('resnet18', 4800)
+    """
+
+    architecture: str
+    backbone: str
+    encoder_weights: str | None
+    patch_size: int
+    mode: str
+    preprocessing: dict
+    loss: str
+    optimizer: str
+    learning_rate: float
+    weight_decay: float
+    schedule: str
+    warmup_epochs: float
+    total_steps: int
+    ema: float | None
+    clip_norm: float | None
+    batch_size: int
+    epochs: int
+    seed: int
+    augmentation: dict | None
+    mixed_precision: bool
+    deterministic: bool | None
+    patience: int
+    steps_per_epoch: int | None
+    bn_momentum: float
+    train_patches: int
+    val_patches: int
+    workers: int
+    data: str
+    created: str
+    skyseg_version: str
+    init: dict | None = None
+    freeze_encoder_epochs: int = 0
+    max_minutes: float | None = None
+    distribution: dict | None = None
+
+    #: config.json's keys in order (before the optional ones).
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "architecture", "backbone", "encoder_weights", "patch_size", "mode", "preprocessing",
+        "loss", "optimizer", "learning_rate", "weight_decay", "schedule", "warmup_epochs",
+        "total_steps", "ema", "clip_norm", "batch_size", "epochs", "seed", "augmentation",
+        "mixed_precision", "deterministic", "patience", "steps_per_epoch", "bn_momentum",
+        "reduce_lr", "checkpoint_monitor", "train_patches", "val_patches", "workers", "data",
+        "created", "skyseg_version")
+    #: Keys written only when the option is in use (not None, not 0).
+    OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ("init", "freeze_encoder_epochs", "max_minutes",
+                                                "distribution")
+
+    @property
+    def reduce_lr(self) -> dict | None:
+        """The plateau schedule's rule (None with the cosine schedule)."""
+        return ({"monitor": "val_loss", "factor": PLATEAU_FACTOR, "patience": PLATEAU_PATIENCE}
+                if self.schedule == "plateau" else None)
+
+    @property
+    def checkpoint_monitor(self) -> str:
+        """The score that picks ``model_best.h5``."""
+        return "val_iou"
+
+    def to_json(self) -> dict:
+        """``config.json``: :data:`KEYS` in order, then the optional keys in use."""
+        config = {key: getattr(self, key) for key in self.KEYS}
+        config.update({key: getattr(self, key) for key in self.OPTIONAL_KEYS
+                       if getattr(self, key) not in (None, 0)})
+        return config
+
+    @classmethod
+    def from_json(cls, config: dict, *, what: str = CONFIG_FILE) -> RunSettings:
+        """Read :meth:`to_json`'s dict back (``reduce_lr``, ``checkpoint_monitor`` recomputed).
+
+        Raises:
+            ConfigError: a key is missing (a run made by an older skyseg; ``what``
+                names the file in the message).
+        """
+        names = [item.name for item in fields(cls)]
+        missing = [name for name in names if name not in config and name not in cls.OPTIONAL_KEYS]
+        if missing:
+            raise ConfigError(f"{what}: lacks {', '.join(missing)}; it was not written by this "
+                              "skyseg train (re-run the training)")
+        return cls(**{name: config[name] for name in names if name in config})
+
+    def resumed(self, saved: dict) -> RunSettings:
+        """These settings for a resumed run: the saved ``total_steps`` (its schedule) kept."""
+        return replace(self, total_steps=saved.get("total_steps", self.total_steps))
+
+
+@dataclass(frozen=True)
+class _RunPlace:
+    """Where and with what a run trains, besides its settings (none of it in ``config.json``)."""
+
+    out_dir: Path
+    data_dir: Path  # as given (messages name patch files under it)
+    augmentation: Augmentation | None
+    preprocessing: object  # the dataset's Preprocessing
+    cluster: object  # skyseg.distribute's cluster of a multi-worker run, else None
+    strategy: str
+    collective_timeout: float | None
+    budget: TimeBudget | None
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run folder (other workers write nothing there)."""
+        return self.cluster is None or self.cluster.chief
+
+
+def _nothing_to_resume(state: dict, epochs: int, out_dir: Path) -> bool:
+    """True (and say so) when the resumed run already reached ``epochs`` or stopped early."""
+    if state["epoch"] < epochs and not state.get("stopped_early"):
+        return False
+    why = "stopped early" if state.get("stopped_early") else f"reached {state['epoch']} epochs"
+    logger.info("%s: the run already %s; nothing to resume (raise --epochs to go on)",
+                out_dir, why)
+    return True
+
+
+def _train_with_keras(settings: RunSettings, state: dict | None, place: _RunPlace, *,
+                      start: str, callbacks, verbose: int) -> tuple[dict, dict]:
+    """Build or load the model and fit it; the final state and the skipped patch files."""
+    from skyseg import distribute
     from skyseg.model import import_keras
 
     keras = import_keras()
     import tensorflow as tf
 
     # The multi-worker strategy must come before any other TensorFlow work.
-    distribution = distribute.make_strategy(tf, strategy, cluster, collective_timeout)
-    distribute.agree(tf, distribution, cluster, state["epoch"] if state else 0,
-                     "the epoch to resume after")
+    distribution = distribute.make_strategy(tf, place.strategy, place.cluster,
+                                            place.collective_timeout)
+    initial_epoch = state["epoch"] if state else 0
+    distribute.agree(tf, distribution, place.cluster, initial_epoch, "the epoch to resume after")
+    out_dir = place.out_dir
     # Other workers save what the chief saves (the saves hold collectives), but here.
-    record_dir = out_dir if writes else Path(tempfile.mkdtemp(prefix="skyseg-worker-"))
+    record_dir = out_dir if place.writes else Path(tempfile.mkdtemp(prefix="skyseg-worker-"))
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        _configure_tensorflow(keras, tf, seed=seed, deterministic=deterministic,
-                              mixed_precision=mixed_precision)
+        _configure_tensorflow(keras, tf, seed=settings.seed, deterministic=settings.deterministic,
+                              mixed_precision=settings.mixed_precision)
         with distribution.scope():
-            model = _make_model(config, state, out_dir, keras)
+            model = _make_model(settings, state, out_dir, keras)
         from skyseg.generators import PatchSequence
 
-        train_sequence = PatchSequence(data_dir, "train", batch_size=batch_size,
-                                       augmentation=augmentation, seed=seed, workers=workers,
-                                       steps_per_epoch=steps_per_epoch)
-        val_sequence = PatchSequence(data_dir, "val", batch_size=batch_size, seed=seed,
-                                     workers=workers)
-        initial_epoch = state["epoch"] if state else 0
+        train_sequence = PatchSequence(place.data_dir, "train", batch_size=settings.batch_size,
+                                       augmentation=place.augmentation, seed=settings.seed,
+                                       workers=settings.workers,
+                                       steps_per_epoch=settings.steps_per_epoch)
+        val_sequence = PatchSequence(place.data_dir, "val", batch_size=settings.batch_size,
+                                     seed=settings.seed, workers=settings.workers)
         train_sequence.set_epoch(initial_epoch)
         own_callbacks, recorder = _epoch_callbacks(
-            keras, config=config, state=state, out_dir=out_dir, record_dir=record_dir,
-            sequences=(train_sequence, val_sequence), preprocessing=info.preprocessing,
-            budget=budget if budget is None or cluster is None
-            else distribute.AgreedBudget(budget, tf, distribution))
-        start = (f"resuming after epoch {initial_epoch}" if initial_epoch
-                 else f"all weights from {source.model_path}" if source is not None
-                 else f"encoder weights: {encoder_weights or 'random'}")
+            keras, settings=settings, state=state, out_dir=out_dir, record_dir=record_dir,
+            sequences=(train_sequence, val_sequence), preprocessing=place.preprocessing,
+            budget=place.budget if place.budget is None or place.cluster is None
+            else distribute.AgreedBudget(place.budget, tf, distribution))
         logger.info("training %s/%s on %d patches (%d px, %s), validating on %d; %s",
-                    architecture, backbone, len(train_batches.pairs), patch_size, info.mode,
-                    len(val_batches.pairs), start)
+                    settings.architecture, settings.backbone, settings.train_patches,
+                    settings.patch_size, settings.mode, settings.val_patches, start)
         try:
-            _fit(model, tf, keras, cluster, train_sequence, val_sequence,
-                 initial_epoch=initial_epoch, epochs=epochs,
+            _fit(model, tf, keras, place.cluster, train_sequence, val_sequence,
+                 initial_epoch=initial_epoch, epochs=settings.epochs,
                  callbacks=[*own_callbacks, *callbacks], verbose=verbose, out_dir=out_dir)
         finally:
             train_sequence.close()
@@ -458,12 +581,7 @@ def train_model(
         keras.mixed_precision.set_global_policy(previous_policy)
         if record_dir != out_dir:
             shutil.rmtree(record_dir, ignore_errors=True)
-    skipped = {**train_sequence.skipped, **val_sequence.skipped}
-    final_state = recorder.state
-    logger.info("%s: %d epochs, best validation IoU %.4f at epoch %s (%.0f s)", out_dir,
-                final_state["epoch"], final_state["best_val_iou"] or 0.0,
-                final_state["best_epoch"], time.time() - started)
-    return _result(out_dir, final_state, skipped)
+    return recorder.state, {**train_sequence.skipped, **val_sequence.skipped}
 
 
 def _resolve_init(init, resume: bool, out_dir: Path) -> _InitSource | None:
@@ -500,23 +618,12 @@ def _check_recipe_options(bn_momentum, *, schedule, optimizer, weight_decay, war
     return ema, clip_norm
 
 
-def _optional_config(source, freeze_encoder_epochs, max_minutes, cluster,
-                     batch_size: int) -> dict:
-    """The ``config.json`` keys of options in use.
-
-    Added only when used, so runs made before these options still resume.
-    """
-    config: dict = {}
-    if source is not None:
-        config["init"] = source.record
-    if freeze_encoder_epochs:
-        config["freeze_encoder_epochs"] = int(freeze_encoder_epochs)
-    if max_minutes is not None:
-        config["max_minutes"] = float(max_minutes)
-    if cluster is not None:
-        config["distribution"] = {"strategy": "multi-worker", "workers": cluster.workers,
-                                  "global_batch_size": batch_size * cluster.workers}
-    return config
+def _distribution_record(cluster, batch_size: int) -> dict | None:
+    """What ``config.json`` keeps of a multi-worker run (None otherwise)."""
+    if cluster is None:
+        return None
+    return {"strategy": "multi-worker", "workers": cluster.workers,
+            "global_batch_size": batch_size * cluster.workers}
 
 
 def _configure_tensorflow(keras, tf, *, seed: int, deterministic: bool | None,
@@ -535,7 +642,7 @@ def _configure_tensorflow(keras, tf, *, seed: int, deterministic: bool | None,
         keras.mixed_precision.set_global_policy("mixed_float16")
 
 
-def _epoch_callbacks(keras, *, config: dict, state: dict | None, out_dir: Path,
+def _epoch_callbacks(keras, *, settings: RunSettings, state: dict | None, out_dir: Path,
                      record_dir: Path, sequences, preprocessing, budget) -> tuple[list, object]:
     """skyseg's callbacks of ``model.fit``, in their order, and the run recorder among them.
 
@@ -543,18 +650,18 @@ def _epoch_callbacks(keras, *, config: dict, state: dict | None, out_dir: Path,
     averaged weights before any other callback reads the scores.
     """
     train_sequence, val_sequence = sequences
-    average = _weight_average(config, state, out_dir)
+    average = _weight_average(settings, state, out_dir)
     recorder = _make_recorder(keras)(
-        out_dir=record_dir, epochs=config["epochs"], state=state, train_sequence=train_sequence,
+        out_dir=record_dir, epochs=settings.epochs, state=state, train_sequence=train_sequence,
         val_sequence=val_sequence, preprocessing=preprocessing, average=average)
     plateau = (keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
-        verbose=0) if config["schedule"] == "plateau" else None)
+        verbose=0) if settings.schedule == "plateau" else None)
     stopper = keras.callbacks.EarlyStopping(monitor="val_iou", mode="max",
-                                            patience=config["patience"], verbose=0)
+                                            patience=settings.patience, verbose=0)
     recorder.plateau, recorder.stopper, recorder.budget = plateau, stopper, budget
-    freeze_epochs = config.get("freeze_encoder_epochs", 0)
-    freeze = ([_make_encoder_freeze(keras)(freeze_epochs, config["backbone"])]
+    freeze_epochs = settings.freeze_encoder_epochs
+    freeze = ([_make_encoder_freeze(keras)(freeze_epochs, settings.backbone)]
               if freeze_epochs else [])
     schedule_callbacks = [c for c in (average, plateau) if c is not None]
     board = _tensorboard(keras, record_dir / TENSORBOARD_DIR)
@@ -703,34 +810,34 @@ def _tensorboard(keras, folder: Path) -> list:
                                         profile_batch=0)]
 
 
-def _make_model(config: dict, state: dict | None, out_dir: Path, keras):
+def _make_model(settings: RunSettings, state: dict | None, out_dir: Path, keras):
     from skyseg import metrics
     from skyseg.model import build_model, load_model
     from skyseg.recipe import exclude_from_decay, make_optimizer
 
     if state is not None:
         model = load_model(out_dir / MODEL_LAST, compile=True)
-        if config.get("schedule", "plateau") == "plateau":
+        if settings.schedule == "plateau":
             keras.backend.set_value(model.optimizer.learning_rate, state["lr"])
         exclude_from_decay(model.optimizer)
         return model
-    input_shape = ((config["patch_size"], config["patch_size"], 3)
-                   if config["architecture"] == "pspnet" else (None, None, 3))
-    model = build_model(config["architecture"], config["backbone"],
-                        encoder_weights=config["encoder_weights"], input_shape=input_shape)
-    if config.get("init"):
-        _copy_weights(config["init"]["model"], model)
+    input_shape = ((settings.patch_size, settings.patch_size, 3)
+                   if settings.architecture == "pspnet" else (None, None, 3))
+    model = build_model(settings.architecture, settings.backbone,
+                        encoder_weights=settings.encoder_weights, input_shape=input_shape)
+    if settings.init:
+        _copy_weights(settings.init["model"], model)
     # Set before compiling; saved in the model file, so a resumed run keeps it.
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = config.get("bn_momentum", 0.99)
-    steps_per_epoch = config["total_steps"] // config["epochs"]
+            layer.momentum = settings.bn_momentum
+    steps_per_epoch = settings.total_steps // settings.epochs
     optimizer = make_optimizer(
-        keras, optimizer=config["optimizer"], learning_rate=config["learning_rate"],
-        schedule=config["schedule"], total_steps=config["total_steps"],
-        warmup_steps=round(config["warmup_epochs"] * steps_per_epoch),
-        weight_decay=config["weight_decay"], clip_norm=config["clip_norm"])
-    model.compile(optimizer=optimizer, loss=metrics.get_loss(config["loss"]),
+        keras, optimizer=settings.optimizer, learning_rate=settings.learning_rate,
+        schedule=settings.schedule, total_steps=settings.total_steps,
+        warmup_steps=round(settings.warmup_epochs * steps_per_epoch),
+        weight_decay=settings.weight_decay, clip_norm=settings.clip_norm)
+    model.compile(optimizer=optimizer, loss=metrics.get_loss(settings.loss),
                   metrics=metrics.make_metrics())
     return model
 
@@ -739,9 +846,9 @@ def _make_model(config: dict, state: dict | None, out_dir: Path, keras):
 AVERAGE_ARRAYS = "weight_average"
 
 
-def _weight_average(config: dict, state: dict | None, out_dir: Path):
+def _weight_average(settings: RunSettings, state: dict | None, out_dir: Path):
     """The weight-average callback (None without ``ema``), continued from a resumed run."""
-    if not config.get("ema"):
+    if not settings.ema:
         return None
     from skyseg.model import read_model_arrays
     from skyseg.recipe import weight_average_class
@@ -753,11 +860,16 @@ def _weight_average(config: dict, state: dict | None, out_dir: Path):
             raise ModelError(f"{out_dir / MODEL_LAST}: holds no weight average, though the "
                              "run uses --ema; cannot resume, choose another --out")
         updates = int(state.get("average_updates", 0))
-    return weight_average_class()(config["ema"], arrays=arrays, updates=updates)
+    return weight_average_class()(settings.ema, arrays=arrays, updates=updates)
 
 
 def _make_recorder(keras):
-    """The callback class that writes the run folder (defined once Keras is imported)."""
+    """The callback class that writes the run folder (defined once Keras is imported).
+
+    Its methods call the module's functions (:func:`_history_row`,
+    :func:`_epoch_state`, :func:`_save_checkpoint`, :func:`_write_epoch_files`);
+    the class only holds what lasts from one epoch to the next.
+    """
 
     class RunRecorder(keras.callbacks.Callback):
         """Saves checkpoints, history, curves and samples after each epoch.
@@ -786,17 +898,9 @@ def _make_recorder(keras):
         def on_train_begin(self, logs=None):
             # Keras' callbacks reset themselves in on_train_begin (they come
             # before this one in the list); give them back their state.
-            saved = self.state
             if self.budget is not None:
                 self.budget.training_started()
-            if saved.get("plateau") and self.plateau is not None:
-                self.plateau.wait = saved["plateau"]["wait"]
-                self.plateau.cooldown_counter = saved["plateau"]["cooldown_counter"]
-                self.plateau.best = float(saved["plateau"]["best"])
-            if saved.get("stopper") and self.stopper is not None:
-                self.stopper.wait = saved["stopper"]["wait"]
-                self.stopper.best = float(saved["stopper"]["best"])
-                self.stopper.best_epoch = saved["stopper"]["best_epoch"]
+            _restore_callbacks(self.state, plateau=self.plateau, stopper=self.stopper)
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch_started = time.time()
@@ -807,82 +911,120 @@ def _make_recorder(keras):
                 self.train_sequence.set_epoch(epoch)
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = dict(logs or {})
             lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
-            row = {"epoch": epoch + 1}
-            for key in HISTORY_COLUMNS[1:-2]:
-                row[key] = float(logs[key]) if key in logs else float("nan")
-            row["lr"] = float(logs.get("lr", lr))
-            row["seconds"] = round(time.time() - self._epoch_started, 3)
-            state = self.state
-            history = [r for r in state["history"] if r["epoch"] < row["epoch"]] + [row]
-            val_iou = row["val_iou"]
-            best = state["best_val_iou"]
-            improved = math.isfinite(val_iou) and (best is None or val_iou > best)
-            from skyseg.model import save_model
-
+            row = _history_row(epoch + 1, dict(logs or {}), lr,
+                               time.time() - self._epoch_started)
+            best = self.state["best_val_iou"]
+            improved = math.isfinite(row["val_iou"]) and (best is None or row["val_iou"] > best)
             if improved:
-                with self._averaged():
-                    save_model(self.model, self.out_dir / MODEL_BEST, include_optimizer=False,
-                               attributes={"epoch": row["epoch"], "val_iou": val_iou})
-                best, best_epoch = val_iou, row["epoch"]
-            else:
-                best_epoch = state["best_epoch"]
+                _save_checkpoint(self.model, self.out_dir / MODEL_BEST, self.average,
+                                 attributes={"epoch": row["epoch"], "val_iou": row["val_iou"]})
             stopped_early = bool(self.model.stop_training and row["epoch"] < self.epochs)
-            on_budget = _budget_stop(self.budget, self.model, row["epoch"], self.epochs,
-                                     stopped_early)
-            self.state = {
-                "epoch": row["epoch"],
-                "history": history,
-                "best_val_iou": best,
-                "best_epoch": best_epoch,
-                "lr": lr,
-                "stopped_early": stopped_early,
-                "stopped_on_budget": on_budget,
-                "plateau": None if self.plateau is None else {
-                    "wait": int(self.plateau.wait),
-                    "cooldown_counter": int(self.plateau.cooldown_counter),
-                    "best": float(self.plateau.best)},
-                "stopper": None if self.stopper is None else {
-                    "wait": int(self.stopper.wait),
-                    "best": float(self.stopper.best),
-                    "best_epoch": int(self.stopper.best_epoch)},
-                "skipped": len(self.train_sequence.skipped) + len(self.val_sequence.skipped),
-            }
-            arrays = None
-            if self.average is not None:
-                self.state["average_updates"] = self.average.updates
-                arrays = {AVERAGE_ARRAYS: self.average.arrays()}
-            save_model(self.model, self.out_dir / MODEL_LAST, include_optimizer=True,
-                       attributes={"state": self.state}, arrays=arrays)
-            write_history(self.out_dir / HISTORY_FILE, history)
-            plot_curves(self.out_dir / CURVES_FILE, history, best_epoch=best_epoch)
-            self._write_samples()
-            logger.info(
-                "epoch %d/%d: loss %.4f iou %.4f | val_loss %.4f val_iou %.4f%s (%.1f s)",
-                row["epoch"], self.epochs, row["loss"], row["iou"], row["val_loss"], val_iou,
-                " best" if improved else "", row["seconds"])
-            if self.state["skipped"]:
-                logger.warning("%d damaged patch file(s) skipped so far",
-                               self.state["skipped"])
-
-        def _averaged(self):
-            """A context in which the model holds the weights validation saw."""
-            import contextlib
-
-            return (self.average.applied() if self.average is not None
-                    else contextlib.nullcontext())
-
-        def _write_samples(self):
+            self.state = _epoch_state(
+                self.state, row, lr=lr, improved=improved, stopped_early=stopped_early,
+                stopped_on_budget=_budget_stop(self.budget, self.model, row["epoch"],
+                                               self.epochs, stopped_early),
+                plateau=self.plateau, stopper=self.stopper,
+                skipped=len(self.train_sequence.skipped) + len(self.val_sequence.skipped),
+                average=self.average)
+            _save_checkpoint(self.model, self.out_dir / MODEL_LAST, self.average,
+                             attributes={"state": self.state}, last=True)
             if self._samples is None:
                 x, y = self.val_sequence.batch(0, 0)
                 self._samples = (x[:4], y[:4])
-            x, y = self._samples
-            with self._averaged():
-                probability = np.asarray(self.model(x, training=False), dtype=np.float32)
-            plot_samples(self.out_dir / SAMPLES_FILE, x, y, probability, self.preprocessing)
+            _write_epoch_files(self.out_dir, self.state, self.model, self._samples,
+                               self.preprocessing, self.average)
+            _log_epoch(row, self.epochs, improved, self.state["skipped"])
 
     return RunRecorder
+
+
+def _history_row(epoch: int, logs: dict, lr: float, seconds: float) -> dict:
+    """One row of ``history.csv`` (:data:`HISTORY_COLUMNS`; a missing score is NaN)."""
+    row = {"epoch": epoch}
+    for key in HISTORY_COLUMNS[1:-2]:
+        row[key] = float(logs[key]) if key in logs else float("nan")
+    row["lr"] = float(logs.get("lr", lr))
+    row["seconds"] = round(seconds, 3)
+    return row
+
+
+def _restore_callbacks(saved: dict, *, plateau, stopper) -> None:
+    """Give the plateau and early-stopping callbacks back the counters a resumed state holds."""
+    if saved.get("plateau") and plateau is not None:
+        plateau.wait = saved["plateau"]["wait"]
+        plateau.cooldown_counter = saved["plateau"]["cooldown_counter"]
+        plateau.best = float(saved["plateau"]["best"])
+    if saved.get("stopper") and stopper is not None:
+        stopper.wait = saved["stopper"]["wait"]
+        stopper.best = float(saved["stopper"]["best"])
+        stopper.best_epoch = saved["stopper"]["best_epoch"]
+
+
+def _epoch_state(previous: dict, row: dict, *, lr: float, improved: bool, stopped_early: bool,
+                 stopped_on_budget: bool, plateau, stopper, skipped: int, average) -> dict:
+    """The training state after the epoch of ``row`` (what ``model_last.h5`` keeps)."""
+    history = [r for r in previous["history"] if r["epoch"] < row["epoch"]] + [row]
+    state = {
+        "epoch": row["epoch"],
+        "history": history,
+        "best_val_iou": row["val_iou"] if improved else previous["best_val_iou"],
+        "best_epoch": row["epoch"] if improved else previous["best_epoch"],
+        "lr": lr,
+        "stopped_early": stopped_early,
+        "stopped_on_budget": stopped_on_budget,
+        "plateau": None if plateau is None else {
+            "wait": int(plateau.wait),
+            "cooldown_counter": int(plateau.cooldown_counter),
+            "best": float(plateau.best)},
+        "stopper": None if stopper is None else {
+            "wait": int(stopper.wait),
+            "best": float(stopper.best),
+            "best_epoch": int(stopper.best_epoch)},
+        "skipped": skipped,
+    }
+    if average is not None:
+        state["average_updates"] = average.updates
+    return state
+
+
+def _averaged(average):
+    """A context in which the model holds the weights validation saw (the weight average)."""
+    import contextlib
+
+    return average.applied() if average is not None else contextlib.nullcontext()
+
+
+def _save_checkpoint(model, path: Path, average, *, attributes: dict, last: bool = False) -> None:
+    """``model_best.h5`` (the averaged weights, no optimizer) or, with ``last``,
+    ``model_last.h5`` (the trained weights, the optimizer and the weight average's arrays)."""
+    from skyseg.model import save_model
+
+    if not last:
+        with _averaged(average):
+            save_model(model, path, include_optimizer=False, attributes=attributes)
+        return
+    arrays = {AVERAGE_ARRAYS: average.arrays()} if average is not None else None
+    save_model(model, path, include_optimizer=True, attributes=attributes, arrays=arrays)
+
+
+def _write_epoch_files(out_dir: Path, state: dict, model, samples, preprocessing,
+                       average) -> None:
+    """``history.csv``, ``curves.png`` and ``samples.png`` (``samples``: images, masks)."""
+    write_history(out_dir / HISTORY_FILE, state["history"])
+    plot_curves(out_dir / CURVES_FILE, state["history"], best_epoch=state["best_epoch"])
+    x, y = samples
+    with _averaged(average):
+        probability = np.asarray(model(x, training=False), dtype=np.float32)
+    plot_samples(out_dir / SAMPLES_FILE, x, y, probability, preprocessing)
+
+
+def _log_epoch(row: dict, epochs: int, improved: bool, skipped: int) -> None:
+    logger.info("epoch %d/%d: loss %.4f iou %.4f | val_loss %.4f val_iou %.4f%s (%.1f s)",
+                row["epoch"], epochs, row["loss"], row["iou"], row["val_loss"], row["val_iou"],
+                " best" if improved else "", row["seconds"])
+    if skipped:
+        logger.warning("%d damaged patch file(s) skipped so far", skipped)
 
 
 def write_history(path: Path, history: list[dict]) -> None:

@@ -612,3 +612,14 @@ def test_giant_input_is_refused_before_decoding_and_the_batch_goes_on(runs, rng,
     # A higher limit lets the header through (the decoder then finds no pixel data).
     report = predict_files(runs["identity"], [tmp_path / "bomb.png"], out, max_pixels=10**9)
     assert report.exit_code == 1 and "30000x30000" not in report.failures[0][1]
+
+
+def test_parse_save_keeps_order_drops_repeats_and_names_the_choices():
+    from skyseg.predict import SAVE_CHOICES, parse_save
+
+    assert parse_save("mask, overlay,mask") == ("mask", "overlay")
+    assert parse_save(["exr", "mask"]) == ("exr", "mask")
+    with pytest.raises(ConfigError, match=r"--save mask,sky: unknown output\(s\) \['sky'\]"):
+        parse_save("mask,sky")
+    with pytest.raises(ConfigError, match=f"--save \\(empty\\).*{','.join(SAVE_CHOICES)}"):
+        parse_save(" , ")

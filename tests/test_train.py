@@ -472,3 +472,115 @@ def test_max_minutes_stops_at_an_epoch_boundary_and_resumes(reference, dataset, 
     for ours, theirs in zip(comparable(resumed.history), comparable(reference.history),
                             strict=True):
         assert ours == pytest.approx(theirs, rel=1e-5, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- config.json
+
+
+class BeforeKeras(Exception):
+    """Raised where the trainer imports Keras: config.json is written by then."""
+
+
+def written_config(monkeypatch, data, run_dir, **options) -> dict:
+    """The config.json train_model writes, without importing TensorFlow."""
+    import skyseg.model
+
+    def stop():
+        raise BeforeKeras
+
+    monkeypatch.setattr(skyseg.model, "import_keras", stop)
+    with pytest.raises(BeforeKeras):
+        train(data, run_dir, **options)
+    return json.loads((run_dir / "config.json").read_text())
+
+
+#: The keys of config.json, in order, as train_model wrote them before RunSettings.
+CONFIG_KEYS = [
+    "architecture", "backbone", "encoder_weights", "patch_size", "mode", "preprocessing", "loss",
+    "optimizer", "learning_rate", "weight_decay", "schedule", "warmup_epochs", "total_steps",
+    "ema", "clip_norm", "batch_size", "epochs", "seed", "augmentation", "mixed_precision",
+    "deterministic", "patience", "steps_per_epoch", "bn_momentum", "reduce_lr",
+    "checkpoint_monitor", "train_patches", "val_patches", "workers", "data", "created",
+    "skyseg_version"]
+#: The keys of options in use, after those.
+OPTIONAL_KEYS = ["init", "freeze_encoder_epochs", "max_minutes"]
+
+
+def test_config_json_keys_values_and_order(small_dataset, tmp_path, monkeypatch):
+    config = written_config(monkeypatch, small_dataset, tmp_path / "run", encoder_weights=None,
+                            epochs=3, batch_size=2, schedule="plateau", ema=0, clip_norm=None)
+    assert list(config) == CONFIG_KEYS
+    created = config.pop("created")
+    assert len(created) == 19 and created[10] == "T"
+    expected = {
+        "architecture": "unet", "backbone": "resnet34", "encoder_weights": None,
+        "patch_size": 32, "mode": "hdr", "loss": "bce_jaccard", "optimizer": "adamw",
+        "learning_rate": 1e-3, "weight_decay": 1e-4, "schedule": "plateau",
+        "warmup_epochs": 1.0, "total_steps": 3 * 2, "ema": None, "clip_norm": None,
+        "batch_size": 2, "epochs": 3, "seed": 0, "mixed_precision": False,
+        "deterministic": None, "patience": 15, "steps_per_epoch": None, "bn_momentum": 0.9,
+        "reduce_lr": {"monitor": "val_loss", "factor": 0.5, "patience": 5},
+        "checkpoint_monitor": "val_iou", "train_patches": 4, "val_patches": 2, "workers": 2,
+        "data": str(small_dataset.resolve())}
+    assert {key: config[key] for key in expected} == expected
+    from skyseg import __version__
+    from skyseg.augmentation import Augmentation
+    from skyseg.preprocess import Preprocessing
+
+    assert config["skyseg_version"] == __version__
+    assert config["augmentation"] == Augmentation().to_dict()
+    assert config["preprocessing"] == Preprocessing(mode="hdr").to_dict()
+
+
+def test_config_json_optional_keys_come_last_in_order(dataset, tmp_path, monkeypatch):
+    source = fake_source(tmp_path / "source", learning_rate=2e-3)
+    config = written_config(monkeypatch, dataset, tmp_path / "run", init=source,
+                            freeze_encoder_epochs=2, max_minutes=5, encoder_weights=None,
+                            epochs=2, batch_size=8)
+    assert list(config) == CONFIG_KEYS + OPTIONAL_KEYS
+    assert config["init"] == {"from": str(source.resolve()),
+                              "model": str((source / "model_best.h5").resolve()),
+                              "architecture": "unet", "backbone": "resnet18", "epoch": None,
+                              "val_iou": None}
+    assert (config["freeze_encoder_epochs"], config["max_minutes"]) == (2, 5.0)
+    assert config["learning_rate"] == pytest.approx(2e-4)
+    assert config["reduce_lr"] is None and config["ema"] == 0.99 and config["clip_norm"] == 1.0
+    assert config["total_steps"] == 2 * 8  # 63 readable training patches of 64, batches of 8
+
+
+def test_resume_keeps_the_saved_total_steps(small_dataset, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    first = written_config(monkeypatch, small_dataset, run_dir, encoder_weights=None, epochs=3,
+                           batch_size=2)
+    saved = {**first, "total_steps": 99}
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    import h5py  # a model_last.h5 as far as resuming reads it before Keras: its state
+
+    with h5py.File(run_dir / "model_last.h5", "w") as handle:
+        handle.require_group("skyseg").create_dataset(
+            "state", data=json.dumps({"epoch": 1, "history": [], "best_val_iou": None,
+                                      "best_epoch": None, "stopped_early": False}))
+    resumed = written_config(monkeypatch, small_dataset, run_dir, encoder_weights=None,
+                             epochs=5, batch_size=2, resume=True)
+    assert list(resumed) == CONFIG_KEYS
+    assert resumed["total_steps"] == 99 and resumed["epochs"] == 5
+    assert {**resumed, "created": None} == {**saved, "epochs": 5, "created": None}
+    saved["seed"] = 1
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"differs in \['seed'\] \(seed: 1 -> 0\)"):
+        train(small_dataset, run_dir, encoder_weights=None, epochs=5, batch_size=2, resume=True)
+
+
+def test_run_settings_read_back_from_config_json(dataset, tmp_path, monkeypatch):
+    from skyseg.train import RunSettings
+
+    source = fake_source(tmp_path / "source")
+    config = written_config(monkeypatch, dataset, tmp_path / "run", init=source,
+                            max_minutes=5, encoder_weights=None, epochs=2, batch_size=8)
+    settings = RunSettings.from_json(config)
+    assert settings.to_json() == config and list(settings.to_json()) == list(config)
+    assert (settings.backbone, settings.total_steps, settings.freeze_encoder_epochs) == (
+        "resnet18", 16, 0)
+    with pytest.raises(ConfigError, match="old.json: lacks loss, seed; it was not written"):
+        RunSettings.from_json({key: value for key, value in config.items()
+                               if key not in ("loss", "seed")}, what="old.json")
