@@ -68,42 +68,30 @@ def protocol_lists(protocol: str, camvid: Path, holdout: str, folder: Path) -> d
     return files
 
 
-def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: int) -> tuple:
-    """Seconds of one training epoch and of one validation pass, measured on this machine."""
-    import numpy as np
+def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: int,
+                          work: Path) -> tuple:
+    """Seconds of one training epoch and of one validation pass, measured on this machine.
 
-    from skyseg import metrics
+    Two short runs of skyseg's own training (the same data loading, augmentation,
+    weight average and validation as the real run), 2 epochs of 4 and of 16 steps: the
+    difference of their second epochs is 12 training steps, the rest is validation.
+    """
     from skyseg.generators import PatchBatches
-    from skyseg.model import build_model, import_keras
+    from skyseg.train import train_model
 
-    keras = import_keras()
-    keras.utils.set_random_seed(seed)
+    seconds = {}
+    for steps in (4, 16):
+        folder = work / f"timing-{steps}"
+        shutil.rmtree(folder, ignore_errors=True)
+        result = train_model(dataset, folder, epochs=2, steps_per_epoch=steps,
+                             batch_size=batch_size, backbone=backbone, encoder_weights=None,
+                             seed=seed, patience=100000)
+        seconds[steps] = float(result.history[-1]["seconds"])
+        shutil.rmtree(folder, ignore_errors=True)
+    step = max(seconds[16] - seconds[4], 1e-3) / 12
+    val_seconds = max(seconds[4] - 4 * step, 0.0)
     train = PatchBatches(dataset, "train", batch_size=batch_size, seed=seed)
-    val = PatchBatches(dataset, "val", batch_size=batch_size, seed=seed)
-    model = build_model("unet", backbone)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=metrics.get_loss("bce_jaccard"))
-    x, y = train.batch(0, 0)
-    for _ in range(3):
-        model.train_on_batch(x, y)
-    steps = []
-    for _ in range(8):  # the median: a busy moment of the machine does not plan the run
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        steps.append(time.perf_counter() - start)
-    step = float(np.median(steps))
-    import tensorflow as tf
-
-    forward = tf.function(lambda batch: model(batch, training=False))
-    xv = np.asarray(val.batch(0, 0)[0])
-    forward(xv)
-    start = time.perf_counter()
-    for _ in range(2):
-        forward(xv)
-    val_step = (time.perf_counter() - start) / 2
-    train.close()
-    val.close()
-    keras.backend.clear_session()
-    return step * len(train), val_step * len(val) * 1.5  # validation also reads, logs, saves
+    return step * len(train), val_seconds
 
 
 def augmentation(args):
@@ -141,9 +129,12 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     counts = json.loads((dataset / "dataset.json").read_text())["splits"]
 
     budget = args.minutes * 60.0
-    epoch_seconds, val_seconds = measure_epoch_seconds(dataset, args.backbone,
-                                                       args.batch_size, seed)
-    epochs = max(1, int(budget / (epoch_seconds + val_seconds)))
+    if args.epochs:  # as many as another run had, to compare seeds at one schedule
+        epoch_seconds, val_seconds, epochs = float("nan"), 0.0, args.epochs
+    else:
+        epoch_seconds, val_seconds = measure_epoch_seconds(dataset, args.backbone,
+                                                           args.batch_size, seed, work)
+        epochs = max(1, int(budget / (epoch_seconds + val_seconds)))
     run_dir = work / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a benchmark run starts from scratch
@@ -213,6 +204,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--backbone", default="resnet34")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train this many epochs instead of fitting them to the budget "
+                             "(still cut by --minutes)")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
                         help="change one augmentation range, e.g. white_balance=0.5 "
