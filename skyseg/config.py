@@ -90,7 +90,7 @@ class PipelineConfig:
     group_pattern: str | None = None
     mode: str | None = None
 
-    demo_scenes: int = 28
+    demo_scenes: int = 64
     demo_width: int = 1024
 
     patch_size: int | None = None

@@ -91,8 +91,8 @@ __all__ = [
 CLI_HELP = "write a small seeded, labelled set of synthetic HDR sky panoramas (the demo data)"
 
 #: Format of the folder; a folder written by another format is not reused.
-FORMAT_VERSION = 3
-DEFAULT_SCENES = 28
+FORMAT_VERSION = 4
+DEFAULT_SCENES = 64
 DEFAULT_WIDTH = 1024
 DEFAULT_SEED = 0
 #: Scene i has theme SCENE_CYCLE[i % 12]: a quarter indoor, every outdoor kind at least once.

@@ -53,9 +53,9 @@ DEMO_DEFAULTS = {
     "patch_size": 128,
     "stride": 32,
     "backbone": "resnet18",
-    "epochs": 20,
+    "epochs": 15,
     "batch_size": 8,
-    "patience": 20,
+    "patience": 15,
 }
 #: Long side of the previews the pipeline writes.
 PREVIEW_SIZE = 2048

@@ -224,7 +224,7 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
     # Daylit flats: no lamp on a plain white ceiling, walls lit by the windows
     # nearly as bright as the sky outside. A bright, smooth, featureless top
     # of the panorama is what real apartments show, and it is not sky.
-    if kind == "room" and rng.random() < 0.3:
+    if kind == "room" and rng.random() < 0.5:
         room["lamp_panels"] = [lamp for lamp in room["lamp_panels"] if "corners" in lamp]
         room["level"] = float(rng.uniform(0.4, 1.2))
         room["daylit"] = True
