@@ -324,6 +324,18 @@ def _differing_keys(one: dict, other: dict) -> list[str]:
     return sorted(key for key in set(one) | set(other) if one.get(key) != other.get(key))
 
 
+def _plan_difference(plan_path: Path, plan: dict) -> list[str]:
+    """Keys in which the build plan saved at ``plan_path`` differs from ``plan``; [] if none.
+
+    Raises:
+        OSError, json.JSONDecodeError: the saved plan cannot be read.
+    """
+    saved = json.loads(plan_path.read_text(encoding="utf-8"))
+    if saved == plan:
+        return []
+    return _differing_keys(saved, plan) or sorted(set(saved) ^ set(plan))
+
+
 def _state_files(out_dir: Path) -> tuple[Path, Path]:
     state = out_dir / STATE_DIR
     return state / "plan.json", state / "done"
@@ -372,12 +384,11 @@ def _check_out_dir(out_dir: Path, plan: dict) -> None:
     plan_path, _ = _state_files(out_dir)
     if plan_path.is_file():
         try:
-            previous = json.loads(plan_path.read_text(encoding="utf-8"))
+            differing = _plan_difference(plan_path, plan)
         except (OSError, json.JSONDecodeError) as exc:
             raise DatasetError(f"{plan_path}: unreadable build state ({exc}); delete {out_dir} "
                                "or choose another --out") from exc
-        if previous != plan:
-            differing = _differing_keys(previous, plan)
+        if differing:
             raise DatasetError(
                 f"{out_dir}: holds a dataset built with other settings or inputs (differs in "
                 f"{', '.join(differing)}); choose another --out folder or delete this one to "
@@ -978,12 +989,11 @@ def _gather_shards(shard_dirs, out_dir: Path, plan: dict, items: list[_Item],
     for shard_dir in map(Path, shard_dirs):
         shard_plan, shard_done = _state_files(shard_dir)
         try:
-            theirs = json.loads(shard_plan.read_text(encoding="utf-8"))
+            differing = _plan_difference(shard_plan, plan)
         except (OSError, json.JSONDecodeError) as exc:
             raise DatasetError(f"--combine {shard_dir}: no readable build state ({exc}); pass "
                                "the --out folders of skyseg build-dataset --shard") from exc
-        if theirs != plan:
-            differing = _differing_keys(theirs, plan)
+        if differing:
             raise DatasetError(f"--combine {shard_dir}: built with other settings or inputs "
                                f"(differs in {', '.join(differing)}); combine with the options "
                                "and inputs the shards were built with")
