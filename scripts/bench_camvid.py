@@ -71,14 +71,13 @@ def protocol_lists(protocol: str, camvid: Path, holdout: str, folder: Path) -> d
 
 
 def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: int,
-                          work: Path) -> tuple:
+                          work: Path, train_patches: int) -> tuple:
     """Seconds of one training epoch and of one validation pass, measured on this machine.
 
     Two short runs of skyseg's own training (the same data loading, augmentation,
     weight average and validation as the real run), 2 epochs of 4 and of 16 steps: the
     difference of their second epochs is 12 training steps, the rest is validation.
     """
-    from skyseg.generators import PatchBatches
     from skyseg.train import train_model
 
     seconds = {}
@@ -92,8 +91,7 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
         shutil.rmtree(folder, ignore_errors=True)
     step = max(seconds[16] - seconds[4], 1e-3) / 12
     val_seconds = max(seconds[4] - 4 * step, 0.0)
-    train = PatchBatches(dataset, "train", batch_size=batch_size, seed=seed)
-    return step * len(train), val_seconds
+    return step * max(1, train_patches // batch_size), val_seconds
 
 
 def augmentation(args):
@@ -135,7 +133,8 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
         epoch_seconds, val_seconds, epochs = float("nan"), 0.0, args.epochs
     else:
         epoch_seconds, val_seconds = measure_epoch_seconds(dataset, args.backbone,
-                                                           args.batch_size, seed, work)
+                                                           args.batch_size, seed, work,
+                                                           counts["train"])
         epochs = max(1, int(budget / (epoch_seconds + val_seconds)))
     run_dir = work / "run"
     if run_dir.exists():
