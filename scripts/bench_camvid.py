@@ -120,11 +120,12 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     work = args.work / f"{protocol}-seed{seed}"
     lists = protocol_lists(protocol, camvid, args.holdout, args.work)
     tag = protocol if protocol == "standard" else f"loso-{args.holdout}"
-    dataset = args.work / f"dataset-{tag}-{args.scale:g}-{args.patch_size}-{args.stride}"
+    gaps = "-gaps" if args.ignore_sky_gaps else ""
+    dataset = args.work / f"dataset-{tag}-{args.scale:g}-{args.patch_size}-{args.stride}{gaps}"
     start = time.perf_counter()
     build_dataset(camvid / "result.json", camvid / "images", dataset, mode="ldr",
                   patch_size=args.patch_size, stride=args.stride, seed=0, scale=args.scale,
-                  split_files=lists)
+                  split_files=lists, ignore_sky_gaps=args.ignore_sky_gaps)
     build_seconds = time.perf_counter() - start
     counts = json.loads((dataset / "dataset.json").read_text())["splits"]
 
@@ -166,7 +167,8 @@ def report(run: dict, args) -> None:
     print()
     print(f"[{run['protocol']}] seed {run['seed']}: {args.backbone} U-Net from scratch, "
           f"{args.minutes:g} min budget")
-    print(f"  augmentation: {augmentation(args)}; weight decay {args.weight_decay:g}")
+    print(f"  augmentation: {augmentation(args)}; weight decay {args.weight_decay:g}; "
+          f"sky gaps {'ignored' if args.ignore_sky_gaps else 'as labelled'}")
     print(f"  dataset: {run['counts']} patches of {args.patch_size} px (stride {args.stride}, "
           f"images shrunk by {args.scale:g}), built in {run['build_seconds']:.0f} s")
     print(f"  training: {run['epochs']} of {run['planned_epochs']} planned epochs "
@@ -210,6 +212,9 @@ def main() -> None:
                         help="train this many epochs instead of fitting them to the budget "
                              "(still cut by --minutes)")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    parser.add_argument("--ignore-sky-gaps", action="store_true",
+                        help="build the datasets with skyseg build-dataset --ignore-sky-gaps "
+                             "(sky between bare branches left out of training)")
     parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
                         help="change one augmentation range, e.g. white_balance=0.5 "
                              "(repeatable; names of skyseg.augmentation.Augmentation)")

@@ -1,8 +1,8 @@
 """How each sequence of a labelled set treats sky seen through trees: a label-convention check.
 
 For every labelled image, counts the pixels labelled *not sky* that lie next to
-labelled sky (a 41x41 window holds more than 20 sky pixels) and have the
-brightness of that nearby sky (within 15 %): mostly sky seen between the
+labelled sky (a window of 12 % of the shorter side holds more than 1.2 % sky) and have the
+brightness of that nearby sky (within 15 %; the rule of :mod:`skyseg.sky_gaps`): mostly sky seen between the
 branches of bare trees, which one labeller calls tree and another sky. Prints,
 per group (the first ``--group-chars`` characters of the image name, CamVid's
 sequence), that count per labelled sky pixel. Groups that differ by several
@@ -27,23 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def sky_coloured_not_sky(image: np.ndarray, mask: np.ndarray, window: int = 41,
-                         tolerance: float = 0.15) -> tuple[int, int]:
+def sky_coloured_not_sky(image: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
     """``(not-sky pixels next to sky with its brightness, sky pixels)`` of one image.
 
     ``image``: (H, W, 3) any range; ``mask``: uint8 (H, W), 1 = sky, 0 = not sky.
+    The rule is skyseg's (:func:`skyseg.sky_gaps.sky_coloured_not_sky`), which
+    ``skyseg build-dataset --ignore-sky-gaps`` narrows to gaps and leaves out of training.
     """
-    import cv2
+    from skyseg.sky_gaps import sky_coloured_not_sky as alike
 
-    sky = (mask == 1).astype(np.float32)
-    luminance = image.astype(np.float32).mean(axis=-1)
-    size = (window, window)
-    total = cv2.boxFilter(luminance * sky, -1, size, normalize=False)
-    count = cv2.boxFilter(sky, -1, size, normalize=False)
-    near = (count > 20) & (mask == 0)
-    local = total / np.maximum(count, 1.0)
-    alike = near & (np.abs(luminance - local) < tolerance * local)
-    return int(alike.sum()), int(sky.sum())
+    return int(alike(image, mask).sum()), int((mask == 1).sum())
 
 
 def main() -> None:

@@ -76,6 +76,7 @@ from skyseg.patches import (
 )
 from skyseg.preprocess import Preprocessing, rescale_image, rescale_mask, scaled_size
 from skyseg.shards import describe, parse_shard, shard_range
+from skyseg.sky_gaps import ignore_sky_gaps
 from skyseg.splits import (
     SPLIT_NAMES,
     assign_splits,
@@ -148,6 +149,7 @@ class _Settings:
     seed: int
     id_digits: int
     preprocessing: dict
+    ignore_sky_gaps: bool = False
 
 
 @dataclass
@@ -480,6 +482,13 @@ def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
     height, width = scaled_size(item.height, item.width, prep.scale)
     if prep.scale != 1.0:
         image = rescale_image(image, (height, width))  # radiance averaged, before the log
+    labels = _load_labels(settings.coco, settings.sky_categories, settings.non_sky_categories)
+    mask = labels.mask(item.stem, item.height, item.width)
+    if prep.scale != 1.0:
+        mask = rescale_mask(mask, (height, width))
+    gap_pixels = 0
+    if settings.ignore_sky_gaps:  # on the pixel values as read, before the log transform
+        mask, gap_pixels = ignore_sky_gaps(image, mask)
     counts = _preprocess_in_place(image, prep)
     if settings.dtype == "float16":
         # max and -min instead of abs(): no full-size temporary for an 8K image.
@@ -488,10 +497,6 @@ def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
             raise DatasetError(f"{path}: preprocessed values reach {peak:g}, beyond float16; "
                                "use --dtype float32 or a preprocessing with a smaller scale")
     sample = _sample_values(image, settings.seed, item.index)
-    labels = _load_labels(settings.coco, settings.sky_categories, settings.non_sky_categories)
-    mask = labels.mask(item.stem, item.height, item.width)
-    if prep.scale != 1.0:
-        mask = rescale_mask(mask, (height, width))
     image_sky = int(np.count_nonzero(mask == 1))
 
     grid = patch_grid(height, width, settings.patch_size, settings.stride)
@@ -518,6 +523,8 @@ def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
         "count": item.count, "nonfinite": max(int(info.nonfinite), 0),
         "sanitised": counts, "sky_pixels": image_sky, "rows": rows,
     }
+    if settings.ignore_sky_gaps:
+        record["sky_gap_pixels"] = gap_pixels
     _, done_dir = _state_files(out_dir)
     buffer = io.BytesIO()
     np.save(buffer, sample, allow_pickle=False)
@@ -585,6 +592,8 @@ def _summarise(out_dir: Path, plan: dict, items: list[_Item], records: dict[int,
         images[record["source"]] = {"stem": item.stem, "split": split, "height": item.height,
                                     "width": item.width, "patches": item.count,
                                     "first_id": item.first_id}
+        if "sky_gap_pixels" in record:
+            images[record["source"]]["sky_gap_pixels"] = record["sky_gap_pixels"]
     sky_fraction = _ratios(sky, valid)
     stats = {
         "patches": patches,
@@ -612,6 +621,7 @@ def _summarise(out_dir: Path, plan: dict, items: list[_Item], records: dict[int,
         "id_digits": plan["id_digits"],
         "preprocessing": plan["preprocessing"],
         "mask_values": {"not_sky": 0, "sky": 1, "ignore": IGNORE},
+        "ignore_sky_gaps": bool(plan.get("ignore_sky_gaps", False)),
         "split_method": plan["split_method"],
         "coco": plan["coco"],
         "images_dir": plan["images_dir"],
@@ -670,6 +680,7 @@ def build_dataset(
     like: str | os.PathLike | None = None,
     shard: tuple[int, int] | None = None,
     combine: Sequence[str | os.PathLike] = (),
+    ignore_sky_gaps: bool = False,
 ) -> BuildResult:
     """Cut the labelled images of ``images_dir`` into the patch dataset ``out_dir``.
 
@@ -713,6 +724,11 @@ def build_dataset(
             same inputs and settings) whose finished images are copied into
             ``out_dir``; what none finished is built here, then the manifest,
             statistics and splits are written as by one process.
+        ignore_sky_gaps: mark labelled-not-sky pixels that look like the sky
+            beside them, in small or textured regions (sky between bare
+            branches, which labellers call tree or sky), as ignore (255), so
+            training learns neither convention (:mod:`skyseg.sky_gaps`).
+            Their count per image is in ``dataset.json``.
 
     Returns:
         a :class:`BuildResult`; ``result.exit_code`` is 1 when images were skipped.
@@ -782,6 +798,8 @@ def build_dataset(
     }
     if like is not None:
         plan["like"] = str(Path(like).resolve())
+    if ignore_sky_gaps:  # absent when off: builds of earlier versions still resume
+        plan["ignore_sky_gaps"] = True
 
     stale = _prepare_out_dir(out_dir, plan)
     if combine:
@@ -791,7 +809,7 @@ def build_dataset(
 
     settings = _Settings(str(out_dir), str(coco), sky_categories, non_sky_categories, mode,
                          patch_size, stride, dtype, compression, int(seed), digits,
-                         preprocessing.to_dict())
+                         preprocessing.to_dict(), bool(ignore_sky_gaps))
     logger.info("building %d image(s), %d patches of %d px (stride %d), %s mode, %s",
                 len(pending), sum(item.count for item in pending), patch_size, stride, mode,
                 dtype)
@@ -1123,6 +1141,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gather the images built by --shard runs (same inputs and "
                              "options) into --out, build what none finished, write the "
                              "manifest and statistics")
+    parser.add_argument("--ignore-sky-gaps", action="store_true",
+                        help="leave sky-coloured not-sky pixels in small or textured regions "
+                             "next to sky (sky between bare branches, labelled tree by some, "
+                             "sky by others) out of training (mask value 255)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1136,6 +1158,7 @@ def run(args: argparse.Namespace) -> int:
         sky_categories=tuple(args.sky_category or ("sky",)),
         non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
         like=args.like, shard=parse_shard(args.shard), combine=args.combine or (),
+        ignore_sky_gaps=args.ignore_sky_gaps,
     )
     return report_dataset(result)
 

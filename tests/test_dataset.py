@@ -587,6 +587,50 @@ def test_camvid_frames_line_up(tmp_path):
         np.testing.assert_array_equal(y, mask[row:row + 256, col:col + 256])
 
 
+def test_ignore_sky_gaps_marks_the_gaps_of_the_shrunk_image(tmp_path):
+    from skyseg.preprocess import rescale_image, rescale_mask
+    from skyseg.sky_gaps import ignore_sky_gaps
+
+    root = shared_path("camvid-sky")
+    data = json.loads((root / "result.json").read_text())
+    stem = "0006R0_f03510"  # bare trees against a white sky, labelled tree
+    entries = [e for e in data["images"] if e["file_name"].endswith(f"-{stem}.jpg")]
+    subset = {"images": entries, "categories": data["categories"],
+              "annotations": [a for a in data["annotations"] if a["image_id"] == entries[0]["id"]]}
+    coco = tmp_path / "result.json"
+    coco.write_text(json.dumps(subset))
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(root / "images" / f"{stem}.jpg", images)
+    lists = {"train": _list(tmp_path, stem)}
+    plain = build_dataset(coco, images, tmp_path / "plain", mode="ldr", patch_size=256,
+                          stride=256, scale=0.5, split_files=lists, dtype="float32")
+    out = tmp_path / "gaps"
+    result = build_dataset(coco, images, out, mode="ldr", patch_size=256, stride=256, scale=0.5,
+                           split_files=lists, dtype="float32", ignore_sky_gaps=True)
+    assert result.exit_code == plain.exit_code == 0
+
+    image = rescale_image(read_image(images / f"{stem}.jpg"), (180, 240))
+    mask = rescale_mask(load_coco(coco).mask(stem, 360, 480), (180, 240))
+    expected, count = ignore_sky_gaps(image, mask)
+    y = np.asarray(Image.open(out / "Y_train" / "train" / "000000.png"))
+    np.testing.assert_array_equal(y[:180, :240], expected)
+    assert count > 0 and np.count_nonzero(y == 255) == count + 256 * 256 - 180 * 240
+    np.testing.assert_array_equal(  # the image patches do not change
+        tifffile.imread(out / "X_train" / "train" / "000000.tif"),
+        tifffile.imread(tmp_path / "plain" / "X_train" / "train" / "000000.tif"))
+    summary = json.loads((out / "dataset.json").read_text())
+    assert summary["ignore_sky_gaps"] is True
+    assert summary["images"][f"{stem}.jpg"]["sky_gap_pixels"] == count
+    assert json.loads((tmp_path / "plain" / "dataset.json").read_text())["ignore_sky_gaps"] is False
+    # A build without the option keeps its plan as before (older builds resume);
+    # the other setting in the same folder is refused, not mixed.
+    assert "ignore_sky_gaps" not in json.loads((tmp_path / "plain" / ".build" / "plan.json").read_text())
+    with pytest.raises(DatasetError, match="ignore_sky_gaps"):
+        build_dataset(coco, images, tmp_path / "plain", mode="ldr", patch_size=256, stride=256,
+                      scale=0.5, split_files=lists, dtype="float32", ignore_sky_gaps=True)
+
+
 # ----------------------------------------------------------------------------- --like RUN
 
 def fake_run(folder: Path, data: Path | None, *, patch_size: int = 8, **preprocessing) -> Path:
