@@ -69,7 +69,8 @@ class PipelineConfig:
     Data: ``images`` + ``coco`` (None: generate the demo data into
     ``work_dir/demo``), ``split_files`` or ``split`` / ``group_pattern``,
     ``mode`` (hdr/ldr, None: from the images).
-    Dataset: patch_size, stride, dtype, clip_max, scale (shrink factor).
+    Dataset: patch_size, stride, dtype, clip_max, scale (shrink factor),
+    ignore_sky_gaps (sky between bare branches left out of training).
     Training: epochs, batch_size, learning_rate, architecture, backbone,
     encoder_weights, steps_per_epoch, patience.
     Prediction: predict_inputs (None: the validation images), tile_size, tta.
@@ -98,6 +99,7 @@ class PipelineConfig:
     dtype: str = "float16"
     clip_max: float | None = None
     scale: float | None = None
+    ignore_sky_gaps: bool = False
 
     epochs: int = 30
     batch_size: int = 8
@@ -189,7 +191,7 @@ class PipelineConfig:
 
 
 _PATH_KEYS = {"work_dir", "images", "coco"}
-_BOOL_KEYS = set(STAGE_FLAGS) | {"tta"}
+_BOOL_KEYS = set(STAGE_FLAGS) | {"tta", "ignore_sky_gaps"}
 _INT_KEYS = {"demo_scenes", "demo_width", "patch_size", "stride", "epochs", "batch_size",
              "steps_per_epoch", "patience", "tile_size", "seed"}
 _FLOAT_KEYS = {"learning_rate", "clip_max", "scale"}

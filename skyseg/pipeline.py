@@ -217,7 +217,8 @@ def _build_step(config: PipelineConfig) -> Step:
                   preprocessing=clip_preprocessing(config.clip_max or None,
                                                    mode=config.mode or None),
                   scale=config.scale or None, split_files=split_files or None,
-                  split=config.split or None, group_pattern=config.group_pattern or None)
+                  split=config.split or None, group_pattern=config.group_pattern or None,
+                  ignore_sky_gaps=config.ignore_sky_gaps)
     return Step("build-dataset", _command("build-dataset", options=[
         ("--coco", config.coco_file), ("--images", config.images_dir),
         ("--out", config.dataset_dir), ("--seed", config.seed), ("--dtype", config.dtype),
@@ -225,7 +226,8 @@ def _build_step(config: PipelineConfig) -> Step:
         ("--stride", kwargs["stride"]), ("--clip-max", config.clip_max or None),
         ("--scale", kwargs["scale"]),
         *(("--split-file", f"{name}={path}") for name, path in split_files.items()),
-        ("--split", kwargs["split"]), ("--group-pattern", kwargs["group_pattern"])]),
+        ("--split", kwargs["split"]), ("--group-pattern", kwargs["group_pattern"]),
+        ("--ignore-sky-gaps", config.ignore_sky_gaps)]),
         "skyseg.dataset", "build_dataset", kwargs, "report_dataset")
 
 

@@ -159,7 +159,7 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
                             mode="hdr", clip_max=5e4, patch_size=64, stride=32, scale=0.5,
                             epochs=2, steps_per_epoch=3, patience=4, learning_rate=2e-3,
                             backbone="resnet18", encoder_weights="none", tile_size=128,
-                            tta=True, seed=7)
+                            tta=True, ignore_sky_gaps=True, seed=7)
     direct: dict = {}
     _record_stage_calls(monkeypatch, direct)
     monkeypatch.setattr(logging.getLogger("skyseg"), "propagate", True)
@@ -181,6 +181,7 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
     assert (build["patch_size"], build["stride"], build["scale"], build["seed"]) == (
         64, 32, 0.5, 7)
     assert build["preprocessing"].clip_max == 5e4 and build["mode"] == "hdr"
+    assert build["ignore_sky_gaps"] is True
     assert build["split_files"] == {"train": config.demo_dir / "train.txt",
                                     "val": config.demo_dir / "val.txt"}
     train = direct["train"]
