@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyseg import metrics
+from skyseg import metrics, sky_gaps
 from skyseg.errors import AnnotationError, ConfigError, ImageReadError, SkysegError
 from skyseg.io import (
     DEFAULT_MAX_PIXELS,
@@ -402,6 +402,7 @@ def evaluate_model(
     non_sky_categories=("non-sky",),
     only=None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ignore_sky_gaps: bool = False,
     **options,
 ) -> Evaluation:
     """Predict every labelled image in ``images`` at full size and score it.
@@ -424,6 +425,11 @@ def evaluate_model(
             of a list file (one stem or file name per line, like val.txt).
         max_pixels: images whose header claims more pixels are refused
             before decoding (listed as failures); None: no limit.
+        ignore_sky_gaps: leave the truth's sky gaps out of every score: pixels
+            labelled not sky between bare branches that look like the sky
+            beside them (:mod:`skyseg.sky_gaps`, on the image at full size),
+            which labellers call tree or sky. A score of the model, not of one
+            labelling convention; the default scores the labels as drawn.
         **options: :func:`skyseg.predict.predict_image` options (tiling,
             ``refine``, ``max_side``).
 
@@ -473,6 +479,8 @@ def evaluate_model(
         try:
             image, info = read_image(path, return_info=True, max_pixels=max_pixels)
             truth = truth_of(*image.shape[:2])
+            if ignore_sky_gaps:
+                truth, _ = sky_gaps.ignore_sky_gaps(image, truth)
             probability = predict_image(loaded, image, is_hdr=info.is_hdr, name=path.name,
                                         **options)
         except SkysegError as exc:
@@ -494,6 +502,7 @@ def evaluate_model(
                 heapq.heapreplace(heap, entry)
     summary = summarise(rows)
     summary.update(threshold=threshold, tolerance_px=tolerance, truth=source,
+                   ignore_sky_gaps=bool(ignore_sky_gaps),
                    missing_truth=missing, failed=[item for item, _ in report.failures],
                    options={k: v for k, v in options.items() if k != "show_progress"})
     worst_list = _write_worst(heap, output)
@@ -585,6 +594,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="COCO category name that is sky (repeatable; default: sky)")
     parser.add_argument("--non-sky-category", action="append", dest="non_sky_categories",
                         help="COCO category cut out of the sky (repeatable; default: non-sky)")
+    parser.add_argument("--ignore-sky-gaps", action="store_true",
+                        help="leave sky-coloured not-sky pixels between bare branches (labelled "
+                             "tree by some, sky by others) out of the scores")
     parser.add_argument("--mlflow", action="store_true",
                         help="log the summary to the MLflow run of the training run "
                              "(skyseg train --mlflow; found through MODEL's run folder)")
@@ -605,7 +617,7 @@ def run(args: argparse.Namespace) -> int:
         sky_categories=tuple(args.sky_categories or ("sky",)),
         non_sky_categories=tuple(args.non_sky_categories or ("non-sky",)),
         only=args.only, max_pixels=args.max_pixels or None,
-        **prediction_options(args),
+        ignore_sky_gaps=args.ignore_sky_gaps, **prediction_options(args),
     )
     summary = result.summary
     if getattr(args, "mlflow", False):

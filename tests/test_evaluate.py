@@ -414,3 +414,30 @@ def test_evaluate_refine_option_on_a_model_run_at_half_size(tmp_path, camvid, re
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["options"]["refine"] == refine
     assert 0.3 < summary["mean"]["iou"] <= 1.0 and 0.0 < summary["mean"]["boundary_f"] <= 1.0
+
+
+@pytest.mark.slow
+def test_ignore_sky_gaps_leaves_the_gaps_between_branches_out(identity_run, tmp_path):
+    """Sky between branches labelled tree: an error as drawn, out of the scores with the option."""
+    picture = np.zeros((240, 240, 3), np.uint8)
+    picture[:60] = 220  # white sky (red 220: the identity model calls it sky)
+    picture[60:] = 40  # dark ground
+    picture[46:60:3, 70:120] = 30  # dark branches of a crown, sky between them
+    truth = np.zeros((240, 240), np.uint8)
+    truth[:60] = 1
+    truth[46:60, 70:120] = 0  # the whole crown labelled tree
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    write_png(tmp_path / "images" / "crown.png", picture)
+    write_png(tmp_path / "masks" / "crown.png", truth)
+    drawn = evaluate_model(identity_run, tmp_path / "images", masks=tmp_path / "masks",
+                           tile_size=32)
+    neutral = evaluate_model(identity_run, tmp_path / "images", masks=tmp_path / "masks",
+                             tile_size=32, ignore_sky_gaps=True)
+    gaps = int(np.count_nonzero(picture[46:60, 70:120, 0] == 220))
+    sky = int(np.count_nonzero(truth))
+    assert drawn.rows[0]["iou"] == pytest.approx(sky / (sky + gaps))
+    assert drawn.rows[0]["ignored"] == 0 and drawn.summary["ignore_sky_gaps"] is False
+    assert neutral.rows[0]["iou"] == 1.0
+    assert neutral.rows[0]["ignored"] == pytest.approx(gaps / truth.size)
+    assert neutral.summary["ignore_sky_gaps"] is True
