@@ -25,7 +25,11 @@ held-out images at full size through the predict path.
 Prints, per run: the seed, the per-epoch validation IoU (validation
 patches, averaged weights), the worst drop below the best so far after the
 first 20 % of epochs, and the full-size IoU (mean over images and pooled),
-Dice, boundary F, precision, recall; with several seeds, their spread.
+Dice, boundary F, precision, recall, scored on the labels as drawn and
+again without the sky gaps between bare branches (``skyseg evaluate
+--ignore-sky-gaps``: the share of the error that is one labelling convention
+against another); with several seeds, their spread. ``--ignore-sky-gaps``
+leaves those gaps out of training too.
 Leaves the run folders in ``WORK/<protocol>-seed<N>/run``.
 """
 
@@ -152,6 +156,9 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     scores = evaluate_model(run_dir, camvid / "images", coco=camvid / "result.json",
                             only=lists["val"], out_dir=work / "evaluation")
     evaluate_seconds = time.perf_counter() - start
+    neutral = evaluate_model(run_dir, camvid / "images", coco=camvid / "result.json",
+                             only=lists["val"], out_dir=work / "evaluation-without-gaps",
+                             ignore_sky_gaps=True)
     val_ious = [row["val_iou"] for row in result.history]
     return {"protocol": protocol, "seed": seed, "counts": counts, "dataset": dataset,
             "build_seconds": build_seconds, "planned_epochs": epochs,
@@ -159,7 +166,8 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
             "train_seconds": train_seconds, "evaluate_seconds": evaluate_seconds,
             "val_ious": val_ious, "worst_drop": worst_drop(val_ious),
             "best_epoch": result.best_epoch, "best_val_iou": result.best_val_iou,
-            "summary": scores.summary, "run_dir": run_dir}
+            "summary": scores.summary, "neutral": neutral.summary, "run_dir": run_dir,
+            "gap_share": sum(row["ignored"] for row in neutral.rows) / max(len(neutral.rows), 1)}
 
 
 def report(run: dict, args) -> None:
@@ -185,6 +193,11 @@ def report(run: dict, args) -> None:
               f"median {summary['median'][metric]:.4f}")
     print(f"    pooled IoU {summary['pooled']['iou']:.4f}, pooled Dice "
           f"{summary['pooled']['dice']:.4f}")
+    neutral = run["neutral"]
+    print(f"  without the sky gaps between bare branches (either labelling convention; "
+          f"{run['gap_share'] * 100:.2f} % of the pixels): pooled IoU "
+          f"{neutral['pooled']['iou']:.4f}, mean {neutral['mean']['iou']:.4f}, precision "
+          f"{neutral['mean']['precision']:.4f}, recall {neutral['mean']['recall']:.4f}")
     print(f"  run folder (kept): {run['run_dir']}")
 
 
@@ -242,6 +255,10 @@ def main() -> None:
         print(f"  {protocol:<8} seeds {seeds}: pooled IoU "
               + ", ".join(f"{v:.4f}" for v in pooled)
               + f"; spread {max(pooled) - min(pooled):.4f}; worst drop {max(drops):.4f}")
+        neutral = [r["neutral"]["pooled"]["iou"] for r in runs if r["protocol"] == protocol]
+        print(f"  {'':<8} without the sky gaps: "
+              + ", ".join(f"{v:.4f}" for v in neutral)
+              + f"; spread {max(neutral) - min(neutral):.4f}")
 
 
 if __name__ == "__main__":
