@@ -24,6 +24,11 @@ One random draw per sample moves the image and its mask alike:
   luminance), also on linear light and exact for both modes. Overcast white
   sky and a white wall differ in context, not colour: a camera's white
   balance must not be what the network keys on.
+* **Sky exposure** (:func:`adjust_sky_exposure`, off by default): an extra
+  exposure change of the labelled sky alone (edges feathered over a few
+  pixels), so a sky darker or brighter than usual against the same ground
+  is still sky: a dusk street under dark clouds must not be missed because
+  every training sky was brighter than the buildings.
 
 Arrays: image patches ``float (P, P, C)`` as stored (network input), masks
 ``uint8 (P, P)`` in {0, 1, 255}. The affine matrix maps an *output* pixel
@@ -61,6 +66,7 @@ __all__ = [
     "adjust_radiance",
     "augment_values",
     "adjust_colour",
+    "adjust_sky_exposure",
     "to_float32",
     "FILL_MODES",
 ]
@@ -391,6 +397,47 @@ def adjust_colour(values: np.ndarray, preprocessing: Preprocessing, *,
     return out
 
 
+#: Standard deviation (pixels) of the feathering of the sky's edge in :func:`adjust_sky_exposure`.
+SKY_FEATHER = 1.5
+
+
+def adjust_sky_exposure(values: np.ndarray, mask: np.ndarray, preprocessing: Preprocessing,
+                        exposure_ev: float) -> np.ndarray:
+    """Change the exposure of the sky (mask 1) alone, on linear light, edges feathered.
+
+    Each pixel's linear light is multiplied by ``2 ** (exposure_ev * w)``,
+    ``w`` the sky mask blurred by a Gaussian of :data:`SKY_FEATHER` pixels
+    (1 inside the sky, 0 away from it; ignored pixels count as not sky), and
+    goes back through the forward preprocessing (LDR saturates at white).
+
+    Args:
+        values: the stored patch ``(P, P, C)``, float16 or float32.
+        mask: ``uint8 (P, P)`` in {0, 1, 255}, aligned with ``values``.
+        preprocessing: the dataset's preprocessing.
+        exposure_ev: stops (0: unchanged).
+
+    Returns:
+        float32 ``(P, P, C)``.
+
+    Example:
+        >>> prep = Preprocessing(mode="hdr")
+        >>> stored = prep.apply(np.full((16, 16, 3), 2.0, np.float32))
+        >>> mask = np.zeros((16, 16), np.uint8); mask[:8] = 1
+        >>> out = prep.invert(adjust_sky_exposure(stored, mask, prep, -1.0))
+        >>> round(float(out[0, 0, 0]), 3), round(float(out[15, 0, 0]), 3)
+        (1.0, 2.0)
+    """
+    if exposure_ev == 0.0:
+        return to_float32(np.asarray(values))
+    cv2 = _cv2()
+    weight = cv2.GaussianBlur((mask == 1).astype(np.float32), (0, 0), SKY_FEATHER,
+                              borderType=cv2.BORDER_REPLICATE)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        linear = _linear(np.asarray(values), preprocessing)
+        linear *= np.exp2(np.float32(exposure_ev) * weight)[..., None]
+        return _from_linear(linear, None, preprocessing, 1.0, 0.0)
+
+
 def _lookup(table: np.ndarray, values: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     """``table`` (65,536 entries) at the bits of float16 ``values``: float32, into ``out``."""
     # mode="clip": with the default "raise" numpy writes to a copy of ``out``.
@@ -486,6 +533,9 @@ class Augmentation:
         white_balance: per-channel gains drawn in ``[-white_balance,
             white_balance]`` stops, centred so the mean gain is 0 stops.
         saturation: factor drawn in ``[1 - saturation, 1 + saturation]``.
+        sky_exposure_ev: stops of an extra exposure change of the sky alone,
+            drawn in ``[-sky_exposure_ev, sky_exposure_ev]`` (0 disables; no
+            random number is drawn then, so other draws stay as they were).
 
     Example:
         >>> Augmentation(rotation=0, shift=0, zoom=0, shear=0).geometric
@@ -502,9 +552,11 @@ class Augmentation:
     fill: str = "reflect"
     white_balance: float = 0.2
     saturation: float = 0.5
+    sky_exposure_ev: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("rotation", "shift", "shear", "exposure_ev", "white_balance"):
+        for name in ("rotation", "shift", "shear", "exposure_ev", "white_balance",
+                     "sky_exposure_ev"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ConfigError(f"augmentation {name} must be a range >= 0, got {value!r}")
@@ -541,7 +593,8 @@ class Augmentation:
         """One random draw for a patch of ``shape``.
 
         Returns:
-            ``{"matrix", "gamma", "exposure_ev", "gains_ev", "saturation"}``.
+            ``{"matrix", "gamma", "exposure_ev", "gains_ev", "saturation",
+            "sky_exposure_ev"}``.
         """
         matrix = (random_affine(rng, shape, rotation=self.rotation, shift=self.shift,
                                 zoom=self.zoom, shear=self.shear,
@@ -552,9 +605,11 @@ class Augmentation:
         gamma = float(math.exp(rng.uniform(-log_gamma, log_gamma)))
         gains = rng.uniform(-self.white_balance, self.white_balance, size=3)
         saturation = float(rng.uniform(1.0 - self.saturation, 1.0 + self.saturation))
+        sky = (float(rng.uniform(-self.sky_exposure_ev, self.sky_exposure_ev))
+               if self.sky_exposure_ev else 0.0)
         return {"matrix": matrix, "gamma": gamma, "exposure_ev": exposure,
                 "gains_ev": tuple(float(g) for g in gains - gains.mean()),
-                "saturation": saturation}
+                "saturation": saturation, "sky_exposure_ev": sky}
 
     def apply_draw(self, image: np.ndarray, mask: np.ndarray, draw: dict,
                    preprocessing: Preprocessing | None = None):
@@ -576,6 +631,8 @@ class Augmentation:
         if preprocessing is not None and self.colour:
             image = adjust_colour(image, preprocessing, gains_ev=draw["gains_ev"],
                                   saturation=draw["saturation"])
+        if preprocessing is not None and draw.get("sky_exposure_ev"):
+            image = adjust_sky_exposure(image, mask, preprocessing, draw["sky_exposure_ev"])
         if draw["matrix"] is not None:
             image = warp_image(image, draw["matrix"], fill=self.fill)
             mask = warp_mask(mask, draw["matrix"])

@@ -8,6 +8,7 @@ import pytest
 from skyseg.augmentation import (
     Augmentation,
     adjust_radiance,
+    adjust_sky_exposure,
     affine_matrix,
     augment_values,
     random_affine,
@@ -16,7 +17,7 @@ from skyseg.augmentation import (
     warp_mask,
 )
 from skyseg.errors import ConfigError
-from skyseg.preprocess import Preprocessing, srgb_decode
+from skyseg.preprocess import Preprocessing, srgb_decode, srgb_encode
 
 
 def blocks(rng: np.random.Generator, size: int = 64, block: int = 8) -> np.ndarray:
@@ -403,3 +404,42 @@ def test_zoomed_in_crops_keep_image_and_mask_aligned(seed):
     valid = out_mask != 255
     assert valid.mean() > 0.3
     assert np.mean(np.rint(out_image[:, :, 0][valid]) == out_mask[valid]) > 0.97
+
+
+# ----------------------------------------------------------------------------- sky exposure
+
+@pytest.mark.parametrize("mode", ["hdr", "ldr"])
+def test_sky_exposure_changes_the_sky_alone(rng, mode):
+    prep = Preprocessing(mode=mode)
+    linear = rng.uniform(0.05, 0.3, (32, 32, 3)).astype(np.float32)
+    stored = prep.apply(linear) if mode == "hdr" else srgb_encode(linear)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:12] = 1
+    mask[12:14] = 255  # ignored pixels count as not sky
+    out = adjust_sky_exposure(stored, mask, prep, -1.5)
+    back = prep.invert(out) if mode == "hdr" else srgb_decode(out)
+    np.testing.assert_allclose(back[:6], linear[:6] * 2 ** -1.5, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(back[20:], linear[20:], rtol=1e-3, atol=1e-5)
+    edge = back[11:14] / linear[11:14]  # feathered: between the two gains
+    assert (edge > 2 ** -1.5 - 1e-3).all() and (edge < 1 + 1e-3).all()
+    np.testing.assert_array_equal(adjust_sky_exposure(stored, mask, prep, 0.0), stored)
+
+
+def test_sky_exposure_draw_keeps_the_other_draws_and_the_mask(rng):
+    plain, sky = Augmentation(), Augmentation(sky_exposure_ev=1.5)
+    first = plain.draw(np.random.default_rng(5), (32, 32))
+    second = sky.draw(np.random.default_rng(5), (32, 32))
+    assert first["sky_exposure_ev"] == 0.0 and -1.5 <= second["sky_exposure_ev"] <= 1.5
+    assert {k: v for k, v in first.items() if k not in ("matrix", "sky_exposure_ev")} == {
+        k: v for k, v in second.items() if k not in ("matrix", "sky_exposure_ev")}
+    np.testing.assert_array_equal(first["matrix"], second["matrix"])
+    prep = Preprocessing(mode="ldr")
+    image = rng.uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:10] = 1
+    out_plain, mask_plain = plain.apply_draw(image, mask, first, prep)
+    out_sky, mask_sky = sky.apply_draw(image, mask, second, prep)
+    np.testing.assert_array_equal(mask_plain, mask_sky)
+    assert not np.allclose(out_plain, out_sky)
+    with pytest.raises(ConfigError, match="sky_exposure_ev"):
+        Augmentation(sky_exposure_ev=-1)
