@@ -24,11 +24,13 @@ One random draw per sample moves the image and its mask alike:
   luminance), also on linear light and exact for both modes. Overcast white
   sky and a white wall differ in context, not colour: a camera's white
   balance must not be what the network keys on.
-* **Sky exposure** (:func:`adjust_sky_exposure`, off by default): an extra
-  exposure change of the labelled sky alone (edges feathered over a few
-  pixels), so a sky darker or brighter than usual against the same ground
-  is still sky: a dusk street under dark clouds must not be missed because
-  every training sky was brighter than the buildings.
+* **Sky exposure and texture** (:func:`adjust_sky_exposure`, off by
+  default): an extra exposure change of the labelled sky alone (edges
+  feathered over a few pixels), constant or a smooth random field (cloud-like
+  light and shade), so a sky darker, bluer-grey or more structured than the
+  training skies against the same ground is still sky: most daytime street
+  skies are clipped flat white, and a model that learns "flat and bright is
+  sky" misses a dusk street's dark clouds.
 
 Arrays: image patches ``float (P, P, C)`` as stored (network input), masks
 ``uint8 (P, P)`` in {0, 1, 255}. The affine matrix maps an *output* pixel
@@ -67,6 +69,7 @@ __all__ = [
     "augment_values",
     "adjust_colour",
     "adjust_sky_exposure",
+    "sky_texture",
     "to_float32",
     "FILL_MODES",
 ]
@@ -401,8 +404,24 @@ def adjust_colour(values: np.ndarray, preprocessing: Preprocessing, *,
 SKY_FEATHER = 1.5
 
 
+def sky_texture(rng: np.random.Generator, shape: tuple[int, int], cells: int = 4) -> np.ndarray:
+    """A smooth random field in [-1, 1]: ``float32 shape``, light and shade of clouds.
+
+    Gaussian noise on a ``cells`` x ``cells`` and a ``4 * cells`` grid
+    (weights 2:1), upsampled bicubically, scaled so its largest magnitude is 1.
+    """
+    cv2 = _cv2()
+    height, width = shape
+    field = np.zeros(shape, np.float32)
+    for grid, weight in ((cells, 2.0), (4 * cells, 1.0)):
+        coarse = rng.standard_normal((grid, grid)).astype(np.float32)
+        field += weight * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    peak = float(np.abs(field).max())
+    return field / peak if peak > 0 else field
+
+
 def adjust_sky_exposure(values: np.ndarray, mask: np.ndarray, preprocessing: Preprocessing,
-                        exposure_ev: float) -> np.ndarray:
+                        exposure_ev) -> np.ndarray:
     """Change the exposure of the sky (mask 1) alone, on linear light, edges feathered.
 
     Each pixel's linear light is multiplied by ``2 ** (exposure_ev * w)``,
@@ -414,7 +433,8 @@ def adjust_sky_exposure(values: np.ndarray, mask: np.ndarray, preprocessing: Pre
         values: the stored patch ``(P, P, C)``, float16 or float32.
         mask: ``uint8 (P, P)`` in {0, 1, 255}, aligned with ``values``.
         preprocessing: the dataset's preprocessing.
-        exposure_ev: stops (0: unchanged).
+        exposure_ev: stops (0: unchanged): a number, or ``float32 (P, P)``
+            stops per pixel (a constant plus :func:`sky_texture`).
 
     Returns:
         float32 ``(P, P, C)``.
@@ -427,14 +447,15 @@ def adjust_sky_exposure(values: np.ndarray, mask: np.ndarray, preprocessing: Pre
         >>> round(float(out[0, 0, 0]), 3), round(float(out[15, 0, 0]), 3)
         (1.0, 2.0)
     """
-    if exposure_ev == 0.0:
+    exposure_ev = np.asarray(exposure_ev, np.float32)
+    if not exposure_ev.any():
         return to_float32(np.asarray(values))
     cv2 = _cv2()
     weight = cv2.GaussianBlur((mask == 1).astype(np.float32), (0, 0), SKY_FEATHER,
                               borderType=cv2.BORDER_REPLICATE)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         linear = _linear(np.asarray(values), preprocessing)
-        linear *= np.exp2(np.float32(exposure_ev) * weight)[..., None]
+        linear *= np.exp2(exposure_ev * weight)[..., None]
         return _from_linear(linear, None, preprocessing, 1.0, 0.0)
 
 
@@ -536,6 +557,9 @@ class Augmentation:
         sky_exposure_ev: stops of an extra exposure change of the sky alone,
             drawn in ``[-sky_exposure_ev, sky_exposure_ev]`` (0 disables; no
             random number is drawn then, so other draws stay as they were).
+        sky_texture_ev: amplitude (stops) of a smooth random exposure field
+            over the sky (:func:`sky_texture`), drawn in ``[0, sky_texture_ev]``
+            (0 disables, and draws nothing).
 
     Example:
         >>> Augmentation(rotation=0, shift=0, zoom=0, shear=0).geometric
@@ -553,10 +577,11 @@ class Augmentation:
     white_balance: float = 0.2
     saturation: float = 0.5
     sky_exposure_ev: float = 0.0
+    sky_texture_ev: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("rotation", "shift", "shear", "exposure_ev", "white_balance",
-                     "sky_exposure_ev"):
+                     "sky_exposure_ev", "sky_texture_ev"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ConfigError(f"augmentation {name} must be a range >= 0, got {value!r}")
@@ -594,7 +619,8 @@ class Augmentation:
 
         Returns:
             ``{"matrix", "gamma", "exposure_ev", "gains_ev", "saturation",
-            "sky_exposure_ev"}``.
+            "sky_exposure_ev"}``: a number, or ``float32 (P, P)`` stops per
+            pixel with ``sky_texture_ev``.
         """
         matrix = (random_affine(rng, shape, rotation=self.rotation, shift=self.shift,
                                 zoom=self.zoom, shear=self.shear,
@@ -607,6 +633,9 @@ class Augmentation:
         saturation = float(rng.uniform(1.0 - self.saturation, 1.0 + self.saturation))
         sky = (float(rng.uniform(-self.sky_exposure_ev, self.sky_exposure_ev))
                if self.sky_exposure_ev else 0.0)
+        if self.sky_texture_ev:
+            amplitude = float(rng.uniform(0.0, self.sky_texture_ev))
+            sky = sky + amplitude * sky_texture(rng, shape)
         return {"matrix": matrix, "gamma": gamma, "exposure_ev": exposure,
                 "gains_ev": tuple(float(g) for g in gains - gains.mean()),
                 "saturation": saturation, "sky_exposure_ev": sky}
@@ -631,7 +660,7 @@ class Augmentation:
         if preprocessing is not None and self.colour:
             image = adjust_colour(image, preprocessing, gains_ev=draw["gains_ev"],
                                   saturation=draw["saturation"])
-        if preprocessing is not None and draw.get("sky_exposure_ev"):
+        if preprocessing is not None and np.any(draw.get("sky_exposure_ev", 0.0)):
             image = adjust_sky_exposure(image, mask, preprocessing, draw["sky_exposure_ev"])
         if draw["matrix"] is not None:
             image = warp_image(image, draw["matrix"], fill=self.fill)

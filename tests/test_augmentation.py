@@ -12,6 +12,7 @@ from skyseg.augmentation import (
     affine_matrix,
     augment_values,
     random_affine,
+    sky_texture,
     to_float32,
     warp_image,
     warp_mask,
@@ -443,3 +444,30 @@ def test_sky_exposure_draw_keeps_the_other_draws_and_the_mask(rng):
     assert not np.allclose(out_plain, out_sky)
     with pytest.raises(ConfigError, match="sky_exposure_ev"):
         Augmentation(sky_exposure_ev=-1)
+
+
+def test_sky_texture_is_smooth_seeded_and_within_one():
+    first = sky_texture(np.random.default_rng(3), (64, 48))
+    again = sky_texture(np.random.default_rng(3), (64, 48))
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (64, 48) and first.dtype == np.float32
+    assert np.abs(first).max() == pytest.approx(1.0)
+    assert np.abs(np.diff(first, axis=0)).max() < 0.5  # light and shade, not noise
+
+
+def test_sky_texture_draw_changes_the_sky_by_a_field(rng):
+    augmentation = Augmentation(rotation=0, shift=0, zoom=0, shear=0, horizontal_flip=False,
+                                exposure_ev=0, gamma=1.0, white_balance=0, saturation=0,
+                                sky_texture_ev=2.0)
+    draw = augmentation.draw(np.random.default_rng(1), (32, 32))
+    field = draw["sky_exposure_ev"]
+    assert field.shape == (32, 32) and 0 < np.abs(field).max() <= 2.0
+    prep = Preprocessing(mode="hdr")
+    linear = np.full((32, 32, 3), 0.5, np.float32)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:16] = 1
+    image, out_mask = augmentation.apply_draw(prep.apply(linear), mask, draw, prep)
+    back = prep.invert(image)
+    np.testing.assert_allclose(back[:8, :, 0], 0.5 * 2 ** field[:8], rtol=1e-3)
+    np.testing.assert_allclose(back[24:], linear[24:], rtol=1e-4)
+    np.testing.assert_array_equal(out_mask, mask)
