@@ -536,6 +536,10 @@ def _transfer(values: np.ndarray, preprocessing: Preprocessing, gamma: float,
         return _from_linear(linear, log_linear, preprocessing, gamma, exposure_ev)
 
 
+#: Settings added after runs were first saved, and their value in a run saved without them.
+_ABSENT_MEANS = {"sky_exposure_ev": 0.0, "sky_texture_ev": 0.0}
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """The augmentation of training patches: ranges, and how to apply one draw.
@@ -677,6 +681,8 @@ class Augmentation:
 
     @classmethod
     def from_dict(cls, data: dict) -> Augmentation:
+        """The settings of :meth:`to_dict`; a setting newer than the saved run is off in it."""
+        data = {**_ABSENT_MEANS, **data}
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -351,6 +351,11 @@ def test_settings_round_trip_and_refuse_unknown_keys():
     assert Augmentation.from_dict(augmentation.to_dict()) == augmentation
     with pytest.raises(ConfigError, match=r"unknown augmentation parameter\(s\) \['vflip'\]"):
         Augmentation.from_dict({"vflip": True})
+    # A run saved before the sky settings existed trained without them.
+    old = {k: v for k, v in Augmentation(sky_exposure_ev=1.0, sky_texture_ev=1.0).to_dict().items()
+           if not k.startswith("sky_")}
+    assert Augmentation.from_dict(old).sky_exposure_ev == 0.0
+    assert Augmentation.from_dict(old).sky_texture_ev == 0.0
 
 
 # --------------------------------------------------------------------------- colour
