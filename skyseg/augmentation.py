@@ -677,7 +677,10 @@ class Augmentation:
         return self.apply_draw(image, mask, self.draw(rng, mask.shape[:2]), preprocessing)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings; a newer setting left at its off value is left out (so the
+        ``config.json`` of runs without it reads as before, and they resume)."""
+        return {key: value for key, value in dataclasses.asdict(self).items()
+                if not (key in _ABSENT_MEANS and value == _ABSENT_MEANS[key])}
 
     @classmethod
     def from_dict(cls, data: dict) -> Augmentation:

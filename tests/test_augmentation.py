@@ -356,6 +356,8 @@ def test_settings_round_trip_and_refuse_unknown_keys():
            if not k.startswith("sky_")}
     assert Augmentation.from_dict(old).sky_exposure_ev == 0.0
     assert Augmentation.from_dict(old).sky_texture_ev == 0.0
+    assert "sky_texture_ev" not in Augmentation(sky_texture_ev=0.0).to_dict()
+    assert Augmentation(sky_texture_ev=1.0).to_dict()["sky_texture_ev"] == 1.0
 
 
 # --------------------------------------------------------------------------- colour
