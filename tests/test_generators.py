@@ -166,10 +166,11 @@ def test_the_replacement_is_the_next_readable_patch_of_the_order(dataset):
     np.testing.assert_array_equal(x[1], stored(pairs[3][0]).astype(np.float32))
 
 
-def test_augmented_batch_is_the_augmentation_of_each_patch(tmp_path):
+@pytest.mark.parametrize("sky", [{}, {"sky_exposure_ev": 1.5, "sky_texture_ev": 2.0}])
+def test_augmented_batch_is_the_augmentation_of_each_patch(tmp_path, sky):
     """The loader's fused path (in place, threads, lookup table) equals the public functions."""
     root = write_dataset(tmp_path / "data", counts={"train": 12, "val": 1}, size=48)
-    augmentation = Augmentation()
+    augmentation = Augmentation(**sky)
     batches = PatchBatches(root, "train", batch_size=4, augmentation=augmentation, seed=5,
                            workers=2)
     batches.set_epoch(2)
@@ -184,6 +185,7 @@ def test_augmented_batch_is_the_augmentation_of_each_patch(tmp_path):
             image, mask, draw, read_dataset_info(root).preprocessing)
         np.testing.assert_array_equal(x[slot], expected_image)
         np.testing.assert_array_equal(y[slot, :, :, 0], expected_mask)
+    assert (y == 1).any()  # there is sky to change
 
 
 def test_tiff_patches_are_read_through_their_shared_layout(dataset):
