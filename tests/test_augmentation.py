@@ -434,7 +434,8 @@ def test_sky_exposure_changes_the_sky_alone(rng, mode):
 
 
 def test_sky_exposure_draw_keeps_the_other_draws_and_the_mask(rng):
-    plain, sky = Augmentation(), Augmentation(sky_exposure_ev=1.5)
+    plain = Augmentation(sky_exposure_ev=0.0, sky_texture_ev=0.0)
+    sky = Augmentation(sky_exposure_ev=1.5, sky_texture_ev=0.0)
     first = plain.draw(np.random.default_rng(5), (32, 32))
     second = sky.draw(np.random.default_rng(5), (32, 32))
     assert first["sky_exposure_ev"] == 0.0 and -1.5 <= second["sky_exposure_ev"] <= 1.5
