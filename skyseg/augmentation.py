@@ -24,8 +24,7 @@ One random draw per sample moves the image and its mask alike:
   luminance), also on linear light and exact for both modes. Overcast white
   sky and a white wall differ in context, not colour: a camera's white
   balance must not be what the network keys on.
-* **Sky exposure and texture** (:func:`adjust_sky_exposure`, off by
-  default): an extra exposure change of the labelled sky alone (edges
+* **Sky exposure and texture** (:func:`adjust_sky_exposure`): an extra exposure change of the labelled sky alone (edges
   feathered over a few pixels), constant or a smooth random field (cloud-like
   light and shade), so a sky darker, bluer-grey or more structured than the
   training skies against the same ground is still sky: most daytime street
@@ -561,6 +560,8 @@ class Augmentation:
         sky_exposure_ev: stops of an extra exposure change of the sky alone,
             drawn in ``[-sky_exposure_ev, sky_exposure_ev]`` (0 disables; no
             random number is drawn then, so other draws stay as they were).
+            Drawn after the others: a seed's other draws are those of the
+            settings without the sky ones.
         sky_texture_ev: amplitude (stops) of a smooth random exposure field
             over the sky (:func:`sky_texture`), drawn in ``[0, sky_texture_ev]``
             (0 disables, and draws nothing).
@@ -580,8 +581,8 @@ class Augmentation:
     fill: str = "reflect"
     white_balance: float = 0.2
     saturation: float = 0.5
-    sky_exposure_ev: float = 0.0
-    sky_texture_ev: float = 0.0
+    sky_exposure_ev: float = 1.5
+    sky_texture_ev: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("rotation", "shift", "shear", "exposure_ev", "white_balance",
