@@ -99,7 +99,7 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
 
 
 def augmentation(args):
-    """The default augmentation with the ``--augment NAME=VALUE`` changes."""
+    """The default augmentation of LDR data with the ``--augment NAME=VALUE`` changes."""
     import dataclasses
 
     from skyseg.augmentation import Augmentation
@@ -113,7 +113,7 @@ def augmentation(args):
         kind = {"float": float, "bool": lambda v: v.lower() in ("1", "true", "yes"),
                 "str": str}.get(str(fields[name]), float)
         changes[name] = kind(value)
-    return Augmentation(**changes)
+    return dataclasses.replace(Augmentation.default("ldr"), **changes)
 
 
 def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:

@@ -24,12 +24,17 @@ One random draw per sample moves the image and its mask alike:
   luminance), also on linear light and exact for both modes. Overcast white
   sky and a white wall differ in context, not colour: a camera's white
   balance must not be what the network keys on.
-* **Sky exposure and texture** (:func:`adjust_sky_exposure`): an extra exposure change of the labelled sky alone (edges
-  feathered over a few pixels), constant or a smooth random field (cloud-like
-  light and shade), so a sky darker, bluer-grey or more structured than the
-  training skies against the same ground is still sky: most daytime street
-  skies are clipped flat white, and a model that learns "flat and bright is
-  sky" misses a dusk street's dark clouds.
+* **Sky exposure and texture** (:func:`adjust_sky_exposure`; in
+  :meth:`Augmentation.default` for LDR only): an extra exposure change of the
+  labelled sky alone (edges feathered over a few pixels), constant or a
+  smooth random field (cloud-like light and shade), so a sky darker,
+  bluer-grey or more structured than the training skies against the same
+  ground is still sky: most daytime street skies are clipped flat white, and
+  a model that learns "flat and bright is sky" misses a dusk street's dark
+  clouds. HDR keeps the sky's radiance
+  relative to the scene (a window is brighter than the wall around it), a
+  cue worth keeping: on the HDR demo, the sky changes made the model call
+  lab and studio walls sky.
 
 Arrays: image patches ``float (P, P, C)`` as stored (network input), masks
 ``uint8 (P, P)`` in {0, 1, 255}. The affine matrix maps an *output* pixel
@@ -535,6 +540,9 @@ def _transfer(values: np.ndarray, preprocessing: Preprocessing, gamma: float,
         return _from_linear(linear, log_linear, preprocessing, gamma, exposure_ev)
 
 
+#: The sky changes of :meth:`Augmentation.default` for LDR datasets (stops).
+LDR_SKY_EXPOSURE_EV = 1.5
+LDR_SKY_TEXTURE_EV = 2.0
 #: Settings added after runs were first saved, and their value in a run saved without them.
 _ABSENT_MEANS = {"sky_exposure_ev": 0.0, "sky_texture_ev": 0.0}
 
@@ -581,8 +589,25 @@ class Augmentation:
     fill: str = "reflect"
     white_balance: float = 0.2
     saturation: float = 0.5
-    sky_exposure_ev: float = 1.5
-    sky_texture_ev: float = 2.0
+    sky_exposure_ev: float = 0.0
+    sky_texture_ev: float = 0.0
+
+    @classmethod
+    def default(cls, mode: str) -> Augmentation:
+        """The default augmentation of a dataset of ``mode`` (``"hdr"`` or ``"ldr"``).
+
+        LDR adds the sky exposure (±1.5 EV) and sky texture (up to 2 EV)
+        changes: clipped LDR skies otherwise teach "flat and bright is sky".
+
+        Example:
+            >>> Augmentation.default("ldr").sky_texture_ev
+            2.0
+            >>> Augmentation.default("hdr") == Augmentation()
+            True
+        """
+        if mode == "ldr":
+            return cls(sky_exposure_ev=LDR_SKY_EXPOSURE_EV, sky_texture_ev=LDR_SKY_TEXTURE_EV)
+        return cls()
 
     def __post_init__(self) -> None:
         for name in ("rotation", "shift", "shear", "exposure_ev", "white_balance",

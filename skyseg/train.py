@@ -228,7 +228,7 @@ def train_model(
     loss: str = "bce_jaccard",
     seed: int = 0,
     resume: bool = False,
-    augmentation: Augmentation | None = Augmentation(),
+    augmentation: Augmentation | None | str = "default",
     mixed_precision: bool = False,
     workers: int = 2,
     patience: int = 15,
@@ -269,8 +269,10 @@ def train_model(
         loss: a name of :data:`skyseg.metrics.LOSSES`.
         seed: the one seed of the run.
         resume: continue the run in ``out_dir`` from its last finished epoch.
-        augmentation: for the training patches (None: none); validation
-            patches are never augmented.
+        augmentation: for the training patches: ``"default"``
+            (:meth:`~skyseg.augmentation.Augmentation.default` of the dataset's
+            mode), an :class:`~skyseg.augmentation.Augmentation`, or None (none);
+            validation patches are never augmented.
         mixed_precision: float16 compute (for GPUs).
         workers: threads reading and augmenting patches.
         patience: epochs without a better validation IoU before stopping.
@@ -351,6 +353,11 @@ def train_model(
                                            weight_decay=weight_decay,
                                            warmup_epochs=warmup_epochs, ema=ema,
                                            clip_norm=clip_norm)
+    if isinstance(augmentation, str):
+        if augmentation != "default":
+            raise ConfigError(f"augmentation must be 'default', an Augmentation or None, got "
+                              f"{augmentation!r}")
+        augmentation = Augmentation.default(info.mode)
     # Plain batches first: they check the dataset without importing TensorFlow.
     train_batches = PatchBatches(data_dir, "train", batch_size=batch_size,
                                  augmentation=augmentation, seed=seed, workers=workers,
@@ -1396,7 +1403,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute in float16 (GPUs with tensor cores)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                         help="augment training patches (flip, rotation, shift, zoom, shear, "
-                             "exposure, gamma)")
+                             "exposure, gamma, colour; LDR also the sky's exposure and texture)")
     parser.add_argument("--workers", type=int, default=2,
                         help="threads reading and augmenting patches")
     parser.add_argument("--patience", type=int, default=15,
@@ -1478,7 +1485,7 @@ def _train_from_args(args: argparse.Namespace, verbose: int, callbacks: list) ->
         learning_rate=args.learning_rate, architecture=args.architecture,
         backbone=args.backbone, encoder_weights=args.encoder_weights, loss=args.loss,
         seed=args.seed, resume=args.resume,
-        augmentation=Augmentation() if args.augment else None,
+        augmentation="default" if args.augment else None,
         mixed_precision=args.mixed_precision, workers=args.workers, patience=args.patience,
         deterministic=args.deterministic, steps_per_epoch=args.steps_per_epoch,
         bn_momentum=args.bn_momentum, optimizer=args.optimizer,

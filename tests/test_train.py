@@ -584,3 +584,22 @@ def test_run_settings_read_back_from_config_json(dataset, tmp_path, monkeypatch)
     with pytest.raises(ConfigError, match="old.json: lacks loss, seed; it was not written"):
         RunSettings.from_json({key: value for key, value in config.items()
                                if key not in ("loss", "seed")}, what="old.json")
+
+
+def test_default_augmentation_follows_the_dataset_mode(tmp_path, monkeypatch):
+    """LDR data gets the sky exposure and texture changes; HDR data the plain default."""
+    from skyseg.augmentation import Augmentation
+
+    configs = {}
+    for mode in ("ldr", "hdr"):
+        data = write_dataset(tmp_path / f"data-{mode}", counts={"train": 2, "val": 1}, size=32,
+                             mode=mode)
+        configs[mode] = written_config(monkeypatch, data, tmp_path / f"run-{mode}",
+                                       encoder_weights=None, epochs=1, batch_size=2)
+    assert configs["ldr"]["augmentation"] == Augmentation.default("ldr").to_dict()
+    assert configs["ldr"]["augmentation"]["sky_exposure_ev"] == 1.5
+    assert configs["ldr"]["augmentation"]["sky_texture_ev"] == 2.0
+    assert configs["hdr"]["augmentation"] == Augmentation().to_dict()
+    assert "sky_texture_ev" not in configs["hdr"]["augmentation"]
+    with pytest.raises(ConfigError, match="augmentation must be 'default'"):
+        train_model(tmp_path / "data-ldr", tmp_path / "run-bad", augmentation="ldr")
