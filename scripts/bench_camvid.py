@@ -28,8 +28,11 @@ first 20 % of epochs, and the full-size IoU (mean over images and pooled),
 Dice, boundary F, precision, recall, scored on the labels as drawn and
 again without the sky gaps between bare branches (``skyseg evaluate
 --ignore-sky-gaps``: the share of the error that is one labelling convention
-against another); with several seeds, their spread. ``--ignore-sky-gaps``
-leaves those gaps out of training too.
+against another); with several seeds, their spread. The datasets are built
+with ``--ignore-sky-gaps`` (those gaps left out of training; CamVid's
+sequences label them differently); ``--keep-sky-gaps`` trains on them as
+labelled. The augmentation is ``skyseg train``'s default for LDR data
+(sky exposure and texture included); ``--augment NAME=VALUE`` changes it.
 Leaves the run folders in ``WORK/<protocol>-seed<N>/run``.
 """
 
@@ -225,9 +228,10 @@ def main() -> None:
                         help="train this many epochs instead of fitting them to the budget "
                              "(still cut by --minutes)")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    parser.add_argument("--ignore-sky-gaps", action="store_true",
-                        help="build the datasets with skyseg build-dataset --ignore-sky-gaps "
-                             "(sky between bare branches left out of training)")
+    parser.add_argument("--keep-sky-gaps", dest="ignore_sky_gaps", action="store_false",
+                        help="train on the sky gaps between bare branches as labelled (default: "
+                             "build the datasets with skyseg build-dataset --ignore-sky-gaps, "
+                             "so neither sequence's convention is taught)")
     parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
                         help="change one augmentation range, e.g. white_balance=0.5 "
                              "(repeatable; names of skyseg.augmentation.Augmentation)")
