@@ -48,6 +48,12 @@ MAX_AREA = 0.002
 TEXTURE = 0.05
 
 
+def _luminance(image: np.ndarray) -> np.ndarray:
+    """``float32 (H, W)``: the mean of the channels (the image itself when it has none)."""
+    luminance = image.astype(np.float32)
+    return luminance.mean(axis=-1) if luminance.ndim == 3 else luminance
+
+
 def _window(height: int, width: int, window: float) -> int:
     side = int(round(window * min(height, width)))
     return max(3, side | 1)
@@ -69,13 +75,15 @@ def sky_coloured_not_sky(image: np.ndarray, mask: np.ndarray, *, window: float =
     Raises:
         ValueError: ``image`` and ``mask`` differ in size.
     """
-    import cv2
-
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
-    luminance = image.astype(np.float32)
-    if luminance.ndim == 3:
-        luminance = luminance.mean(axis=-1)
+    return _alike(_luminance(image), mask, window, tolerance)
+
+
+def _alike(luminance: np.ndarray, mask: np.ndarray, window: float,
+           tolerance: float) -> np.ndarray:
+    import cv2
+
     side = _window(*mask.shape, window)
     sky = (mask == 1).astype(np.float32)
     total = cv2.boxFilter(luminance * sky, -1, (side, side), normalize=False,
@@ -111,14 +119,14 @@ def find_sky_gaps(image: np.ndarray, mask: np.ndarray, *, window: float = WINDOW
     """
     import cv2
 
-    alike = sky_coloured_not_sky(image, mask, window=window, tolerance=tolerance)
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    luminance = _luminance(image)  # once, for both tests
+    alike = _alike(luminance, mask, window, tolerance)
     if not alike.any():
         return alike
     count, regions, stats, _ = cv2.connectedComponentsWithStats(alike.astype(np.uint8),
                                                                 connectivity=8)
-    luminance = image.astype(np.float32)
-    if luminance.ndim == 3:
-        luminance = luminance.mean(axis=-1)
     mean = cv2.blur(luminance, (5, 5))
     deviation = np.sqrt(np.maximum(cv2.blur(luminance * luminance, (5, 5)) - mean * mean, 0.0))
     relative = deviation / np.maximum(mean, np.float32(1e-12))
