@@ -103,20 +103,14 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
 
 def augmentation(args):
     """The default augmentation of LDR data with the ``--augment NAME=VALUE`` changes."""
-    import dataclasses
+    from skyseg.augmentation import Augmentation, parse_changes
+    from skyseg.errors import ConfigError
 
-    from skyseg.augmentation import Augmentation
-
-    changes = {}
-    fields = {field.name: field.type for field in dataclasses.fields(Augmentation)}
-    for item in args.augment:
-        name, _, value = item.partition("=")
-        if name not in fields:
-            sys.exit(f"--augment {item}: unknown name; choose from {', '.join(fields)}")
-        kind = {"float": float, "bool": lambda v: v.lower() in ("1", "true", "yes"),
-                "str": str}.get(str(fields[name]), float)
-        changes[name] = kind(value)
-    return dataclasses.replace(Augmentation.default("ldr"), **changes)
+    try:
+        return Augmentation.default("ldr").changed(parse_changes(args.augment,
+                                                                 option="--augment"))
+    except ConfigError as exc:
+        sys.exit(str(exc))
 
 
 def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:

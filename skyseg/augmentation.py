@@ -76,6 +76,7 @@ __all__ = [
     "sky_texture",
     "to_float32",
     "FILL_MODES",
+    "parse_changes",
 ]
 
 FILL_MODES = ("reflect", "constant")
@@ -702,6 +703,19 @@ class Augmentation:
         """Draw once from ``rng`` and apply to ``image`` and ``mask`` alike."""
         return self.apply_draw(image, mask, self.draw(rng, mask.shape[:2]), preprocessing)
 
+    def changed(self, changes: dict) -> Augmentation:
+        """These settings with some replaced (``{"exposure_ev": 4.0}``), checked.
+
+        Raises:
+            ConfigError: an unknown name (the known ones listed) or a value
+                out of its range.
+
+        Example:
+            >>> Augmentation.default("hdr").changed({"exposure_ev": 4.0}).exposure_ev
+            4.0
+        """
+        return Augmentation.from_dict({**dataclasses.asdict(self), **changes})
+
     def to_dict(self) -> dict:
         """The settings; a newer setting left at its off value is left out (so the
         ``config.json`` of runs without it reads as before, and they resume)."""
@@ -718,3 +732,49 @@ class Augmentation:
             raise ConfigError(f"unknown augmentation parameter(s) {unknown}; known: "
                               f"{sorted(known)}")
         return cls(**data)
+
+
+def parse_changes(items, *, option: str = "--augment-set") -> dict:
+    """Augmentation settings from ``NAME=VALUE`` strings (command-line options).
+
+    Args:
+        items: e.g. ``["exposure_ev=4", "horizontal_flip=false", "fill=constant"]``.
+        option: the option's name, for the error messages.
+
+    Returns:
+        ``{name: value}`` typed like the :class:`Augmentation` field (number,
+        true/false or text), for :meth:`Augmentation.changed`; a later item
+        wins over an earlier one of the same name.
+
+    Raises:
+        ConfigError: an item without ``=``, an unknown name (the known ones
+            listed) or a value that is not of the field's type.
+
+    Example:
+        >>> parse_changes(["exposure_ev=4", "horizontal_flip=no"])
+        {'exposure_ev': 4.0, 'horizontal_flip': False}
+    """
+    kinds = {field.name: str(field.type) for field in dataclasses.fields(Augmentation)}
+    booleans = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    changes = {}
+    for item in items:
+        name, equals, value = str(item).partition("=")
+        name, value = name.strip(), value.strip()
+        if not equals or not name:
+            raise ConfigError(f"{option} {item!r}: write NAME=VALUE, e.g. exposure_ev=4")
+        if name not in kinds:
+            raise ConfigError(f"{option} {item!r}: unknown setting {name!r}; choose from "
+                              f"{', '.join(kinds)}")
+        kind = kinds[name]
+        if kind == "bool":
+            if value.lower() not in booleans:
+                raise ConfigError(f"{option} {item!r}: {name} is true or false")
+            changes[name] = booleans[value.lower()]
+        elif kind == "str":
+            changes[name] = value
+        else:
+            try:
+                changes[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"{option} {item!r}: {name} is a number") from None
+    return changes

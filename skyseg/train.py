@@ -271,7 +271,9 @@ def train_model(
         resume: continue the run in ``out_dir`` from its last finished epoch.
         augmentation: for the training patches: ``"default"``
             (:meth:`~skyseg.augmentation.Augmentation.default` of the dataset's
-            mode), an :class:`~skyseg.augmentation.Augmentation`, or None (none);
+            mode), a dict of changes to that default (``{"exposure_ev": 4.0}``;
+            :meth:`~skyseg.augmentation.Augmentation.changed`), an
+            :class:`~skyseg.augmentation.Augmentation`, or None (none);
             validation patches are never augmented.
         mixed_precision: float16 compute (for GPUs).
         workers: threads reading and augmenting patches.
@@ -353,10 +355,12 @@ def train_model(
                                            weight_decay=weight_decay,
                                            warmup_epochs=warmup_epochs, ema=ema,
                                            clip_norm=clip_norm)
-    if isinstance(augmentation, str):
+    if isinstance(augmentation, dict):  # changes to the default of the data's mode
+        augmentation = Augmentation.default(info.mode).changed(augmentation)
+    elif isinstance(augmentation, str):
         if augmentation != "default":
-            raise ConfigError(f"augmentation must be 'default', an Augmentation or None, got "
-                              f"{augmentation!r}")
+            raise ConfigError(f"augmentation must be 'default', a dict of changes to it, an "
+                              f"Augmentation or None, got {augmentation!r}")
         augmentation = Augmentation.default(info.mode)
     # Plain batches first: they check the dataset without importing TensorFlow.
     train_batches = PatchBatches(data_dir, "train", batch_size=batch_size,
@@ -1404,6 +1408,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                         help="augment training patches (flip, rotation, shift, zoom, shear, "
                              "exposure, gamma, colour; LDR also the sky's exposure and texture)")
+    parser.add_argument("--augment-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="change one setting of the default augmentation, e.g. "
+                             "exposure_ev=4 (HDR shot at any exposure) or sky_texture_ev=0; "
+                             "repeatable; names: those of skyseg.augmentation.Augmentation")
     parser.add_argument("--workers", type=int, default=2,
                         help="threads reading and augmenting patches")
     parser.add_argument("--patience", type=int, default=15,
@@ -1479,13 +1487,26 @@ def report_training(result: TrainResult) -> int:
     return 0
 
 
+def _augmentation_from_args(args: argparse.Namespace) -> dict | None:
+    """``--augment-set`` changes to the default augmentation; None for --no-augment."""
+    from skyseg.augmentation import parse_changes
+
+    changes = parse_changes(args.augment_set)
+    if not args.augment:
+        if changes:
+            raise ConfigError("--augment-set changes the augmentation that --no-augment "
+                              "turns off; drop one of them")
+        return None
+    return changes
+
+
 def _train_from_args(args: argparse.Namespace, verbose: int, callbacks: list) -> TrainResult:
     return train_model(
         args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, architecture=args.architecture,
         backbone=args.backbone, encoder_weights=args.encoder_weights, loss=args.loss,
         seed=args.seed, resume=args.resume,
-        augmentation="default" if args.augment else None,
+        augmentation=_augmentation_from_args(args),
         mixed_precision=args.mixed_precision, workers=args.workers, patience=args.patience,
         deterministic=args.deterministic, steps_per_epoch=args.steps_per_epoch,
         bn_momentum=args.bn_momentum, optimizer=args.optimizer,

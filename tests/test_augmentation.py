@@ -479,3 +479,32 @@ def test_sky_texture_draw_changes_the_sky_by_a_field(rng):
     np.testing.assert_allclose(back[:8, :, 0], 0.5 * 2 ** field[:8], rtol=1e-3)
     np.testing.assert_allclose(back[24:], linear[24:], rtol=1e-4)
     np.testing.assert_array_equal(out_mask, mask)
+
+
+def test_parse_changes_types_each_setting_and_names_bad_items():
+    from skyseg.augmentation import parse_changes
+
+    changes = parse_changes(["exposure_ev=4", "horizontal_flip=No", "fill=constant",
+                             " rotation = 5 ", "exposure_ev=3"])
+    assert changes == {"exposure_ev": 3.0, "horizontal_flip": False, "fill": "constant",
+                       "rotation": 5.0}
+    assert parse_changes([]) == {}
+    for item, message in [("exposure_ev", "write NAME=VALUE"), ("=4", "write NAME=VALUE"),
+                          ("colour=1", "unknown setting 'colour'; choose from rotation"),
+                          ("zoom=wide", "zoom is a number"),
+                          ("horizontal_flip=maybe", "horizontal_flip is true or false")]:
+        with pytest.raises(ConfigError, match=f"--augment-set '{item}': {message}"):
+            parse_changes([item])
+
+
+def test_changed_replaces_settings_and_checks_their_ranges():
+    hdr = Augmentation.default("hdr").changed({"exposure_ev": 4.0, "sky_texture_ev": 1.0})
+    assert (hdr.exposure_ev, hdr.sky_texture_ev) == (4.0, 1.0)
+    assert hdr.gamma == Augmentation().gamma  # the others as they were
+    ldr = Augmentation.default("ldr").changed({"white_balance": 0.5})
+    assert ldr.sky_exposure_ev == Augmentation.default("ldr").sky_exposure_ev
+    assert Augmentation.default("ldr").changed({}) == Augmentation.default("ldr")
+    with pytest.raises(ConfigError, match="saturation must be in"):
+        Augmentation().changed({"saturation": 1.5})
+    with pytest.raises(ConfigError, match="unknown augmentation parameter"):
+        Augmentation().changed({"hue": 0.1})

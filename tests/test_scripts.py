@@ -35,7 +35,7 @@ def test_augment_options_change_one_range_each():
     assert augmentation.horizontal_flip is False
     assert augmentation.fill == "constant"
     assert augmentation.exposure_ev == 2.0  # the others keep their defaults
-    with pytest.raises(SystemExit, match="unknown name"):
+    with pytest.raises(SystemExit, match="--augment .colour=1.: unknown setting .colour."):
         bench.augmentation(argparse.Namespace(augment=["colour=1"]))
 
 

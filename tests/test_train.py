@@ -603,3 +603,38 @@ def test_default_augmentation_follows_the_dataset_mode(tmp_path, monkeypatch):
     assert "sky_texture_ev" not in configs["hdr"]["augmentation"]
     with pytest.raises(ConfigError, match="augmentation must be 'default'"):
         train_model(tmp_path / "data-ldr", tmp_path / "run-bad", augmentation="ldr")
+
+
+def test_augment_set_changes_the_default_of_the_data_mode(tmp_path, monkeypatch):
+    """``skyseg train --augment-set``: changes on top of the default of the dataset's mode."""
+    import argparse
+
+    from skyseg.augmentation import Augmentation
+    from skyseg.train import _augmentation_from_args, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def changes(*options):
+        return _augmentation_from_args(parser.parse_args(["--data", "d", "--out", "o",
+                                                          *options]))
+
+    assert changes() == {}
+    assert changes("--no-augment") is None
+    assert changes("--augment-set", "exposure_ev=4", "--augment-set", "sky_texture_ev=0") == {
+        "exposure_ev": 4.0, "sky_texture_ev": 0.0}
+    with pytest.raises(ConfigError, match="--no-augment turns off"):
+        changes("--no-augment", "--augment-set", "exposure_ev=4")
+    with pytest.raises(ConfigError, match="unknown setting 'ev'"):
+        changes("--augment-set", "ev=4")
+
+    configs = {}
+    for mode in ("hdr", "ldr"):
+        data = write_dataset(tmp_path / f"data-{mode}", counts={"train": 2, "val": 1}, size=32,
+                             mode=mode)
+        configs[mode] = written_config(monkeypatch, data, tmp_path / f"run-{mode}",
+                                       encoder_weights=None, epochs=1, batch_size=2,
+                                       augmentation={"exposure_ev": 4.0})
+    assert configs["hdr"]["augmentation"] == {**Augmentation().to_dict(), "exposure_ev": 4.0}
+    assert configs["ldr"]["augmentation"] == {**Augmentation.default("ldr").to_dict(),
+                                              "exposure_ev": 4.0}
