@@ -1487,8 +1487,8 @@ def report_training(result: TrainResult) -> int:
     return 0
 
 
-def _augmentation_from_args(args: argparse.Namespace) -> dict | None:
-    """``--augment-set`` changes to the default augmentation; None for --no-augment."""
+def _augmentation_from_args(args: argparse.Namespace) -> str | dict | None:
+    """``"default"``, the ``--augment-set`` changes to it, or None for --no-augment."""
     from skyseg.augmentation import parse_changes
 
     changes = parse_changes(args.augment_set)
@@ -1497,7 +1497,7 @@ def _augmentation_from_args(args: argparse.Namespace) -> dict | None:
             raise ConfigError("--augment-set changes the augmentation that --no-augment "
                               "turns off; drop one of them")
         return None
-    return changes
+    return changes or "default"
 
 
 def _train_from_args(args: argparse.Namespace, verbose: int, callbacks: list) -> TrainResult:
