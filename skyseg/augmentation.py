@@ -754,8 +754,9 @@ def parse_changes(items, *, option: str = "--augment-set") -> dict:
         >>> parse_changes(["exposure_ev=4", "horizontal_flip=no"])
         {'exposure_ev': 4.0, 'horizontal_flip': False}
     """
+    from skyseg.config import parse_bool
+
     kinds = {field.name: str(field.type) for field in dataclasses.fields(Augmentation)}
-    booleans = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
     changes = {}
     for item in items:
         name, equals, value = str(item).partition("=")
@@ -767,9 +768,7 @@ def parse_changes(items, *, option: str = "--augment-set") -> dict:
                               f"{', '.join(kinds)}")
         kind = kinds[name]
         if kind == "bool":
-            if value.lower() not in booleans:
-                raise ConfigError(f"{option} {item!r}: {name} is true or false")
-            changes[name] = booleans[value.lower()]
+            changes[name] = parse_bool(value, name=f"{option} {item!r}: {name}")
         elif kind == "str":
             changes[name] = value
         else:

@@ -492,7 +492,7 @@ def test_parse_changes_types_each_setting_and_names_bad_items():
     for item, message in [("exposure_ev", "write NAME=VALUE"), ("=4", "write NAME=VALUE"),
                           ("colour=1", "unknown setting 'colour'; choose from rotation"),
                           ("zoom=wide", "zoom is a number"),
-                          ("horizontal_flip=maybe", "horizontal_flip is true or false")]:
+                          ("horizontal_flip=maybe", "horizontal_flip must be true or false")]:
         with pytest.raises(ConfigError, match=f"--augment-set '{item}': {message}"):
             parse_changes([item])
 
