@@ -426,20 +426,23 @@ def sky_texture(rng: np.random.Generator, shape: tuple[int, int], cells: int = 4
 
 
 def adjust_sky_exposure(values: np.ndarray, mask: np.ndarray, preprocessing: Preprocessing,
-                        exposure_ev) -> np.ndarray:
-    """Change the exposure of the sky (mask 1) alone, on linear light, edges feathered.
+                        exposure_ev, ground_ev=0.0) -> np.ndarray:
+    """Change the exposure of the sky (mask 1) and of the ground (mask 0), on linear light.
 
-    Each pixel's linear light is multiplied by ``2 ** (exposure_ev * w)``,
-    ``w`` the sky mask blurred by a Gaussian of :data:`SKY_FEATHER` pixels
-    (1 inside the sky, 0 away from it; ignored pixels count as not sky), and
-    goes back through the forward preprocessing (LDR saturates at white).
+    Each pixel's linear light is multiplied by ``2 ** (exposure_ev * w +
+    ground_ev * g)``, ``w`` the sky mask and ``g`` the not-sky mask, each
+    blurred by a Gaussian of :data:`SKY_FEATHER` pixels (1 inside the region,
+    0 away from it; ignored pixels belong to neither), and goes back through
+    the forward preprocessing (LDR saturates at white).
 
     Args:
         values: the stored patch ``(P, P, C)``, float16 or float32.
         mask: ``uint8 (P, P)`` in {0, 1, 255}, aligned with ``values``.
         preprocessing: the dataset's preprocessing.
-        exposure_ev: stops (0: unchanged): a number, or ``float32 (P, P)``
-            stops per pixel (a constant plus :func:`sky_texture`).
+        exposure_ev: stops of the sky (0: unchanged): a number, or
+            ``float32 (P, P)`` stops per pixel (a constant plus :func:`sky_texture`).
+        ground_ev: stops of the not-sky, likewise (the highlights of
+            :attr:`Augmentation.ground_highlight_ev`).
 
     Returns:
         float32 ``(P, P, C)``.
@@ -448,19 +451,24 @@ def adjust_sky_exposure(values: np.ndarray, mask: np.ndarray, preprocessing: Pre
         >>> prep = Preprocessing(mode="hdr")
         >>> stored = prep.apply(np.full((16, 16, 3), 2.0, np.float32))
         >>> mask = np.zeros((16, 16), np.uint8); mask[:8] = 1
-        >>> out = prep.invert(adjust_sky_exposure(stored, mask, prep, -1.0))
+        >>> out = prep.invert(adjust_sky_exposure(stored, mask, prep, -1.0, ground_ev=1.0))
         >>> round(float(out[0, 0, 0]), 3), round(float(out[15, 0, 0]), 3)
-        (1.0, 2.0)
+        (1.0, 4.0)
     """
     exposure_ev = np.asarray(exposure_ev, np.float32)
-    if not exposure_ev.any():
+    ground_ev = np.asarray(ground_ev, np.float32)
+    if not (exposure_ev.any() or ground_ev.any()):
         return to_float32(np.asarray(values))
     cv2 = _cv2()
-    weight = cv2.GaussianBlur((mask == 1).astype(np.float32), (0, 0), SKY_FEATHER,
-                              borderType=cv2.BORDER_REPLICATE)
+    stops = np.zeros(mask.shape, np.float32)
+    for label, ev in ((1, exposure_ev), (0, ground_ev)):
+        if ev.any():
+            weight = cv2.GaussianBlur((mask == label).astype(np.float32), (0, 0), SKY_FEATHER,
+                                      borderType=cv2.BORDER_REPLICATE)
+            stops += ev * weight
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         linear = _linear(np.asarray(values), preprocessing)
-        linear *= np.exp2(exposure_ev * weight)[..., None]
+        linear *= np.exp2(stops)[..., None]
         return _from_linear(linear, None, preprocessing, 1.0, 0.0)
 
 
@@ -545,7 +553,7 @@ def _transfer(values: np.ndarray, preprocessing: Preprocessing, gamma: float,
 LDR_SKY_EXPOSURE_EV = 1.5
 LDR_SKY_TEXTURE_EV = 2.0
 #: Settings added after runs were first saved, and their value in a run saved without them.
-_ABSENT_MEANS = {"sky_exposure_ev": 0.0, "sky_texture_ev": 0.0}
+_ABSENT_MEANS = {"sky_exposure_ev": 0.0, "sky_texture_ev": 0.0, "ground_highlight_ev": 0.0}
 
 
 @dataclass(frozen=True)
@@ -574,6 +582,12 @@ class Augmentation:
         sky_texture_ev: amplitude (stops) of a smooth random exposure field
             over the sky (:func:`sky_texture`), drawn in ``[0, sky_texture_ev]``
             (0 disables, and draws nothing).
+        ground_highlight_ev: amplitude (stops) of smooth random highlights on
+            the not-sky, drawn in ``[0, ground_highlight_ev]``: the positive
+            half of a :func:`sky_texture` field brightens blobs of walls and
+            road until, in LDR, they clip to white like an overcast sky, so
+            "flat clipped white" is not taught as sky (0 disables, and draws
+            nothing; drawn after the sky settings).
 
     Example:
         >>> Augmentation(rotation=0, shift=0, zoom=0, shear=0).geometric
@@ -592,6 +606,7 @@ class Augmentation:
     saturation: float = 0.5
     sky_exposure_ev: float = 0.0
     sky_texture_ev: float = 0.0
+    ground_highlight_ev: float = 0.0
 
     @classmethod
     def default(cls, mode: str) -> Augmentation:
@@ -612,7 +627,7 @@ class Augmentation:
 
     def __post_init__(self) -> None:
         for name in ("rotation", "shift", "shear", "exposure_ev", "white_balance",
-                     "sky_exposure_ev", "sky_texture_ev"):
+                     "sky_exposure_ev", "sky_texture_ev", "ground_highlight_ev"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ConfigError(f"augmentation {name} must be a range >= 0, got {value!r}")
@@ -650,8 +665,9 @@ class Augmentation:
 
         Returns:
             ``{"matrix", "gamma", "exposure_ev", "gains_ev", "saturation",
-            "sky_exposure_ev"}``: a number, or ``float32 (P, P)`` stops per
-            pixel with ``sky_texture_ev``.
+            "sky_exposure_ev", "ground_exposure_ev"}``; the last two a number,
+            or ``float32 (P, P)`` stops per pixel (with ``sky_texture_ev``,
+            ``ground_highlight_ev``).
         """
         matrix = (random_affine(rng, shape, rotation=self.rotation, shift=self.shift,
                                 zoom=self.zoom, shear=self.shear,
@@ -667,9 +683,14 @@ class Augmentation:
         if self.sky_texture_ev:
             amplitude = float(rng.uniform(0.0, self.sky_texture_ev))
             sky = sky + amplitude * sky_texture(rng, shape)
+        ground = 0.0
+        if self.ground_highlight_ev:
+            amplitude = float(rng.uniform(0.0, self.ground_highlight_ev))
+            ground = amplitude * np.maximum(sky_texture(rng, shape), 0.0)
         return {"matrix": matrix, "gamma": gamma, "exposure_ev": exposure,
                 "gains_ev": tuple(float(g) for g in gains - gains.mean()),
-                "saturation": saturation, "sky_exposure_ev": sky}
+                "saturation": saturation, "sky_exposure_ev": sky,
+                "ground_exposure_ev": ground}
 
     def apply_draw(self, image: np.ndarray, mask: np.ndarray, draw: dict,
                    preprocessing: Preprocessing | None = None):
@@ -691,12 +712,23 @@ class Augmentation:
         if preprocessing is not None and self.colour:
             image = adjust_colour(image, preprocessing, gains_ev=draw["gains_ev"],
                                   saturation=draw["saturation"])
-        if preprocessing is not None and np.any(draw.get("sky_exposure_ev", 0.0)):
-            image = adjust_sky_exposure(image, mask, preprocessing, draw["sky_exposure_ev"])
+        if preprocessing is not None:
+            image = self.apply_region_exposure(image, mask, draw, preprocessing)
         if draw["matrix"] is not None:
             image = warp_image(image, draw["matrix"], fill=self.fill)
             mask = warp_mask(mask, draw["matrix"])
         return np.asarray(image, dtype=np.float32), mask
+
+    @staticmethod
+    def apply_region_exposure(values: np.ndarray, mask: np.ndarray, draw: dict,
+                              preprocessing: Preprocessing) -> np.ndarray:
+        """The sky exposure and ground highlights of ``draw`` (:func:`adjust_sky_exposure`),
+        before the geometry; ``values`` itself when the draw changes neither."""
+        sky = draw.get("sky_exposure_ev", 0.0)
+        ground = draw.get("ground_exposure_ev", 0.0)
+        if not (np.any(sky) or np.any(ground)):
+            return values
+        return adjust_sky_exposure(values, mask, preprocessing, sky, ground)
 
     def apply(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
               preprocessing: Preprocessing | None = None):

@@ -64,7 +64,6 @@ import numpy as np
 from skyseg.augmentation import (
     Augmentation,
     adjust_colour,
-    adjust_sky_exposure,
     augment_values,
     to_float32,
     warp_image,
@@ -584,9 +583,11 @@ class PatchBatches:
         if draw is not None and self.augmentation.colour:
             adjust_colour(values, self.info.preprocessing, gains_ev=draw["gains_ev"],
                           saturation=draw["saturation"], out=values)
-        if draw is not None and np.any(draw.get("sky_exposure_ev", 0.0)):
-            values[...] = adjust_sky_exposure(values, mask, self.info.preprocessing,
-                                              draw["sky_exposure_ev"])
+        if draw is not None:
+            changed = self.augmentation.apply_region_exposure(values, mask, draw,
+                                                              self.info.preprocessing)
+            if changed is not values:
+                values[...] = changed
         if matrix is None:
             y[slot, :, :, 0] = mask
             return

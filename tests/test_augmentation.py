@@ -454,6 +454,47 @@ def test_sky_exposure_draw_keeps_the_other_draws_and_the_mask(rng):
         Augmentation(sky_exposure_ev=-1)
 
 
+def test_ground_highlights_brighten_the_not_sky_alone_and_clip_ldr_white(rng):
+    prep = Preprocessing(mode="ldr")
+    linear = rng.uniform(0.1, 0.3, (32, 32, 3)).astype(np.float32)
+    stored = srgb_encode(linear)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:12] = 1
+    mask[12:14] = 255  # ignored pixels belong to neither region
+    out = srgb_decode(adjust_sky_exposure(stored, mask, prep, 0.0, ground_ev=4.0))
+    np.testing.assert_allclose(out[:8], linear[:8], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(out[20:], 1.0, atol=1e-6)  # 16x a grey wall: clipped white
+    # Sky and ground together, in one pass, as HDR keeps the radiance exact.
+    hdr = Preprocessing(mode="hdr")
+    back = hdr.invert(adjust_sky_exposure(hdr.apply(linear), mask, hdr, -1.0, ground_ev=2.0))
+    np.testing.assert_allclose(back[:8], linear[:8] / 2, rtol=1e-3)
+    np.testing.assert_allclose(back[20:], linear[20:] * 4, rtol=1e-3)
+
+
+def test_ground_highlight_draw_is_blobs_after_the_other_draws(rng):
+    plain = Augmentation.default("ldr")
+    lit = plain.changed({"ground_highlight_ev": 4.0})
+    first = plain.draw(np.random.default_rng(7), (48, 48))
+    second = lit.draw(np.random.default_rng(7), (48, 48))
+    assert first["ground_exposure_ev"] == 0.0
+    np.testing.assert_array_equal(first["sky_exposure_ev"], second["sky_exposure_ev"])
+    np.testing.assert_array_equal(first["matrix"], second["matrix"])
+    ground = second["ground_exposure_ev"]
+    assert ground.shape == (48, 48) and ground.min() == 0.0 and 0 < ground.max() <= 4.0
+    assert 0.1 < np.mean(ground > 0) < 0.9  # blobs, not the whole patch
+    image = rng.uniform(0.2, 0.5, (48, 48, 3)).astype(np.float32)
+    mask = np.zeros((48, 48), np.uint8)
+    mask[:16] = 1
+    out_plain, mask_plain = plain.apply_draw(image, mask, first, Preprocessing(mode="ldr"))
+    out_lit, mask_lit = lit.apply_draw(image, mask, second, Preprocessing(mode="ldr"))
+    np.testing.assert_array_equal(mask_plain, mask_lit)
+    assert out_lit.mean() > out_plain.mean()
+    assert "ground_highlight_ev" not in plain.to_dict()
+    assert Augmentation.from_dict(lit.to_dict()) == lit
+    with pytest.raises(ConfigError, match="ground_highlight_ev"):
+        Augmentation(ground_highlight_ev=-1)
+
+
 def test_sky_texture_is_smooth_seeded_and_within_one():
     first = sky_texture(np.random.default_rng(3), (64, 48))
     again = sky_texture(np.random.default_rng(3), (64, 48))

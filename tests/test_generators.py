@@ -166,7 +166,8 @@ def test_the_replacement_is_the_next_readable_patch_of_the_order(dataset):
     np.testing.assert_array_equal(x[1], stored(pairs[3][0]).astype(np.float32))
 
 
-@pytest.mark.parametrize("sky", [{}, {"sky_exposure_ev": 1.5, "sky_texture_ev": 2.0}])
+@pytest.mark.parametrize("sky", [{}, {"sky_exposure_ev": 1.5, "sky_texture_ev": 2.0},
+                                 {"ground_highlight_ev": 4.0}])
 def test_augmented_batch_is_the_augmentation_of_each_patch(tmp_path, sky):
     """The loader's fused path (in place, threads, lookup table) equals the public functions."""
     root = write_dataset(tmp_path / "data", counts={"train": 12, "val": 1}, size=48)
