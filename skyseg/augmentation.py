@@ -35,6 +35,11 @@ One random draw per sample moves the image and its mask alike:
   relative to the scene (a window is brighter than the wall around it), a
   cue worth keeping: on the HDR demo, the sky changes made the model call
   lab and studio walls sky.
+* **Ground highlights** (``ground_highlight_ev``, off by default; the
+  ``ground_ev`` of :func:`adjust_sky_exposure`): smooth bright blobs on the
+  not-sky, so a wall lit until it clips white is still not sky. On CamVid
+  they helped the streets seen in training and cost the unseen street
+  (README, Benchmarks), so no default uses them.
 
 Arrays: image patches ``float (P, P, C)`` as stored (network input), masks
 ``uint8 (P, P)`` in {0, 1, 255}. The affine matrix maps an *output* pixel
