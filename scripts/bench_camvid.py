@@ -48,7 +48,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from skyseg.model import ARCHITECTURES  # noqa: E402  (imports TensorFlow only when a model is built)
+
 SEQUENCES = ("0001TP", "0006R0", "0016E5")
+NAMES = {"unet": "U-Net", "fpn": "FPN", "linknet": "Linknet", "pspnet": "PSPNet"}
 
 
 def worst_drop(values: list[float], skip_fraction: float = 0.2) -> float:
@@ -78,7 +81,7 @@ def protocol_lists(protocol: str, camvid: Path, holdout: str, folder: Path) -> d
 
 
 def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: int,
-                          work: Path, train_patches: int) -> tuple:
+                          work: Path, train_patches: int, architecture: str = "unet") -> tuple:
     """Seconds of one training epoch and of one validation pass, measured on this machine.
 
     Two short runs of skyseg's own training (the same data loading, augmentation,
@@ -92,8 +95,9 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
         folder = work / f"timing-{steps}"
         shutil.rmtree(folder, ignore_errors=True)
         result = train_model(dataset, folder, epochs=2, steps_per_epoch=steps,
-                             batch_size=batch_size, backbone=backbone, encoder_weights=None,
-                             seed=seed, patience=100000)
+                             batch_size=batch_size, architecture=architecture,
+                             backbone=backbone, encoder_weights=None, seed=seed,
+                             patience=100000)
         seconds[steps] = float(result.history[-1]["seconds"])
         shutil.rmtree(folder, ignore_errors=True)
     step = max(seconds[16] - seconds[4], 1e-3) / 12
@@ -136,14 +140,15 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     else:
         epoch_seconds, val_seconds = measure_epoch_seconds(dataset, args.backbone,
                                                            args.batch_size, seed, work,
-                                                           counts["train"])
+                                                           counts["train"], args.architecture)
         epochs = max(1, int(budget / (epoch_seconds + val_seconds)))
     run_dir = work / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a benchmark run starts from scratch
     start = time.perf_counter()
     result = train_model(dataset, run_dir, epochs=epochs, batch_size=args.batch_size,
-                         learning_rate=args.learning_rate, backbone=args.backbone,
+                         learning_rate=args.learning_rate, architecture=args.architecture,
+                         backbone=args.backbone,
                          encoder_weights=None, seed=seed, patience=100000,
                          max_minutes=args.minutes, augmentation=augmentation(args),
                          weight_decay=args.weight_decay)
@@ -170,7 +175,7 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
 def report(run: dict, args) -> None:
     summary = run["summary"]
     print()
-    print(f"[{run['protocol']}] seed {run['seed']}: {args.backbone} U-Net from scratch, "
+    print(f"[{run['protocol']}] seed {run['seed']}: {args.backbone} {NAMES[args.architecture]} from scratch, "
           f"{args.minutes:g} min budget")
     print(f"  augmentation: {augmentation(args)}; weight decay {args.weight_decay:g}; "
           f"sky gaps {'ignored' if args.ignore_sky_gaps else 'as labelled'}")
@@ -216,6 +221,8 @@ def main() -> None:
                              "256 holds the whole image (padded)")
     parser.add_argument("--stride", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--architecture", default="unet", choices=ARCHITECTURES,
+                        help="decoder: linknet's steps cost about 0.6 of the U-Net's")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=None,

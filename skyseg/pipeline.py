@@ -35,6 +35,7 @@ from pathlib import Path
 
 from skyseg.config import STAGE_FLAGS, PipelineConfig, load_config, parse_bool
 from skyseg.errors import ConfigError
+from skyseg.model import ARCHITECTURES
 
 __all__ = ["run_pipeline", "plan_pipeline", "Step", "CLI_HELP", "add_arguments", "run"]
 
@@ -451,6 +452,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, kind, text in _OPTIONS:
         options.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
                              dest=name, help=text)
+    options.add_argument("--architecture", choices=ARCHITECTURES, default=None,
+                         help="decoder of the network (default unet)")
 
 
 def config_from_args(args: argparse.Namespace, environ=None) -> PipelineConfig:
@@ -467,7 +470,8 @@ def config_from_args(args: argparse.Namespace, environ=None) -> PipelineConfig:
         value = getattr(args, key)
         if value is not None:
             values[key] = parse_bool(value, name=f"--{key.replace('_', '-')}")
-    for key in ("work_dir", "images", "coco", "mode", *(name for name, _, _ in _OPTIONS)):
+    for key in ("work_dir", "images", "coco", "mode", "architecture",
+                *(name for name, _, _ in _OPTIONS)):
         value = getattr(args, key)
         if value is not None:
             values[key] = value

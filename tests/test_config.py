@@ -49,6 +49,19 @@ def test_precedence_yaml_then_environment_then_command_line(tmp_path):
     assert config.train is False
 
 
+def test_architecture_from_the_command_line_or_yaml(tmp_path, capsys):
+    assert config_from_args(_args(), environ={}).architecture == "unet"
+    assert config_from_args(_args("--architecture", "linknet"), environ={}).architecture == "linknet"
+    (tmp_path / "c.yaml").write_text("architecture: fpn\n")
+    config = config_from_args(_args("--config", str(tmp_path / "c.yaml")), environ={})
+    assert config.architecture == "fpn"
+    train = next(step for step in plan_pipeline(config) if step.stage == "train")
+    assert "--architecture fpn" in train.command_line
+    with pytest.raises(SystemExit):
+        _args("--architecture", "linkent")
+    assert "invalid choice: 'linkent'" in capsys.readouterr().err
+
+
 def test_environment_flags(tmp_path):
     config = config_from_args(_args(), environ={"PREVIEWS": "false", "EVALUATE": "0", "TRAIN": ""})
     assert (config.previews, config.evaluate, config.train) == (False, False, True)
