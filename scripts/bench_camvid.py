@@ -51,7 +51,6 @@ sys.path.insert(0, str(ROOT))
 from skyseg.model import ARCHITECTURES  # noqa: E402  (imports TensorFlow only when a model is built)
 
 SEQUENCES = ("0001TP", "0006R0", "0016E5")
-NAMES = {"unet": "U-Net", "fpn": "FPN", "linknet": "Linknet", "pspnet": "PSPNet"}
 
 
 def worst_drop(values: list[float], skip_fraction: float = 0.2) -> float:
@@ -175,8 +174,8 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
 def report(run: dict, args) -> None:
     summary = run["summary"]
     print()
-    print(f"[{run['protocol']}] seed {run['seed']}: {args.backbone} {NAMES[args.architecture]} from scratch, "
-          f"{args.minutes:g} min budget")
+    print(f"[{run['protocol']}] seed {run['seed']}: {args.architecture} with a {args.backbone} "
+          f"encoder from scratch, {args.minutes:g} min budget")
     print(f"  augmentation: {augmentation(args)}; weight decay {args.weight_decay:g}; "
           f"sky gaps {'ignored' if args.ignore_sky_gaps else 'as labelled'}")
     print(f"  dataset: {run['counts']} patches of {args.patch_size} px (stride {args.stride}, "
