@@ -70,6 +70,8 @@ class PipelineConfig:
     ``work_dir/demo``), ``split_files`` or ``split`` / ``group_pattern``,
     ``mode`` (hdr/ldr, None: from the images).
     Dataset: patch_size, stride, dtype, clip_max, scale (shrink factor),
+    exposure_key (HDR: each image's log-average luminance before the log
+    transform; None: build-dataset's default, 0: absolute radiance),
     ignore_sky_gaps (sky between bare branches left out of training).
     Training: epochs, batch_size, learning_rate, architecture, backbone,
     encoder_weights, steps_per_epoch, patience.
@@ -99,6 +101,7 @@ class PipelineConfig:
     dtype: str = "float16"
     clip_max: float | None = None
     scale: float | None = None
+    exposure_key: float | None = None
     ignore_sky_gaps: bool = False
 
     epochs: int = 30
@@ -194,7 +197,7 @@ _PATH_KEYS = {"work_dir", "images", "coco"}
 _BOOL_KEYS = set(STAGE_FLAGS) | {"tta", "ignore_sky_gaps"}
 _INT_KEYS = {"demo_scenes", "demo_width", "patch_size", "stride", "epochs", "batch_size",
              "steps_per_epoch", "patience", "tile_size", "seed"}
-_FLOAT_KEYS = {"learning_rate", "clip_max", "scale"}
+_FLOAT_KEYS = {"learning_rate", "clip_max", "scale", "exposure_key"}
 
 
 def _convert(key: str, value, current, source: str):

@@ -74,7 +74,13 @@ from skyseg.patches import (
     import_tensorflow,
     patch_grid,
 )
-from skyseg.preprocess import Preprocessing, rescale_image, rescale_mask, scaled_size
+from skyseg.preprocess import (
+    DEFAULT_EXPOSURE_KEY,
+    Preprocessing,
+    rescale_image,
+    rescale_mask,
+    scaled_size,
+)
 from skyseg.shards import describe, parse_shard, shard_range
 from skyseg.sky_gaps import ignore_sky_gaps
 from skyseg.splits import (
@@ -89,6 +95,7 @@ from skyseg.splits import (
 __all__ = [
     "build_dataset",
     "clip_preprocessing",
+    "check_exposure_key",
     "report_dataset",
     "settings_like",
     "BuildResult",
@@ -290,8 +297,9 @@ def _apply_like(like, mode, preprocessing, patch_size, stride, scale):
         patch_size = settings["patch_size"]
         if stride is None:
             stride = settings["stride"]
-    logger.info("settings like %s: %s mode, scale %g, clip %s, patches of %s px, stride %s",
-                like, theirs.mode, theirs.scale, theirs.clip_max,
+    logger.info("settings like %s: %s mode, scale %g, clip %s, exposure key %s, patches of %s "
+                "px, stride %s", like, theirs.mode, theirs.scale, theirs.clip_max,
+                theirs.exposure_key,
                 patch_size or "default", stride or "default")
     return theirs.mode, theirs, patch_size, stride, None
 
@@ -417,9 +425,10 @@ def _preprocess_in_place(image: np.ndarray, prep: Preprocessing) -> dict:
     call on the whole image, without its full-size temporaries.
     """
     totals: dict[str, int] = {}
+    gain = prep.image_gain(image)
     for start in range(0, image.shape[0], _CHUNK_ROWS):
         chunk = image[start:start + _CHUNK_ROWS]
-        out, counts = prep.apply_with_counts(chunk)
+        out, counts = prep.apply_with_counts(chunk, gain)
         chunk[...] = out
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + int(value)
@@ -681,6 +690,7 @@ def build_dataset(
     shard: tuple[int, int] | None = None,
     combine: Sequence[str | os.PathLike] = (),
     ignore_sky_gaps: bool = False,
+    exposure_key: float | None = None,
 ) -> BuildResult:
     """Cut the labelled images of ``images_dir`` into the patch dataset ``out_dir``.
 
@@ -729,6 +739,13 @@ def build_dataset(
             branches, which labellers call tree or sky), as ignore (255), so
             training learns neither convention (:mod:`skyseg.sky_gaps`).
             Their count per image is in ``dataset.json``.
+        exposure_key: HDR: each (shrunk) image is multiplied so that its
+            log-average luminance is this before the log transform (saved in
+            the preprocessing, so predict does the same): the network sees
+            radiance relative to the image's own exposure, which HDR files of
+            different sources do not share. None: :data:`DEFAULT_EXPOSURE_KEY`
+            (or the given ``preprocessing``'s); 0: absolute radiance (the
+            behaviour of runs made before this option).
 
     Returns:
         a :class:`BuildResult`; ``result.exit_code`` is 1 when images were skipped.
@@ -750,7 +767,11 @@ def build_dataset(
     if shard is not None and combine:
         raise ConfigError("give either --shard (build one block) or --combine (gather the "
                           "blocks), not both")
+    exposure_key = check_exposure_key(exposure_key)
     if like is not None:
+        if exposure_key is not None:
+            raise ConfigError(f"--exposure-key comes from --like {like}; leave --exposure-key "
+                              "out")
         mode, preprocessing, patch_size, stride, scale = _apply_like(
             like, mode, preprocessing, patch_size, stride, scale)
     compression, preprocessing = _check_options(dtype, compression, workers, mode, preprocessing,
@@ -783,7 +804,13 @@ def build_dataset(
     headers, mode = _read_headers(candidates, splits_plan.assignment, mode, images_dir, report)
     patch_size, stride = _patch_options(mode, patch_size, stride)
     if preprocessing is None:
-        preprocessing = Preprocessing(mode=mode)
+        preprocessing = Preprocessing(
+            mode=mode, exposure_key=DEFAULT_EXPOSURE_KEY if mode == "hdr" else None)
+    if exposure_key is not None:
+        if mode != "hdr":
+            raise ConfigError(f"--exposure-key applies to HDR radiance; the images of "
+                              f"{images_dir} are LDR (leave --exposure-key out)")
+        preprocessing = dataclasses.replace(preprocessing, exposure_key=exposure_key or None)
     if scale is not None:
         preprocessing = dataclasses.replace(preprocessing, scale=scale)
 
@@ -1071,6 +1098,22 @@ def _run(pending: list[_Item], settings: _Settings, workers: int):
 
 # --------------------------------------------------------------------------- CLI
 
+def check_exposure_key(value) -> float | None:
+    """Validate ``--exposure-key``: None (the default), 0 (absolute radiance) or a luminance > 0.
+
+    Example:
+        >>> check_exposure_key(0.18), check_exposure_key(0), check_exposure_key(None)
+        (0.18, 0.0, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < 0:
+        raise ConfigError(f"--exposure-key must be a luminance > 0 (e.g. {DEFAULT_EXPOSURE_KEY}) "
+                          f"or 0 for absolute radiance, got {value!r}")
+    return float(value)
+
+
 def clip_preprocessing(clip_max: float | None, *, mode: str | None,
                        like: str | os.PathLike | None = None) -> Preprocessing | None:
     """The ``preprocessing`` of :func:`build_dataset` for ``--clip-max`` (None without it).
@@ -1088,7 +1131,7 @@ def clip_preprocessing(clip_max: float | None, *, mode: str | None,
         raise ConfigError("--clip-max comes from --like RUN; leave --clip-max out")
     if mode != "hdr":
         raise ConfigError("--clip-max applies to HDR radiance; add --mode hdr")
-    return Preprocessing(mode="hdr", clip_max=clip_max)
+    return Preprocessing(mode="hdr", clip_max=clip_max, exposure_key=DEFAULT_EXPOSURE_KEY)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1121,6 +1164,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images built in parallel processes (each loads TensorFlow)")
     parser.add_argument("--clip-max", type=float, default=None,
                         help="HDR: clip radiance above this before the log transform")
+    parser.add_argument("--exposure-key", type=float, default=None, metavar="LUMINANCE",
+                        help="HDR: bring each image's log-average luminance to this before the "
+                             "log transform, so the model sees radiance relative to the image's "
+                             f"exposure; predict does the same (default {DEFAULT_EXPOSURE_KEY}; "
+                             "0: absolute radiance, as runs before this option)")
     parser.add_argument("--scale", type=float, default=None,
                         help="shrink images by this factor before cutting patches, e.g. 0.25 "
                              "for 8K panoramas on a CPU (default 1: full resolution); predict "
@@ -1158,7 +1206,7 @@ def run(args: argparse.Namespace) -> int:
         sky_categories=tuple(args.sky_category or ("sky",)),
         non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
         like=args.like, shard=parse_shard(args.shard), combine=args.combine or (),
-        ignore_sky_gaps=args.ignore_sky_gaps,
+        ignore_sky_gaps=args.ignore_sky_gaps, exposure_key=args.exposure_key,
     )
     return report_dataset(result)
 

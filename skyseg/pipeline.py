@@ -219,13 +219,13 @@ def _build_step(config: PipelineConfig) -> Step:
                                                    mode=config.mode or None),
                   scale=config.scale or None, split_files=split_files or None,
                   split=config.split or None, group_pattern=config.group_pattern or None,
-                  ignore_sky_gaps=config.ignore_sky_gaps)
+                  ignore_sky_gaps=config.ignore_sky_gaps, exposure_key=config.exposure_key)
     return Step("build-dataset", _command("build-dataset", options=[
         ("--coco", config.coco_file), ("--images", config.images_dir),
         ("--out", config.dataset_dir), ("--seed", config.seed), ("--dtype", config.dtype),
         ("--mode", kwargs["mode"]), ("--patch-size", kwargs["patch_size"]),
         ("--stride", kwargs["stride"]), ("--clip-max", config.clip_max or None),
-        ("--scale", kwargs["scale"]),
+        ("--scale", kwargs["scale"]), ("--exposure-key", config.exposure_key),
         *(("--split-file", f"{name}={path}") for name, path in split_files.items()),
         ("--split", kwargs["split"]), ("--group-pattern", kwargs["group_pattern"]),
         ("--ignore-sky-gaps", config.ignore_sky_gaps)]),
@@ -423,6 +423,8 @@ _OPTIONS = (
     ("patch_size", int, "training patch side in pixels"),
     ("stride", int, "step between training patches"),
     ("scale", float, "shrink images by this factor for training and prediction (e.g. 0.25)"),
+    ("exposure_key", float, "HDR: each image's log-average luminance before the log transform "
+                            "(default 0.18; 0: absolute radiance)"),
     ("tile_size", int, "prediction tile side (a multiple of 32)"),
     ("demo_scenes", int, "number of demo scenes"),
     ("demo_width", int, "width of the demo panoramas (height = width / 2)"),

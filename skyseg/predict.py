@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import logging
 import os
 import sys
@@ -522,7 +523,9 @@ def predict_image(
     try:
         probability = predict_tiled(
             image, predict_batch, tile_size=tiles, overlap=overlap_px, wrap=wrapping,
-            batch_size=batch_size, prepare=preprocessing.apply, flip=tta,
+            batch_size=batch_size,
+            prepare=functools.partial(preprocessing.apply, gain=preprocessing.image_gain(image)),
+            flip=tta,
             column_offsets=offsets, shrink=fixed is None, on_batch=bar.update,
         )
     finally:

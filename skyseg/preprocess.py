@@ -1,9 +1,12 @@
 """From pixels as read to what the network sees, and back.
 
 HDR: linear radiance is sanitised (NaN -> 0, +Inf -> the largest finite
-value, negatives -> 0: the log of a negative is NaN), optionally clipped at a
-radiance level (the sun can be 10^5 times the sky), then log transformed with
-the original pipeline's parameters::
+value, negatives -> 0: the log of a negative is NaN), brought to the image's
+own exposure (``exposure_key``: the whole image is multiplied so that its
+log-average luminance is 0.18, :meth:`Preprocessing.image_gain`; a tile or a
+band of rows gets the whole image's gain), optionally clipped at a radiance
+level (the sun can be 10^5 times the sky), then log transformed with the
+original pipeline's parameters::
 
     x' = x * input_mul + log_epsilon
     y  = log(x')                               (log_split_around1 False)
@@ -41,6 +44,8 @@ from skyseg.errors import ConfigError
 
 __all__ = [
     "Preprocessing",
+    "DEFAULT_EXPOSURE_KEY",
+    "auto_exposure",
     "log_transform",
     "inverse_log_transform",
     "sanitize_radiance",
@@ -64,6 +69,14 @@ logger = logging.getLogger("skyseg")
 #: Rows processed at a time by the element-wise transforms: keeps the
 #: temporaries of an 8192-wide image to a few tens of MB.
 _CHUNK_ROWS = 256
+
+#: The log-average luminance each HDR image is brought to before the log
+#: transform (``Preprocessing.exposure_key`` of new datasets; Reinhard's
+#: middle grey). HDR files carry no common exposure: Poly Haven panoramas,
+#: a camera's brackets and a renderer's output differ by stops for the same
+#: scene, so absolute radiance taught the demo model nothing it could use on
+#: other files, and cost it the epochs spent learning to ignore it.
+DEFAULT_EXPOSURE_KEY = 0.18
 
 _LOG_DEFAULTS = dict(
     input_mul=1.0,
@@ -441,6 +454,11 @@ class Preprocessing:
         scale: images are resized by this factor (0 < scale <= 1, area
             averaging of radiance) before the transform, by build-dataset and
             by predict alike; 1 keeps the full resolution.
+        exposure_key: HDR only: each (shrunk) image is multiplied so that its
+            log-average luminance is this (:func:`auto_exposure`) before the
+            clip and the transform, so the network sees radiance relative to
+            the image's own exposure (:meth:`image_gain`); None: absolute
+            radiance (runs trained before this option).
 
     Example:
         >>> prep = Preprocessing(mode="hdr", clip_max=1000.0)
@@ -458,6 +476,7 @@ class Preprocessing:
     output_scale: float = _LOG_DEFAULTS["output_scale"]
     clip_max: float | None = None
     scale: float = 1.0
+    exposure_key: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("hdr", "ldr"):
@@ -472,24 +491,44 @@ class Preprocessing:
                 f"clip_max must be a positive radiance or None, got {self.clip_max!r}"
             )
 
+        if self.exposure_key is not None and not (
+                self.mode == "hdr" and np.isfinite(self.exposure_key) and self.exposure_key > 0):
+            raise ConfigError(
+                f"exposure_key must be a positive luminance for HDR, or None, got "
+                f"{self.exposure_key!r} (mode {self.mode})"
+            )
+
     @property
     def is_hdr(self) -> bool:
         return self.mode == "hdr"
+
+    def image_gain(self, image: np.ndarray) -> float:
+        """The multiplier :meth:`apply` needs for this whole (shrunk) image: 1.0 unless
+        ``exposure_key`` is set (then :func:`auto_exposure` of the image)."""
+        if self.exposure_key is None or self.mode != "hdr":
+            return 1.0
+        return auto_exposure(image, key=self.exposure_key)
 
     def log_parameters(self) -> dict:
         """The keyword arguments of :func:`log_transform`."""
         return {key: getattr(self, key) for key in _LOG_DEFAULTS}
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """Network input for an image as read (radiance or 0..255): float32, same shape."""
-        return self.apply_with_counts(image)[0]
+    def apply(self, image: np.ndarray, gain: float = 1.0) -> np.ndarray:
+        """Network input for an image as read (radiance or 0..255): float32, same shape.
 
-    def apply_with_counts(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
+        ``gain``: the whole image's :meth:`image_gain` when ``image`` is a part
+        of it (a tile, a band of rows).
+        """
+        return self.apply_with_counts(image, gain)[0]
+
+    def apply_with_counts(self, image: np.ndarray, gain: float = 1.0) -> tuple[np.ndarray, dict]:
         """Like :meth:`apply`, also returning the sanitiser's counts."""
         if self.mode == "ldr":
             clean, counts = sanitize_radiance(image)
             return normalize_ldr(clean), counts
         clean, counts = sanitize_radiance(image)
+        if gain != 1.0:
+            clean *= np.float32(gain)
         clip_radiance(clean, self.clip_max)
         return log_transform(clean, **self.log_parameters()), counts
 

@@ -1244,7 +1244,8 @@ def _check_init_preprocessing(source: _InitSource, preprocessing, data_dir: Path
     differing = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
     if not differing:
         return
-    options = {"mode": "--mode", "scale": "--scale", "clip_max": "--clip-max"}
+    options = {"mode": "--mode", "scale": "--scale", "clip_max": "--clip-max",
+               "exposure_key": "--exposure-key"}
     named = sorted({options.get(key, "the log transform") for key in differing})
     details = ", ".join(f"{key}: {ours.get(key)!r} here, {theirs.get(key)!r} in the --init run"
                         for key in differing)

@@ -28,7 +28,7 @@ from skyseg.dataset import build_dataset
 from skyseg.errors import ConfigError, DatasetError
 from skyseg.io import TEMP_MARKER, read_image, write_exr, write_png
 from skyseg.patches import patch_grid
-from skyseg.preprocess import Preprocessing
+from skyseg.preprocess import DEFAULT_EXPOSURE_KEY, Preprocessing
 from tests.conftest import ROOT, shared_path
 
 # (stem, height, width): smaller than a patch both ways and one way, exactly a
@@ -192,9 +192,12 @@ def test_hdr_patch_inverts_to_radiance(tmp_path):
     info = json.loads((out / "dataset.json").read_text())
     assert info["mode"] == "hdr"  # detected from the EXR files
     prep = Preprocessing.from_dict(info["preprocessing"])
+    assert prep.exposure_key == DEFAULT_EXPOSURE_KEY
     labels = load_coco(coco)
     for r in read_manifest(out):
         source = read_image(images / r["source"])
+        # Radiance relative to the whole image's exposure: one gain per image.
+        source *= np.float32(prep.image_gain(source))
         row, col, vh, vw = (int(r[k]) for k in ("row", "col", "valid_height", "valid_width"))
         x = tifffile.imread(out / f"X_{r['split']}" / r["split"] / f"{r['id']}.tif")
         np.testing.assert_allclose(prep.invert(x[:vh, :vw]), source[row:row + vh, col:col + vw],
@@ -223,6 +226,7 @@ def test_scale_shrinks_images_and_masks_before_the_patches(tmp_path, cli):
         small = scaled_size(height, width, 0.5)
         assert sum(r["source"] == f"{stem}.exr" for r in rows) == len(patch_grid(*small, 8, 6))
         radiance = rescale_image(read_image(images / f"{stem}.exr"), small)
+        radiance *= np.float32(prep.image_gain(radiance))  # the shrunk image's exposure
         mask = rescale_mask(labels.mask(stem, height, width), small)
         for r in (r for r in rows if r["source"] == f"{stem}.exr"):
             row, col = int(r["row"]), int(r["col"])
@@ -231,6 +235,39 @@ def test_scale_shrinks_images_and_masks_before_the_patches(tmp_path, cli):
                                        rtol=1e-4, atol=1e-6)
             y = np.asarray(Image.open(out / f"Y_{r['split']}" / r["split"] / f"{r['id']}.png"))
             np.testing.assert_array_equal(y, mask[row:row + 8, col:col + 8])
+
+
+def test_exposure_key_makes_the_patches_independent_of_the_file_exposure(tmp_path, cli):
+    sizes = [("pano_a", 24, 48), ("pano_b", 20, 40)]
+    coco, images = make_labelled_set(tmp_path / "dark", sizes, kind="hdr", seed=9)
+    bright = tmp_path / "bright" / "images"
+    bright.mkdir(parents=True)
+    for stem, _, _ in sizes:  # the same scenes, 5 stops brighter
+        write_exr(bright / f"{stem}.exr", read_image(images / f"{stem}.exr") * 32, half=False)
+    options = dict(patch_size=8, stride=8, dtype="float32", split=(0.5, 0.5), seed=1)
+    build_dataset(coco, images, tmp_path / "d1", **options)
+    build_dataset(coco, bright, tmp_path / "d2", **options)
+    for r in read_manifest(tmp_path / "d1"):
+        name = f"X_{r['split']}/{r['split']}/{r['id']}.tif"
+        np.testing.assert_allclose(tifffile.imread(tmp_path / "d1" / name),
+                                   tifffile.imread(tmp_path / "d2" / name), atol=1e-5)
+    # --exposure-key 0: absolute radiance, as datasets before the option.
+    result = cli("build-dataset", "--coco", coco, "--images", bright, "--out", tmp_path / "d3",
+                 "--patch-size", 8, "--stride", 8, "--dtype", "float32", "--split", "0.5,0.5",
+                 "--seed", 1, "--exposure-key", 0)
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "d3" / "dataset.json").read_text())
+    prep = Preprocessing.from_dict(info["preprocessing"])
+    assert prep.exposure_key is None and prep.image_gain(np.ones((2, 2, 3), np.float32)) == 1.0
+    r = read_manifest(tmp_path / "d3")[0]
+    x = tifffile.imread(tmp_path / "d3" / f"X_{r['split']}" / r["split"] / f"{r['id']}.tif")
+    row, col = int(r["row"]), int(r["col"])
+    np.testing.assert_allclose(prep.invert(x), read_image(bright / r["source"])[
+        row:row + 8, col:col + 8], rtol=1e-4, atol=1e-6)
+    # A key of its own is saved and applied.
+    build_dataset(coco, images, tmp_path / "d4", exposure_key=0.5, **options)
+    info = json.loads((tmp_path / "d4" / "dataset.json").read_text())
+    assert info["preprocessing"]["exposure_key"] == 0.5
 
 
 def test_float16_and_compression_store_the_same_values(ldr_set, ldr_build, tmp_path):
@@ -530,6 +567,8 @@ def test_missing_images_folder(ldr_set, tmp_path):
     (["--patch-size", "16", "--stride", "32"], "stride 32 is larger than the patch size 16"),
     (["--stride", "-5"], "stride must be at least 1"),
     (["--mode", "ldr", "--clip-max", "100"], "--clip-max applies to HDR"),
+    (["--exposure-key", "0.18"], "--exposure-key applies to HDR radiance"),
+    (["--exposure-key", "-1"], "--exposure-key must be a luminance > 0"),
 ])
 def test_cli_bad_arguments_one_line_exit_2(cli, ldr_set, tmp_path, extra, match):
     coco, images = ldr_set
@@ -709,3 +748,5 @@ def test_like_needs_a_run(ldr_set, tmp_path, cli):
     result = cli("build-dataset", "--coco", coco, "--images", images, "--out", tmp_path / "d",
                  "--like", tmp_path / "bare", "--clip-max", 100)
     assert result.returncode == 2 and "--clip-max comes from --like RUN" in result.stderr
+    with pytest.raises(ConfigError, match="--exposure-key comes from --like"):
+        build_dataset(coco, images, tmp_path / "data", like=tmp_path / "bare", exposure_key=0.3)

@@ -134,6 +134,27 @@ def test_model_trained_on_shrunk_images_predicts_shrunk_and_returns_full_size(tm
     np.testing.assert_allclose(result.probability, expected, atol=1e-6)
 
 
+def test_exposure_key_gain_is_the_whole_images_and_cancels_the_file_exposure(tmp_path, rng):
+    folder = make_run(tmp_path / "keyed")
+    prep = Preprocessing(mode="hdr", exposure_key=0.18)
+    prep.save(folder / "preprocessing.json")
+    loaded = load_run(folder)
+    image = np.exp(rng.normal(0.0, 2.0, (40, 80, 3))).astype(np.float32)
+    image[:, :20] *= 50.0  # a bright part that one tile alone would normalise away
+    probability = predict_image(loaded, image, is_hdr=True, tile_size=32, overlap=8)
+    # Every tile got the gain of the whole image, so the tiles agree with one pass.
+    expected = prep.apply(image, prep.image_gain(image))[..., 0]
+    np.testing.assert_allclose(probability, np.clip(expected, 0, 1), atol=1e-5)
+    brighter = predict_image(loaded, image * 32, is_hdr=True, tile_size=32, overlap=8)
+    np.testing.assert_allclose(brighter, probability, atol=1e-5)
+    # A run saved before the option (no exposure_key) sees absolute radiance.
+    Preprocessing(mode="hdr").save(folder / "preprocessing.json")
+    old = predict_image(load_run(folder), image, is_hdr=True, tile_size=32, overlap=8)
+    np.testing.assert_allclose(old, np.clip(Preprocessing(mode="hdr").apply(image)[..., 0], 0, 1),
+                               atol=1e-5)
+    assert np.abs(old - probability).max() > 0.1
+
+
 def test_docstring_examples():
     import doctest
 

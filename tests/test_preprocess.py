@@ -14,6 +14,7 @@ from skyseg.preprocess import (
     inverse_log_transform,
     ldr_to_radiance,
     log_transform,
+    luminance,
     normalize_ldr,
     sanitize_radiance,
     srgb_decode,
@@ -108,6 +109,31 @@ def test_preprocessing_hdr_apply_invert(rng):
     back = prep.invert(x)
     assert np.allclose(back[1:], radiance[1:], rtol=1e-5)
     assert np.allclose(back[0, 0], [1e4, 0, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_exposure_key_brings_the_log_average_to_the_key_and_is_saved(rng, tmp_path):
+    prep = Preprocessing(mode="hdr", exposure_key=0.18, clip_max=1e4)
+    radiance = np.exp(rng.normal(1.0, 2.0, (30, 40, 3))).astype(np.float32)
+    gain = prep.image_gain(radiance)
+    scaled = luminance(radiance * gain)
+    assert np.exp(np.mean(np.log(scaled + 1e-6))) == pytest.approx(0.18, rel=1e-3)
+    # The same scene 6 stops darker gives the same network input (the clip included).
+    np.testing.assert_allclose(prep.apply(radiance / 64, prep.image_gain(radiance / 64)),
+                               prep.apply(radiance, gain), atol=1e-5)
+    # A black image keeps gain 1; LDR and absolute-radiance runs never scale.
+    assert prep.image_gain(np.zeros((4, 4, 3), np.float32)) == 1.0
+    assert Preprocessing(mode="hdr").image_gain(radiance) == 1.0
+    prep.save(tmp_path / "p.json")
+    assert Preprocessing.load(tmp_path / "p.json") == prep
+    # A preprocessing.json written before the option loads as absolute radiance.
+    old = Preprocessing().to_dict()
+    del old["exposure_key"]
+    assert Preprocessing.from_dict(old).exposure_key is None
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="exposure_key must be a positive luminance"):
+            Preprocessing(mode="hdr", exposure_key=bad)
+    with pytest.raises(ConfigError, match=r"exposure_key .* \(mode ldr\)"):
+        Preprocessing(mode="ldr", exposure_key=0.18)
 
 
 def test_preprocessing_ldr():
