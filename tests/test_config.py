@@ -62,6 +62,18 @@ def test_architecture_from_the_command_line_or_yaml(tmp_path, capsys):
     assert "invalid choice: 'linkent'" in capsys.readouterr().err
 
 
+def test_exposure_key_reaches_the_dataset_step(tmp_path):
+    build = next(step for step in plan_pipeline(config_from_args(_args(), environ={}))
+                 if step.stage == "build-dataset")
+    assert build.kwargs["exposure_key"] is None and "--exposure-key" not in build.command_line
+    (tmp_path / "c.yaml").write_text("exposure_key: 0\n")
+    for args in (("--exposure-key", "0.5"), ("--config", str(tmp_path / "c.yaml"))):
+        config = config_from_args(_args(*args), environ={})
+        build = next(step for step in plan_pipeline(config) if step.stage == "build-dataset")
+        assert build.kwargs["exposure_key"] == float(args[1] if args[0] != "--config" else 0)
+        assert f"--exposure-key {build.kwargs['exposure_key']:g}" in build.command_line
+
+
 def test_environment_flags(tmp_path):
     config = config_from_args(_args(), environ={"PREVIEWS": "false", "EVALUATE": "0", "TRAIN": ""})
     assert (config.previews, config.evaluate, config.train) == (False, False, True)
