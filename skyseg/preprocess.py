@@ -528,7 +528,10 @@ class Preprocessing:
             return normalize_ldr(clean), counts
         clean, counts = sanitize_radiance(image)
         if gain != 1.0:
-            clean *= np.float32(gain)
+            with np.errstate(over="ignore"):
+                clean *= np.float32(gain)
+            if gain > 1.0:  # a repaired +Inf (the largest finite value) stays finite
+                np.minimum(clean, np.finfo(np.float32).max, out=clean)
         clip_radiance(clean, self.clip_max)
         return log_transform(clean, **self.log_parameters()), counts
 

@@ -120,6 +120,10 @@ def test_exposure_key_brings_the_log_average_to_the_key_and_is_saved(rng, tmp_pa
     # The same scene 6 stops darker gives the same network input (the clip included).
     np.testing.assert_allclose(prep.apply(radiance / 64, prep.image_gain(radiance / 64)),
                                prep.apply(radiance, gain), atol=1e-5)
+    # A dark image with +Inf and the largest float32 in it stays finite.
+    dark = np.full((4, 4, 3), 1e-6, np.float32)
+    dark[0, 0], dark[0, 1] = np.inf, 3e38
+    assert prep.image_gain(dark) > 1 and np.isfinite(prep.apply(dark, prep.image_gain(dark))).all()
     # A black image keeps gain 1; LDR and absolute-radiance runs never scale.
     assert prep.image_gain(np.zeros((4, 4, 3), np.float32)) == 1.0
     assert Preprocessing(mode="hdr").image_gain(radiance) == 1.0
