@@ -71,7 +71,7 @@ class PipelineConfig:
     ``mode`` (hdr/ldr, None: from the images).
     Dataset: patch_size, stride, dtype, clip_max, scale (shrink factor),
     exposure_key (HDR: each image's log-average luminance before the log
-    transform; None: build-dataset's default, 0: absolute radiance),
+    transform, e.g. 0.18; None or 0: absolute radiance),
     ignore_sky_gaps (sky between bare branches left out of training).
     Training: epochs, batch_size, learning_rate, architecture, backbone,
     encoder_weights, steps_per_epoch, patience.

@@ -74,13 +74,7 @@ from skyseg.patches import (
     import_tensorflow,
     patch_grid,
 )
-from skyseg.preprocess import (
-    DEFAULT_EXPOSURE_KEY,
-    Preprocessing,
-    rescale_image,
-    rescale_mask,
-    scaled_size,
-)
+from skyseg.preprocess import Preprocessing, rescale_image, rescale_mask, scaled_size
 from skyseg.shards import describe, parse_shard, shard_range
 from skyseg.sky_gaps import ignore_sky_gaps
 from skyseg.splits import (
@@ -740,12 +734,12 @@ def build_dataset(
             training learns neither convention (:mod:`skyseg.sky_gaps`).
             Their count per image is in ``dataset.json``.
         exposure_key: HDR: each (shrunk) image is multiplied so that its
-            log-average luminance is this before the log transform (saved in
-            the preprocessing, so predict does the same): the network sees
-            radiance relative to the image's own exposure, which HDR files of
-            different sources do not share. None: :data:`DEFAULT_EXPOSURE_KEY`
-            (or the given ``preprocessing``'s); 0: absolute radiance (the
-            behaviour of runs made before this option).
+            log-average luminance is this (e.g. 0.18) before the log transform
+            (saved in the preprocessing, so predict does the same): the
+            network sees radiance relative to the image's own exposure, which
+            HDR files of different sources do not share. None: the given
+            ``preprocessing``'s (default: absolute radiance); 0: absolute
+            radiance.
 
     Returns:
         a :class:`BuildResult`; ``result.exit_code`` is 1 when images were skipped.
@@ -804,8 +798,7 @@ def build_dataset(
     headers, mode = _read_headers(candidates, splits_plan.assignment, mode, images_dir, report)
     patch_size, stride = _patch_options(mode, patch_size, stride)
     if preprocessing is None:
-        preprocessing = Preprocessing(
-            mode=mode, exposure_key=DEFAULT_EXPOSURE_KEY if mode == "hdr" else None)
+        preprocessing = Preprocessing(mode=mode)
     if exposure_key is not None:
         if mode != "hdr":
             raise ConfigError(f"--exposure-key applies to HDR radiance; the images of "
@@ -1099,7 +1092,7 @@ def _run(pending: list[_Item], settings: _Settings, workers: int):
 # --------------------------------------------------------------------------- CLI
 
 def check_exposure_key(value) -> float | None:
-    """Validate ``--exposure-key``: None (the default), 0 (absolute radiance) or a luminance > 0.
+    """Validate ``--exposure-key``: None (not given), 0 (absolute radiance) or a luminance > 0.
 
     Example:
         >>> check_exposure_key(0.18), check_exposure_key(0), check_exposure_key(None)
@@ -1109,8 +1102,8 @@ def check_exposure_key(value) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not np.isfinite(value) or value < 0:
-        raise ConfigError(f"--exposure-key must be a luminance > 0 (e.g. {DEFAULT_EXPOSURE_KEY}) "
-                          f"or 0 for absolute radiance, got {value!r}")
+        raise ConfigError(f"--exposure-key must be a luminance > 0 (e.g. 0.18) or 0 for "
+                          f"absolute radiance, got {value!r}")
     return float(value)
 
 
@@ -1131,7 +1124,7 @@ def clip_preprocessing(clip_max: float | None, *, mode: str | None,
         raise ConfigError("--clip-max comes from --like RUN; leave --clip-max out")
     if mode != "hdr":
         raise ConfigError("--clip-max applies to HDR radiance; add --mode hdr")
-    return Preprocessing(mode="hdr", clip_max=clip_max, exposure_key=DEFAULT_EXPOSURE_KEY)
+    return Preprocessing(mode="hdr", clip_max=clip_max)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1165,10 +1158,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-max", type=float, default=None,
                         help="HDR: clip radiance above this before the log transform")
     parser.add_argument("--exposure-key", type=float, default=None, metavar="LUMINANCE",
-                        help="HDR: bring each image's log-average luminance to this before the "
-                             "log transform, so the model sees radiance relative to the image's "
-                             f"exposure; predict does the same (default {DEFAULT_EXPOSURE_KEY}; "
-                             "0: absolute radiance, as runs before this option)")
+                        help="HDR: bring each image's log-average luminance to this (e.g. 0.18) "
+                             "before the log transform, so the model sees radiance relative to "
+                             "the image's exposure; predict does the same (default: absolute "
+                             "radiance)")
     parser.add_argument("--scale", type=float, default=None,
                         help="shrink images by this factor before cutting patches, e.g. 0.25 "
                              "for 8K panoramas on a CPU (default 1: full resolution); predict "

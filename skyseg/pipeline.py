@@ -423,8 +423,8 @@ _OPTIONS = (
     ("patch_size", int, "training patch side in pixels"),
     ("stride", int, "step between training patches"),
     ("scale", float, "shrink images by this factor for training and prediction (e.g. 0.25)"),
-    ("exposure_key", float, "HDR: each image's log-average luminance before the log transform "
-                            "(default 0.18; 0: absolute radiance)"),
+    ("exposure_key", float, "HDR: bring each image's log-average luminance to this before the "
+                            "log transform (e.g. 0.18; default: absolute radiance)"),
     ("tile_size", int, "prediction tile side (a multiple of 32)"),
     ("demo_scenes", int, "number of demo scenes"),
     ("demo_width", int, "width of the demo panoramas (height = width / 2)"),

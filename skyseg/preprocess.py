@@ -1,12 +1,12 @@
 """From pixels as read to what the network sees, and back.
 
 HDR: linear radiance is sanitised (NaN -> 0, +Inf -> the largest finite
-value, negatives -> 0: the log of a negative is NaN), brought to the image's
-own exposure (``exposure_key``: the whole image is multiplied so that its
-log-average luminance is 0.18, :meth:`Preprocessing.image_gain`; a tile or a
-band of rows gets the whole image's gain), optionally clipped at a radiance
-level (the sun can be 10^5 times the sky), then log transformed with the
-original pipeline's parameters::
+value, negatives -> 0: the log of a negative is NaN), optionally brought to
+the image's own exposure (``exposure_key``: the whole image is multiplied so
+that its log-average luminance is the key, :meth:`Preprocessing.image_gain`;
+a tile or a band of rows gets the whole image's gain), optionally clipped at
+a radiance level (the sun can be 10^5 times the sky), then log transformed
+with the original pipeline's parameters::
 
     x' = x * input_mul + log_epsilon
     y  = log(x')                               (log_split_around1 False)
@@ -44,7 +44,6 @@ from skyseg.errors import ConfigError
 
 __all__ = [
     "Preprocessing",
-    "DEFAULT_EXPOSURE_KEY",
     "auto_exposure",
     "log_transform",
     "inverse_log_transform",
@@ -69,14 +68,6 @@ logger = logging.getLogger("skyseg")
 #: Rows processed at a time by the element-wise transforms: keeps the
 #: temporaries of an 8192-wide image to a few tens of MB.
 _CHUNK_ROWS = 256
-
-#: The log-average luminance each HDR image is brought to before the log
-#: transform (``Preprocessing.exposure_key`` of new datasets; Reinhard's
-#: middle grey). HDR files carry no common exposure: Poly Haven panoramas,
-#: a camera's brackets and a renderer's output differ by stops for the same
-#: scene, so absolute radiance taught the demo model nothing it could use on
-#: other files, and cost it the epochs spent learning to ignore it.
-DEFAULT_EXPOSURE_KEY = 0.18
 
 _LOG_DEFAULTS = dict(
     input_mul=1.0,

@@ -28,7 +28,7 @@ from skyseg.dataset import build_dataset
 from skyseg.errors import ConfigError, DatasetError
 from skyseg.io import TEMP_MARKER, read_image, write_exr, write_png
 from skyseg.patches import patch_grid
-from skyseg.preprocess import DEFAULT_EXPOSURE_KEY, Preprocessing
+from skyseg.preprocess import Preprocessing
 from tests.conftest import ROOT, shared_path
 
 # (stem, height, width): smaller than a patch both ways and one way, exactly a
@@ -192,12 +192,10 @@ def test_hdr_patch_inverts_to_radiance(tmp_path):
     info = json.loads((out / "dataset.json").read_text())
     assert info["mode"] == "hdr"  # detected from the EXR files
     prep = Preprocessing.from_dict(info["preprocessing"])
-    assert prep.exposure_key == DEFAULT_EXPOSURE_KEY
+    assert prep.exposure_key is None  # absolute radiance unless asked
     labels = load_coco(coco)
     for r in read_manifest(out):
         source = read_image(images / r["source"])
-        # Radiance relative to the whole image's exposure: one gain per image.
-        source *= np.float32(prep.image_gain(source))
         row, col, vh, vw = (int(r[k]) for k in ("row", "col", "valid_height", "valid_width"))
         x = tifffile.imread(out / f"X_{r['split']}" / r["split"] / f"{r['id']}.tif")
         np.testing.assert_allclose(prep.invert(x[:vh, :vw]), source[row:row + vh, col:col + vw],
@@ -226,7 +224,6 @@ def test_scale_shrinks_images_and_masks_before_the_patches(tmp_path, cli):
         small = scaled_size(height, width, 0.5)
         assert sum(r["source"] == f"{stem}.exr" for r in rows) == len(patch_grid(*small, 8, 6))
         radiance = rescale_image(read_image(images / f"{stem}.exr"), small)
-        radiance *= np.float32(prep.image_gain(radiance))  # the shrunk image's exposure
         mask = rescale_mask(labels.mask(stem, height, width), small)
         for r in (r for r in rows if r["source"] == f"{stem}.exr"):
             row, col = int(r["row"]), int(r["col"])
@@ -245,29 +242,34 @@ def test_exposure_key_makes_the_patches_independent_of_the_file_exposure(tmp_pat
     for stem, _, _ in sizes:  # the same scenes, 5 stops brighter
         write_exr(bright / f"{stem}.exr", read_image(images / f"{stem}.exr") * 32, half=False)
     options = dict(patch_size=8, stride=8, dtype="float32", split=(0.5, 0.5), seed=1)
-    build_dataset(coco, images, tmp_path / "d1", **options)
-    build_dataset(coco, bright, tmp_path / "d2", **options)
+    build_dataset(coco, images, tmp_path / "d1", exposure_key=0.18, **options)
+    result = cli("build-dataset", "--coco", coco, "--images", bright, "--out", tmp_path / "d2",
+                 "--patch-size", 8, "--stride", 8, "--dtype", "float32", "--split", "0.5,0.5",
+                 "--seed", 1, "--exposure-key", 0.18)
+    assert result.returncode == 0, result.stderr
+    prep = Preprocessing.from_dict(
+        json.loads((tmp_path / "d2" / "dataset.json").read_text())["preprocessing"])
+    assert prep.exposure_key == 0.18
     for r in read_manifest(tmp_path / "d1"):
         name = f"X_{r['split']}/{r['split']}/{r['id']}.tif"
-        np.testing.assert_allclose(tifffile.imread(tmp_path / "d1" / name),
-                                   tifffile.imread(tmp_path / "d2" / name), atol=1e-5)
-    # --exposure-key 0: absolute radiance, as datasets before the option.
-    result = cli("build-dataset", "--coco", coco, "--images", bright, "--out", tmp_path / "d3",
-                 "--patch-size", 8, "--stride", 8, "--dtype", "float32", "--split", "0.5,0.5",
-                 "--seed", 1, "--exposure-key", 0)
-    assert result.returncode == 0, result.stderr
-    info = json.loads((tmp_path / "d3" / "dataset.json").read_text())
-    prep = Preprocessing.from_dict(info["preprocessing"])
-    assert prep.exposure_key is None and prep.image_gain(np.ones((2, 2, 3), np.float32)) == 1.0
+        x = tifffile.imread(tmp_path / "d1" / name)
+        np.testing.assert_allclose(x, tifffile.imread(tmp_path / "d2" / name), atol=1e-5)
+        # Radiance relative to the whole image's exposure: one gain per image.
+        source = read_image(bright / r["source"])
+        source *= np.float32(prep.image_gain(source))
+        row, col = int(r["row"]), int(r["col"])
+        np.testing.assert_allclose(prep.invert(x), source[row:row + 8, col:col + 8], rtol=1e-4,
+                                   atol=1e-6)
+    # Without the key (or with 0): absolute radiance, so the two exposures differ.
+    build_dataset(coco, images, tmp_path / "d3", **options)
+    build_dataset(coco, bright, tmp_path / "d4", exposure_key=0, **options)
     r = read_manifest(tmp_path / "d3")[0]
-    x = tifffile.imread(tmp_path / "d3" / f"X_{r['split']}" / r["split"] / f"{r['id']}.tif")
-    row, col = int(r["row"]), int(r["col"])
-    np.testing.assert_allclose(prep.invert(x), read_image(bright / r["source"])[
-        row:row + 8, col:col + 8], rtol=1e-4, atol=1e-6)
-    # A key of its own is saved and applied.
-    build_dataset(coco, images, tmp_path / "d4", exposure_key=0.5, **options)
-    info = json.loads((tmp_path / "d4" / "dataset.json").read_text())
-    assert info["preprocessing"]["exposure_key"] == 0.5
+    name = f"X_{r['split']}/{r['split']}/{r['id']}.tif"
+    x3, x4 = (tifffile.imread(tmp_path / d / name) for d in ("d3", "d4"))
+    prep = Preprocessing.from_dict(
+        json.loads((tmp_path / "d4" / "dataset.json").read_text())["preprocessing"])
+    assert prep.exposure_key is None
+    np.testing.assert_allclose(prep.invert(x4), prep.invert(x3) * 32, rtol=1e-4, atol=1e-5)
 
 
 def test_float16_and_compression_store_the_same_values(ldr_set, ldr_build, tmp_path):
