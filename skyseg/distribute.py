@@ -26,24 +26,30 @@ Failures: TensorFlow's coordination service notices a worker that stopped
 others; a worker that hangs is caught by the collective timeout
 (``collective_timeout``). Either way the survivors stop with a
 :class:`DistributedError` naming the cause; ``--resume`` continues from the
-last finished epoch once all workers are started again.
+last finished epoch once all workers are started again. A worker that never
+starts (a wrong host or port in ``TF_CONFIG``, a job array task that did not
+run) is caught by :func:`join_watchdog`: TensorFlow would wait for it for an
+hour inside the strategy's constructor, deaf to SIGTERM, so after the same
+timeout a watcher process writes the error and kills the worker.
 
 The module imports without TensorFlow; the functions that need it take it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 
 from skyseg.errors import ConfigError, SkysegError
 
 __all__ = ["STRATEGIES", "Cluster", "DistributedError", "read_cluster", "check_strategy",
-           "make_strategy", "global_steps", "fit_inputs", "agree", "AgreedBudget",
-           "worker_lost"]
+           "make_strategy", "join_watchdog", "global_steps", "fit_inputs", "agree",
+           "AgreedBudget", "worker_lost"]
 
 logger = logging.getLogger("skyseg")
 
@@ -64,11 +70,13 @@ class Cluster:
         workers: processes training together (chief included).
         rank: this process's number, 0 for the chief.
         task: ``"worker:1"`` style name for messages.
+        addresses: every task's ``host:port`` (chief first), for messages.
     """
 
     workers: int
     rank: int
     task: str
+    addresses: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def chief(self) -> bool:
@@ -112,7 +120,8 @@ def read_cluster(environ=None) -> Cluster | None:
     if total < 2:
         return None
     rank = index if kind == "chief" else len(chiefs) + index
-    return Cluster(workers=total, rank=rank, task=f"{kind}:{index}")
+    return Cluster(workers=total, rank=rank, task=f"{kind}:{index}",
+                   addresses=tuple(str(address) for address in chiefs + workers))
 
 
 def check_strategy(strategy: str, collective_timeout: float | None,
@@ -179,6 +188,59 @@ def make_strategy(tf, strategy: str, cluster: Cluster | None,
         logger.info("training on %d GPUs (MirroredStrategy)", len(gpus))
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+#: The watchdog of :func:`join_watchdog`, run as ``python -c`` beside the worker:
+#: argv = parent pid, seconds, message. The parent closing stdin (or dying) ends it.
+_WATCHER = """
+import os, select, signal, sys
+pid, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+ready, _, _ = select.select([sys.stdin], [], [], seconds)
+if not ready:
+    sys.stderr.write(message + "\\n")
+    sys.stderr.flush()
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+@contextlib.contextmanager
+def join_watchdog(cluster: Cluster | None, timeout: float | None = None, *,
+                  prog: str = "skyseg train"):
+    """Kill this process if the block (forming the cluster) outlasts ``timeout`` seconds.
+
+    ``MultiWorkerMirroredStrategy()`` waits for every task of ``TF_CONFIG``
+    to connect; for a task that never starts it waits for an hour inside
+    TensorFlow, holding the interpreter (no Python thread or signal handler
+    runs) and ignoring SIGTERM. So a small watcher process waits beside it:
+    when the block has not finished after ``timeout`` (None:
+    :data:`DEFAULT_COLLECTIVE_TIMEOUT`), it writes ``PROG: error: MESSAGE``
+    (the CLI's form) to stderr and kills this process (SIGKILL: exit status
+    137 in a shell). Nothing of the run folder is written before the cluster
+    forms, so nothing is left half-written. POSIX only (elsewhere: no watchdog).
+
+    Args:
+        cluster: from :func:`check_strategy`; None: no watchdog.
+        timeout: seconds.
+        prog: the command named in the message.
+    """
+    if cluster is None or os.name != "posix":
+        yield
+        return
+    import subprocess
+
+    timeout = DEFAULT_COLLECTIVE_TIMEOUT if timeout is None else float(timeout)
+    message = (f"{prog}: error: {cluster.task} of {cluster.workers} workers: the cluster did "
+               f"not form within {timeout:g} s (a task of TF_CONFIG never started or cannot "
+               f"be reached: {', '.join(cluster.addresses) or 'see TF_CONFIG'}); start every "
+               "worker with the same TF_CONFIG and its own task index (or raise "
+               "--collective-timeout), then run them again")
+    watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), str(timeout),
+                                message], stdin=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        watcher.stdin.close()
+        watcher.wait()
 
 
 def global_steps(batches: int, cluster: Cluster | None) -> int:

@@ -550,11 +550,14 @@ def _train_with_keras(settings: RunSettings, state: dict | None, place: _RunPlac
     keras = import_keras()
     import tensorflow as tf
 
-    # The multi-worker strategy must come before any other TensorFlow work.
-    distribution = distribute.make_strategy(tf, place.strategy, place.cluster,
-                                            place.collective_timeout)
+    # The multi-worker strategy must come before any other TensorFlow work; it
+    # waits for every worker, and the first collective confirms they all came.
     initial_epoch = state["epoch"] if state else 0
-    distribute.agree(tf, distribution, place.cluster, initial_epoch, "the epoch to resume after")
+    with distribute.join_watchdog(place.cluster, place.collective_timeout):
+        distribution = distribute.make_strategy(tf, place.strategy, place.cluster,
+                                                place.collective_timeout)
+        distribute.agree(tf, distribution, place.cluster, initial_epoch,
+                         "the epoch to resume after")
     out_dir = place.out_dir
     # Other workers save what the chief saves (the saves hold collectives), but here.
     record_dir = out_dir if place.writes else Path(tempfile.mkdtemp(prefix="skyseg-worker-"))
@@ -1430,7 +1433,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(--batch-size per worker; the chief writes --out)")
     parser.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
                         help="multi-worker: stop when an all-reduce waits longer than this "
-                             "for another worker (default 600)")
+                             "for another worker, or the workers have not all joined after "
+                             "this (default 600)")
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                         help="repeatable TensorFlow ops (default: on CPUs, off on GPUs, where "
                              "the U-Net's up-sampling gradient has no deterministic kernel)")

@@ -82,6 +82,36 @@ def test_auto_becomes_multi_worker_with_a_cluster(monkeypatch):
     assert check_strategy("mirrored", None) is None
 
 
+def _watched(seconds_inside: float, timeout: float) -> subprocess.CompletedProcess:
+    """A process that spends ``seconds_inside`` in a join watchdog of ``timeout`` seconds."""
+    code = ("import sys, time\n"
+            "from skyseg.distribute import join_watchdog, read_cluster\n"
+            f"cluster = read_cluster({{'TF_CONFIG': {tf_config([5001, 5002], 1)!r}}})\n"
+            f"with join_watchdog(cluster, {timeout}):\n"
+            f"    time.sleep({seconds_inside})\n"
+            "print('after the block')\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+
+
+def test_join_watchdog_kills_a_worker_whose_cluster_never_forms():
+    assert read_cluster({"TF_CONFIG": tf_config([5001, 5002], 1)}).addresses == (
+        "127.0.0.1:5001", "127.0.0.1:5002")
+    started = time.monotonic()
+    # The block outlasts the timeout (TensorFlow waiting for a worker that never came).
+    hung = _watched(30, 1)
+    assert hung.returncode == -signal.SIGKILL and time.monotonic() - started < 20
+    assert "after the block" not in hung.stdout
+    message = hung.stderr.strip().splitlines()[-1]
+    assert message.startswith("skyseg train: error: worker:1 of 2 workers: the cluster did not "
+                              "form within 1 s")
+    assert "127.0.0.1:5001, 127.0.0.1:5002" in message and "same TF_CONFIG" in message
+    # A cluster that forms in time: the watcher goes away and the worker goes on.
+    quick = _watched(0.2, 5)
+    assert quick.returncode == 0 and "after the block" in quick.stdout
+    assert "error" not in quick.stderr
+
+
 def test_global_steps_share_the_batches():
     assert global_steps(9, None) == 9
     assert global_steps(9, Cluster(2, 0, "worker:0")) == 4
@@ -179,6 +209,24 @@ def test_two_workers_train_and_only_the_chief_writes(data, tmp_path):
     assert "resuming after epoch 2" in logs[1]
     assert not other.exists()
     assert not list(run_dir.glob("*worker*"))
+
+
+@pytest.mark.slow
+def test_a_worker_alone_stops_when_the_other_never_starts(data, tmp_path):
+    # Only worker 0 of two starts: TensorFlow alone would wait an hour for worker 1.
+    env = dict(os.environ, TF_CONFIG=tf_config(free_ports(2), 0),
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    options = [option if option != "60" else "8" for option in TRAIN_OPTIONS]
+    started = time.monotonic()
+    process = subprocess.run(
+        [sys.executable, "-m", "skyseg", "train", "--strategy", "multi-worker", "--data",
+         str(data), "--out", str(tmp_path / "run"), *options],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=PROCESS_TIMEOUT)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+    assert time.monotonic() - started < 120
+    errors = [line for line in process.stderr.splitlines() if "skyseg train: error:" in line]
+    assert errors and "the cluster did not form within 8 s" in errors[-1], process.stderr[-3000:]
+    assert not (tmp_path / "run" / "model_last.h5").exists()
 
 
 @pytest.mark.slow
