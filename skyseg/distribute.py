@@ -215,8 +215,9 @@ def join_watchdog(cluster: Cluster | None, timeout: float | None = None, *,
     when the block has not finished after ``timeout`` (None:
     :data:`DEFAULT_COLLECTIVE_TIMEOUT`), it writes ``PROG: error: MESSAGE``
     (the CLI's form) to stderr and kills this process (SIGKILL: exit status
-    137 in a shell). Nothing of the run folder is written before the cluster
-    forms, so nothing is left half-written. POSIX only (elsewhere: no watchdog).
+    137 in a shell). By then the chief has written only the run folder's
+    ``config.json`` and ``preprocessing.json`` (whole files), so the workers
+    start again with ``--resume``. POSIX only (elsewhere: no watchdog).
 
     Args:
         cluster: from :func:`check_strategy`; None: no watchdog.
@@ -233,7 +234,7 @@ def join_watchdog(cluster: Cluster | None, timeout: float | None = None, *,
                f"not form within {timeout:g} s (a task of TF_CONFIG never started or cannot "
                f"be reached: {', '.join(cluster.addresses) or 'see TF_CONFIG'}); start every "
                "worker with the same TF_CONFIG and its own task index (or raise "
-               "--collective-timeout), then run them again")
+               "--collective-timeout), then start them all again with --resume")
     watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), str(timeout),
                                 message], stdin=subprocess.PIPE)
     try:

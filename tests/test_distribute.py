@@ -226,7 +226,10 @@ def test_a_worker_alone_stops_when_the_other_never_starts(data, tmp_path):
     assert time.monotonic() - started < 120
     errors = [line for line in process.stderr.splitlines() if "skyseg train: error:" in line]
     assert errors and "the cluster did not form within 8 s" in errors[-1], process.stderr[-3000:]
-    assert not (tmp_path / "run" / "model_last.h5").exists()
+    assert "start them all again with --resume" in errors[-1]
+    # Only whole files: the run's settings, no weights.
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [
+        "config.json", "preprocessing.json"]
 
 
 @pytest.mark.slow
