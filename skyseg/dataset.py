@@ -56,8 +56,12 @@ import numpy as np
 
 from skyseg.errors import ConfigError, DatasetError, SkysegError
 from skyseg.io import (
+    DEFAULT_MAX_PIXELS,
     TEMP_MARKER,
+    add_max_pixels_argument,
     atomic_output,
+    check_image_size,
+    check_max_pixels,
     find_images,
     read_image,
     read_image_info,
@@ -151,6 +155,7 @@ class _Settings:
     id_digits: int
     preprocessing: dict
     ignore_sky_gaps: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -473,7 +478,7 @@ def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
     # TensorFlow first: image n of a long build reads with TensorFlow loaded,
     # so a one-image build then shows the same peak memory.
     import_tensorflow()
-    image, info = read_image(path, return_info=True)
+    image, info = read_image(path, return_info=True, max_pixels=settings.max_pixels)
     if (info.height, info.width) != (item.height, item.width):
         raise DatasetError(f"{path}: header says {item.width}x{item.height} but the pixels are "
                            f"{info.width}x{info.height}; the file is damaged")
@@ -685,6 +690,7 @@ def build_dataset(
     combine: Sequence[str | os.PathLike] = (),
     ignore_sky_gaps: bool = False,
     exposure_key: float | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> BuildResult:
     """Cut the labelled images of ``images_dir`` into the patch dataset ``out_dir``.
 
@@ -740,6 +746,8 @@ def build_dataset(
             HDR files of different sources do not share. None: the given
             ``preprocessing``'s (default: absolute radiance); 0: absolute
             radiance.
+        max_pixels: images whose header claims more pixels are skipped and
+            listed, before any is decoded (None: no limit).
 
     Returns:
         a :class:`BuildResult`; ``result.exit_code`` is 1 when images were skipped.
@@ -762,6 +770,7 @@ def build_dataset(
         raise ConfigError("give either --shard (build one block) or --combine (gather the "
                           "blocks), not both")
     exposure_key = check_exposure_key(exposure_key)
+    max_pixels = check_max_pixels(max_pixels)
     if like is not None:
         if exposure_key is not None:
             raise ConfigError(f"--exposure-key comes from --like {like}; leave --exposure-key "
@@ -795,7 +804,8 @@ def build_dataset(
     splits_plan = _plan_splits(candidates, list_assignment, split_files, fractions, seed=seed,
                                group_pattern=group_pattern, report=report,
                                source=f"{images_dir} with {coco}")
-    headers, mode = _read_headers(candidates, splits_plan.assignment, mode, images_dir, report)
+    headers, mode = _read_headers(candidates, splits_plan.assignment, mode, images_dir, report,
+                                  max_pixels)
     patch_size, stride = _patch_options(mode, patch_size, stride)
     if preprocessing is None:
         preprocessing = Preprocessing(mode=mode)
@@ -829,7 +839,7 @@ def build_dataset(
 
     settings = _Settings(str(out_dir), str(coco), sky_categories, non_sky_categories, mode,
                          patch_size, stride, dtype, compression, int(seed), digits,
-                         preprocessing.to_dict(), bool(ignore_sky_gaps))
+                         preprocessing.to_dict(), bool(ignore_sky_gaps), max_pixels)
     logger.info("building %d image(s), %d patches of %d px (stride %d), %s mode, %s",
                 len(pending), sum(item.count for item in pending), patch_size, stride, mode,
                 dtype)
@@ -916,13 +926,15 @@ def _plan_splits(candidates, list_assignment, split_files, fractions, *, seed, g
 
 
 def _read_headers(candidates, assignment: dict, mode: str | None, images_dir: Path,
-                  report: BatchReport) -> tuple[list, str]:
+                  report: BatchReport, max_pixels: int | None) -> tuple[list, str]:
     """``[(path, stem, ImageInfo)]`` of the assigned images of the mode, and the mode
-    (from the images when None); unreadable or other-mode images go into ``report``."""
+    (from the images when None); unreadable, too large (``max_pixels``) or other-mode
+    images go into ``report``."""
     headers = []
     for path, stem in progress([(p, s) for p, s in candidates if s in assignment],
                                desc="headers", unit="image"):
         try:
+            check_image_size(path, max_pixels)
             headers.append((path, stem, read_image_info(path)))
         except SkysegError as exc:
             report.failed(path.name, exc)
@@ -1182,6 +1194,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gather the images built by --shard runs (same inputs and "
                              "options) into --out, build what none finished, write the "
                              "manifest and statistics")
+    add_max_pixels_argument(parser)
     parser.add_argument("--ignore-sky-gaps", action="store_true",
                         help="leave sky-coloured not-sky pixels in small or textured regions "
                              "next to sky (sky between bare branches, labelled tree by some, "
@@ -1200,6 +1213,7 @@ def run(args: argparse.Namespace) -> int:
         non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
         like=args.like, shard=parse_shard(args.shard), combine=args.combine or (),
         ignore_sky_gaps=args.ignore_sky_gaps, exposure_key=args.exposure_key,
+        max_pixels=args.max_pixels or None,
     )
     return report_dataset(result)
 

@@ -80,6 +80,7 @@ from skyseg.cli import stage_main
 from skyseg.errors import ConfigError, ModelError, SkysegError
 from skyseg.io import (
     DEFAULT_MAX_PIXELS,
+    add_max_pixels_argument,
     check_max_pixels,
     find_images,
     prepare_output_folder,
@@ -945,10 +946,7 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-side", type=int, default=None, metavar="N",
                        help="run the network on the image shrunk to at most N pixels on its "
                             "long side (after the run's scale; refined back to full size)")
-    group.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS, metavar="N",
-                       help="refuse, before decoding, images with more pixels than this "
-                            f"(default {DEFAULT_MAX_PIXELS:.0e}: 16384x8192 panoramas pass; "
-                            "0: no limit)")
+    add_max_pixels_argument(group)
 
 
 def default_prediction_options(**values) -> dict:

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from skyseg.errors import ConfigError, SkysegError
-from skyseg.io import find_images, read_image, write_jpeg
+from skyseg.io import (
+    DEFAULT_MAX_PIXELS,
+    add_max_pixels_argument,
+    check_max_pixels,
+    find_images,
+    read_image,
+    write_jpeg,
+)
 from skyseg.log import BatchReport, logger, progress
 from skyseg.overlay import resize_uint8
 from skyseg.preprocess import tonemap
@@ -28,16 +35,18 @@ CLI_HELP = "tonemapped JPG previews of HDR images, to label in Label Studio"
 
 
 def make_preview(path: str | os.PathLike, *, max_size: int | None = None,
-                 exposure_ev: float = 0.0) -> np.ndarray:
+                 exposure_ev: float = 0.0,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The preview of one image: uint8 (h, w, 3) sRGB.
 
     Raises:
-        ImageReadError: the image cannot be read.
+        ImageReadError: the image cannot be read (ImageTooLargeError: its
+            header claims more than ``max_pixels`` pixels; None: no limit).
 
     Example:
         >>> preview = make_preview("pano.exr", max_size=2048)  # doctest: +SKIP
     """
-    image, info = read_image(path, return_info=True)
+    image, info = read_image(path, return_info=True, max_pixels=max_pixels)
     display = tonemap(image, is_hdr=info.is_hdr, exposure_ev=exposure_ev)
     del image
     return resize_uint8(display, max_size)
@@ -45,16 +54,20 @@ def make_preview(path: str | os.PathLike, *, max_size: int | None = None,
 
 def make_previews(inputs, out_dir: str | os.PathLike, *, max_size: int | None = None,
                   exposure_ev: float = 0.0, quality: int = 92,
-                  overwrite: bool = False) -> BatchReport:
+                  overwrite: bool = False,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> BatchReport:
     """Write ``<stem>.jpg`` previews of ``inputs`` (files, folders, globs) into ``out_dir``.
 
     A preview newer than its source is kept unless ``overwrite``. Bad files
-    are reported in the returned :class:`~skyseg.log.BatchReport`; the others
-    are written.
+    (and files whose header claims more than ``max_pixels`` pixels; None: no
+    limit) are reported in the returned :class:`~skyseg.log.BatchReport`; the
+    others are written.
 
     Raises:
-        ConfigError: ``max_size`` below 16 or ``quality`` outside 1..100.
+        ConfigError: ``max_size`` below 16, ``quality`` outside 1..100, a bad
+            ``max_pixels``.
     """
+    max_pixels = check_max_pixels(max_pixels)
     if max_size is not None and max_size < 16:
         raise ConfigError(f"--max-size must be at least 16 pixels, got {max_size}")
     if not 1 <= quality <= 100:
@@ -79,7 +92,8 @@ def make_previews(inputs, out_dir: str | os.PathLike, *, max_size: int | None = 
                     and target.stat().st_mtime >= path.stat().st_mtime):
                 logger.debug("%s: preview is up to date", target)
             else:
-                write_jpeg(target, make_preview(path, max_size=max_size, exposure_ev=exposure_ev),
+                write_jpeg(target, make_preview(path, max_size=max_size, exposure_ev=exposure_ev,
+                                                 max_pixels=max_pixels),
                            quality=quality)
             report.succeeded(path)
         except SkysegError as exc:
@@ -99,12 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality", type=int, default=92, help="JPEG quality 1..100")
     parser.add_argument("--overwrite", action="store_true",
                         help="rewrite previews that are newer than their source")
+    add_max_pixels_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     report = make_previews(args.inputs, args.out, max_size=args.max_size,
                            exposure_ev=args.exposure_ev, quality=args.quality,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, max_pixels=args.max_pixels or None)
     return report_previews(report, args.out)
 
 

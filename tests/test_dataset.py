@@ -592,6 +592,21 @@ def test_cli_builds_and_lists_failures_exit_1(cli, tmp_path):
     assert (tmp_path / "d" / "dataset.json").is_file()
 
 
+def test_images_above_max_pixels_are_skipped_and_listed(cli, tmp_path):
+    coco, images = make_labelled_set(tmp_path, [("a", 20, 30), ("b", 24, 18), ("big", 40, 70)])
+    proc = cli("build-dataset", "--coco", coco, "--images", images, "--out", tmp_path / "d",
+               "--patch-size", "16", "--stride", "10", "--mode", "ldr", "--split", "0.5,0.5",
+               "--max-pixels", "1000")
+    assert proc.returncode == 1, proc.stderr
+    failed = [line for line in proc.stderr.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "big.png: 70x40 pixels" in failed[0]
+    assert "--max-pixels 1000" in failed[0]
+    assert {row["source"] for row in read_manifest(tmp_path / "d")} == {"a.png", "b.png"}
+    proc = cli("build-dataset", "--coco", coco, "--images", images, "--out", tmp_path / "e",
+               "--max-pixels", "0.5")
+    assert proc.returncode == 2 and "--max-pixels must be a positive whole number" in proc.stderr
+
+
 # ----------------------------------------------------------------------------- real data
 
 def test_camvid_frames_line_up(tmp_path):

@@ -59,6 +59,21 @@ def test_damaged_input_among_good_ones(tmp_path, rng, cli):
     assert f"FAILED {tmp_path / 'bad.exr'}: damaged" in result.stderr
 
 
+def test_image_above_max_pixels_is_refused_and_the_others_written(tmp_path, rng, cli):
+    write_exr(tmp_path / "big.exr", _scene(rng))  # 96x48 = 4608 pixels
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(tmp_path / "small.png")
+    result = cli("previews", tmp_path / "big.exr", tmp_path / "small.png", "--out",
+                 tmp_path / "out", "--max-pixels", 1000)
+    assert result.returncode == 1, result.stderr
+    assert (tmp_path / "out" / "small.jpg").is_file() and not (tmp_path / "out" / "big.jpg").exists()
+    assert "96x48 pixels" in result.stderr and "--max-pixels 1000" in result.stderr
+    # 0: no limit; a bad value is one line naming the option.
+    assert make_previews([tmp_path / "big.exr"], tmp_path / "all", max_pixels=None).exit_code == 0
+    result = cli("previews", tmp_path / "big.exr", "--out", tmp_path / "out", "--max-pixels", -3)
+    assert result.returncode == 2 and "--max-pixels must be a positive whole number" in \
+        result.stderr
+
+
 def test_name_clash_is_reported(tmp_path, rng):
     write_exr(tmp_path / "a.exr", _scene(rng))
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")

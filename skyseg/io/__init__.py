@@ -39,6 +39,7 @@ __all__ = [
     "read_image_info",
     "check_image_size",
     "check_max_pixels",
+    "add_max_pixels_argument",
     "DEFAULT_MAX_PIXELS",
     "find_images",
     "repair_nonfinite",
@@ -211,6 +212,15 @@ def check_max_pixels(max_pixels) -> int | None:
         raise ConfigError(f"--max-pixels must be a positive whole number of pixels, got "
                           f"{max_pixels!r}; e.g. 300e6 accepts 16384x8192 panoramas")
     return int(max_pixels)
+
+
+def add_max_pixels_argument(parser) -> None:
+    """``--max-pixels N`` on an argparse parser (or group): the same option in every stage
+    that reads images (``args.max_pixels``; 0 means no limit: pass ``args.max_pixels or None``)."""
+    parser.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="refuse, before decoding, images with more pixels than this "
+                             f"(default {DEFAULT_MAX_PIXELS:.0e}: 16384x8192 panoramas pass; "
+                             "0: no limit)")
 
 
 def _header_size(path: Path, fmt: str) -> tuple[int, int]:
