@@ -29,7 +29,16 @@ from skyseg.annotations import (
     match_images,
 )
 from skyseg.errors import ImageReadError, SkysegError
-from skyseg.io import IMAGE_SUFFIXES, read_image, read_image_info, write_png
+from skyseg.io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    add_max_pixels_argument,
+    check_image_size,
+    check_max_pixels,
+    read_image,
+    read_image_info,
+    write_png,
+)
 from skyseg.log import BatchReport, logger, progress
 from skyseg.overlay import tint
 from skyseg.preprocess import tonemap
@@ -51,12 +60,13 @@ def _up_to_date(targets: list[Path], sources: list[Path]) -> bool:
 
 
 def _export_one(labels: CocoLabels, path: Path, stem: str, mask_path: Path,
-                labels_path: Path | None) -> None:
+                labels_path: Path | None, max_pixels: int | None) -> None:
+    check_image_size(path, max_pixels)  # a giant mask is as much memory as the image
     info = read_image_info(path)
     mask = labels.mask(stem, info.height, info.width)
     overlay = None
     if labels_path is not None:
-        image, full_info = read_image(path, return_info=True)
+        image, full_info = read_image(path, return_info=True, max_pixels=max_pixels)
         if image.shape[:2] != mask.shape:
             raise ImageReadError(f"{path}: the header says {info.width}x{info.height} but the "
                                  f"pixels are {image.shape[1]}x{image.shape[0]}; the file is "
@@ -74,7 +84,8 @@ def _export_one(labels: CocoLabels, path: Path, stem: str, mask_path: Path,
 def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.PathLike,
                  out_dir: str | os.PathLike, *, sky_categories=DEFAULT_SKY_CATEGORIES,
                  non_sky_categories=DEFAULT_NON_SKY_CATEGORIES, mode: str | None = None,
-                 labels_overlay: bool = True, overwrite: bool = False) -> BatchReport:
+                 labels_overlay: bool = True, overwrite: bool = False,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> BatchReport:
     """Write ``<stem>_mask.png`` (and ``<stem>_labels.png``) for each labelled image.
 
     Args:
@@ -90,6 +101,8 @@ def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.Path
             (reads and tonemaps every image; masks alone read headers only).
         overwrite: rewrite outputs newer than both the image and the COCO file
             (otherwise they are kept).
+        max_pixels: images whose header claims more pixels are listed as
+            failures, not decoded or masked (None: no limit).
 
     Returns:
         a :class:`~skyseg.log.BatchReport`: done = image paths written,
@@ -99,7 +112,8 @@ def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.Path
     Raises:
         AnnotationError: the COCO file is missing or malformed (see
             :func:`~skyseg.annotations.load_coco`).
-        ConfigError: ``images_dir`` is not a folder; bad category settings.
+        ConfigError: ``images_dir`` is not a folder; bad category settings; a
+            bad ``max_pixels``.
 
     Outputs: ``<stem>_mask.png`` uint8 (H, W) 0/255 at the size of the image
     on disk; ``<stem>_labels.png`` uint8 (H, W, 3).
@@ -109,6 +123,7 @@ def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.Path
         >>> report.exit_code  # doctest: +SKIP
         0
     """
+    max_pixels = check_max_pixels(max_pixels)
     labels = coco if isinstance(coco, CocoLabels) else load_coco(
         coco, sky_categories=sky_categories, non_sky_categories=non_sky_categories)
     images_dir, out_dir = Path(images_dir), Path(out_dir)
@@ -133,7 +148,7 @@ def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.Path
             if not overwrite and _up_to_date(targets, [path, labels.path]):
                 logger.debug("%s: masks are up to date", stem)
             else:
-                _export_one(labels, path, stem, mask_path, labels_path)
+                _export_one(labels, path, stem, mask_path, labels_path, max_pixels)
             report.succeeded(path)
         except SkysegError as exc:
             report.failed(path, exc)
@@ -170,6 +185,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(faster: reads image headers only)")
     parser.add_argument("--overwrite", action="store_true",
                         help="rewrite outputs that are newer than their image and the COCO file")
+    add_max_pixels_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         non_sky_categories=tuple(getattr(args, "non_sky_categories",
                                          DEFAULT_NON_SKY_CATEGORIES)),
         mode=getattr(args, "mode", None), labels_overlay=getattr(args, "labels_overlay", True),
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, max_pixels=args.max_pixels or None,
     )
     logger.info("masks in %s", args.out)
     return report.exit_code

@@ -279,6 +279,19 @@ def test_cli_damaged_image(project, run_main):
     assert not (project["out"] / "a_mask.png").exists()
 
 
+def test_cli_images_above_max_pixels_are_listed_not_masked(project, run_main):
+    # a.png is 10x8 = 80 pixels; with --no-labels-overlay nothing would be decoded either.
+    code, err = run_main("masks", "--coco", project["coco"], "--images", project["images"],
+                         "--out", project["out"], "--max-pixels", 79, "--no-labels-overlay")
+    assert code == 1
+    assert "a.png: 10x8 pixels" in err and "--max-pixels 79" in err
+    assert not list(project["out"].glob("*_mask.png"))
+    code, err = run_main("masks", "--coco", project["coco"], "--images", project["images"],
+                         "--out", project["out"], "--max-pixels", 0)
+    assert code == 0, err
+    check_outputs(project["out"], "abc")
+
+
 def test_cli_labels_of_another_picture(project, run_main):
     data = project["data"]
     data["images"][0].update(width=100, height=20)  # a.png is 10x8: not a scaled copy
