@@ -60,11 +60,11 @@ from skyseg.io import (
     TEMP_MARKER,
     add_max_pixels_argument,
     atomic_output,
-    check_image_size,
     check_max_pixels,
     find_images,
     read_image,
     read_image_info,
+    refuse_too_large,
     write_bytes,
     write_png,
     write_text,
@@ -934,8 +934,9 @@ def _read_headers(candidates, assignment: dict, mode: str | None, images_dir: Pa
     for path, stem in progress([(p, s) for p, s in candidates if s in assignment],
                                desc="headers", unit="image"):
         try:
-            check_image_size(path, max_pixels)
-            headers.append((path, stem, read_image_info(path)))
+            info = read_image_info(path)
+            refuse_too_large(path, info.height, info.width, max_pixels)
+            headers.append((path, stem, info))
         except SkysegError as exc:
             report.failed(path.name, exc)
     if not headers:

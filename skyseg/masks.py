@@ -33,10 +33,10 @@ from skyseg.io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     add_max_pixels_argument,
-    check_image_size,
     check_max_pixels,
     read_image,
     read_image_info,
+    refuse_too_large,
     write_png,
 )
 from skyseg.log import BatchReport, logger, progress
@@ -61,8 +61,9 @@ def _up_to_date(targets: list[Path], sources: list[Path]) -> bool:
 
 def _export_one(labels: CocoLabels, path: Path, stem: str, mask_path: Path,
                 labels_path: Path | None, max_pixels: int | None) -> None:
-    check_image_size(path, max_pixels)  # a giant mask is as much memory as the image
     info = read_image_info(path)
+    # A giant mask is as much memory as the image: refuse it from the header.
+    refuse_too_large(path, info.height, info.width, max_pixels)
     mask = labels.mask(stem, info.height, info.width)
     overlay = None
     if labels_path is not None:

@@ -40,6 +40,7 @@ __all__ = [
     "check_image_size",
     "check_max_pixels",
     "add_max_pixels_argument",
+    "refuse_too_large",
     "DEFAULT_MAX_PIXELS",
     "find_images",
     "repair_nonfinite",
@@ -258,14 +259,22 @@ def check_image_size(path: str | os.PathLike, max_pixels: int | None = DEFAULT_M
         height, width = _header_size(path, fmt or image_format(path))
     except ImageReadError:
         return None
-    if height * width > max_pixels:
-        raise ImageTooLargeError(
-            f"{path}: {width}x{height} pixels ({height * width / 1e6:.0f} MP) is more than "
-            f"--max-pixels {max_pixels} ({max_pixels / 1e6:.0f} MP); it was not decoded: "
-            "shrink the image or raise --max-pixels if the machine has the memory "
-            f"(about {height * width * 16 / 1e9:.1f} GB for this one)"
-        )
+    refuse_too_large(path, height, width, max_pixels)
     return height, width
+
+
+def refuse_too_large(path: str | os.PathLike, height: int, width: int,
+                     max_pixels: int | None) -> None:
+    """Raise :class:`ImageTooLargeError` when ``height x width`` (from a header already
+    read) is more than ``max_pixels`` (None: no limit); the message names ``--max-pixels``."""
+    if max_pixels is None or height * width <= max_pixels:
+        return
+    raise ImageTooLargeError(
+        f"{path}: {width}x{height} pixels ({height * width / 1e6:.0f} MP) is more than "
+        f"--max-pixels {max_pixels} ({max_pixels / 1e6:.0f} MP); it was not decoded: "
+        "shrink the image or raise --max-pixels if the machine has the memory "
+        f"(about {height * width * 16 / 1e9:.1f} GB for this one)"
+    )
 
 
 def read_image(path: str | os.PathLike, *, return_info: bool = False,
