@@ -56,3 +56,54 @@ def test_label_convention_counts_sky_between_branches_labelled_tree():
     assert 0.9 * gaps <= alike_tree <= gaps
     assert alike_sky == 0
     assert sky_sky == 150 * 300 and sky_tree == 150 * 300 - 16 * 150
+
+
+def test_demo_levels_measure_exposure_sky_and_its_lead_over_the_ground():
+    check = _script("check_demo_levels")
+    image = np.full((40, 80, 3), 0.25, np.float32)  # ground: 2 stops below 1
+    image[:10] = 4.0  # sky: 2 stops above 1
+    image[0, 0] = np.nan  # damaged pixels count as black, not as NaN
+    sky = np.zeros((40, 80), bool)
+    sky[:10] = True
+    values = check.levels(image, sky)
+    assert values["sky"] == pytest.approx(2.0)
+    assert values["sky_minus_ground"] == pytest.approx(4.0)
+    expected = (10 * 80 * 2.0 + 30 * 80 * -2.0 - 2.0 + np.log2(check.FLOOR)) / (40 * 80)
+    assert values["exposure"] == pytest.approx(expected)
+    assert np.isnan(check.levels(image, np.ones((40, 80), bool))["sky_minus_ground"])
+    # Unlabelled: the top rows stand in for the sky, the bottom half for the ground.
+    real = check.real_levels(image, top_rows=8)
+    assert real["sky"] == pytest.approx(2.0) and real["sky_minus_ground"] == pytest.approx(4.0)
+    assert check.darker_share(0.0, [-3.0, -1.0, 1.0, 2.0]) == 0.5
+    assert np.isnan(check.darker_share(0.0, []))
+
+
+def test_demo_levels_place_real_panoramas_among_the_demo_scenes(tmp_path, capsys):
+    from skyseg.demo import make_demo_data
+    from skyseg.io import write_hdr
+
+    check = _script("check_demo_levels")
+    demo = tmp_path / "demo"
+    make_demo_data(demo, scenes=4, width=64, seed=3)  # town, indoor, seam, overcast
+    real = tmp_path / "real"
+    (real / "outdoor").mkdir(parents=True)
+    (real / "indoor").mkdir()
+    bright = np.full((32, 64, 3), 64.0, np.float32)  # brighter than any demo scene
+    bright[16:] = 8.0
+    write_hdr(real / "outdoor" / "bright.hdr", bright)
+    write_hdr(real / "indoor" / "dark.hdr", np.full((32, 64, 3), 1e-5, np.float32))
+    assert check.main([str(demo), "--data", str(real)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    themes = sorted(line.split()[1] for line in lines if line.startswith("demo "))
+    assert themes == ["indoor", "overcast", "seam", "town"]
+    bright_line = next(line for line in lines if "outdoor/bright" in line)
+    assert bright_line.endswith("of the demo's outdoor scenes darker")
+    assert bright_line.split("%")[0].split()[-1] == "100"  # brighter than every demo scene
+    assert "+3.00" in bright_line  # the top band is 3 stops above the ground
+    dark_line = next(line for line in lines if "indoor/dark" in line)
+    assert dark_line.split("%")[0].split()[-1] == "0"  # darker than every demo room
+    # Folders that cannot be used: one line naming the fix, status 2.
+    assert check.main([str(real), "--data", str(real)]) == 2
+    assert "skyseg demo-data --out DIR" in capsys.readouterr().err
+    assert check.main([str(demo), "--data", str(tmp_path / "none")]) == 2
+    assert "pass --data DIR" in capsys.readouterr().err
