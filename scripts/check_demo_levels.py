@@ -47,9 +47,10 @@ FLOOR = 1e-6
 
 def log_luminance(image: np.ndarray) -> np.ndarray:
     """log2 of the Rec. 709 luminance of linear RGB (H, W, 3); NaN/Inf as 0, floored."""
-    clean = np.nan_to_num(np.asarray(image, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lum = clean[..., 0] * 0.2126 + clean[..., 1] * 0.7152 + clean[..., 2] * 0.0722
-    return np.log2(np.maximum(lum, FLOOR))
+    from skyseg.preprocess import luminance
+
+    clean = np.nan_to_num(np.asarray(image, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.log2(np.maximum(luminance(clean), FLOOR).astype(np.float64))
 
 
 def levels(image: np.ndarray, sky: np.ndarray) -> dict:
