@@ -24,7 +24,8 @@ Usage::
 
 ``DEMO_DIR`` is a ``skyseg demo-data --out`` folder (the pipeline's
 ``outputs/demo/demo``); ``--data`` defaults to ``../shared/data/real-hdri``.
-Exit status 0, or 2 when a folder cannot be used.
+Exit status 0; 1 when a real panorama could not be read (the others are
+still printed, the failures listed at the end); 2 when a folder cannot be used.
 """
 
 from __future__ import annotations
@@ -70,13 +71,12 @@ def levels(image: np.ndarray, sky: np.ndarray) -> dict:
 def real_levels(image: np.ndarray, top_rows: int) -> dict:
     """:func:`levels` of an unlabelled panorama: its top rows as the sky, its bottom half as
     the ground (the band between is left out)."""
-    height = image.shape[0]
+    log_lum = log_luminance(image)
+    height = log_lum.shape[0]
     top_rows = max(1, min(top_rows, height // 2))
-    top = log_luminance(image[:top_rows])
-    bottom = log_luminance(image[height - height // 2:])
-    sky_median = float(np.median(top))
-    return {"exposure": float(log_luminance(image).mean()), "sky": sky_median,
-            "sky_minus_ground": sky_median - float(np.median(bottom))}
+    sky_median = float(np.median(log_lum[:top_rows]))
+    return {"exposure": float(log_lum.mean()), "sky": sky_median,
+            "sky_minus_ground": sky_median - float(np.median(log_lum[height - height // 2:]))}
 
 
 def darker_share(value: float, population: list[float]) -> float:
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"   {share:6.0%} of the demo's {group} scenes darker"))
     for failure in failures:
         print(f"check_demo_levels: skipped {failure}", file=sys.stderr)
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -102,6 +102,12 @@ def test_demo_levels_place_real_panoramas_among_the_demo_scenes(tmp_path, capsys
     assert "+3.00" in bright_line  # the top band is 3 stops above the ground
     dark_line = next(line for line in lines if "indoor/dark" in line)
     assert dark_line.split("%")[0].split()[-1] == "0"  # darker than every demo room
+    # A damaged panorama is listed at the end and gives status 1; the others are printed.
+    (real / "outdoor" / "broken.hdr").write_bytes(b"#?RADIANCE\nnot an image")
+    assert check.main([str(demo), "--data", str(real)]) == 1
+    captured = capsys.readouterr()
+    assert "outdoor/bright" in captured.out and "broken.hdr" in captured.err.splitlines()[-1]
+    (real / "outdoor" / "broken.hdr").unlink()
     # Folders that cannot be used: one line naming the fix, status 2.
     assert check.main([str(real), "--data", str(real)]) == 2
     assert "skyseg demo-data --out DIR" in capsys.readouterr().err
