@@ -63,6 +63,7 @@ _LAZY = {
     "train_model": "skyseg.train",
     "build_model": "skyseg.model",
     "load_run": "skyseg.model",
+    "ModelEnsemble": "skyseg.model",
     "PatchSequence": "skyseg.generators",
     "PatchBatches": "skyseg.generators",
     "Augmentation": "skyseg.augmentation",

@@ -70,6 +70,7 @@ from skyseg.predict import (
     check_options,
     load_for_cli,
     load_predictor,
+    model_label,
     overlay_background,
     predict_image,
     prediction_options,
@@ -408,7 +409,9 @@ def evaluate_model(
     """Predict every labelled image in ``images`` at full size and score it.
 
     Args:
-        model: a :class:`~skyseg.model.LoadedModel`, run folder or model file.
+        model: a :class:`~skyseg.model.LoadedModel`, run folder or model file
+            (or a list of them, or a :class:`~skyseg.model.ModelEnsemble`:
+            their probabilities averaged).
         images: folder of images (EXR/HDR/JPG/PNG/TIFF).
         masks: folder of truth masks (``<stem>_mask.png`` or ``<stem>.png``);
             or
@@ -501,7 +504,8 @@ def evaluate_model(
             else:
                 heapq.heapreplace(heap, entry)
     summary = summarise(rows)
-    summary.update(threshold=threshold, tolerance_px=tolerance, truth=source,
+    summary.update(model=model_label(loaded), threshold=threshold, tolerance_px=tolerance,
+                   truth=source,
                    ignore_sky_gaps=bool(ignore_sky_gaps),
                    missing_truth=missing, failed=[item for item, _ in report.failures],
                    options={k: v for k, v in options.items() if k != "show_progress"})

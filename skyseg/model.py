@@ -403,6 +403,49 @@ class LoadedModel:
     path: Path | None = None
 
 
+@dataclass
+class ModelEnsemble:
+    """Several models whose sky probabilities are averaged: an ensemble of runs.
+
+    Runs trained with different seeds disagree most where one of them is
+    wrong (a white ceiling, an overcast sky), so their mean probability is
+    steadier than any one of them. Each member predicts with its own
+    preprocessing and scale; all must be of one mode (HDR or LDR).
+
+    Attributes:
+        members: two or more :class:`LoadedModel`.
+
+    Example:
+        >>> ensemble = ModelEnsemble([load_run("runs/a"), load_run("runs/b")])  # doctest: +SKIP
+        >>> ensemble.preprocessing.mode  # doctest: +SKIP
+        'hdr'
+    """
+
+    members: list[LoadedModel]
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise ConfigError(f"an ensemble needs at least two models, got {len(self.members)}")
+        first = self.members[0]
+        for member in self.members[1:]:
+            if member.preprocessing.mode != first.preprocessing.mode:
+                raise ModelError(
+                    f"{member.path}: this {member.preprocessing.mode.upper()} model cannot join "
+                    f"the {first.preprocessing.mode.upper()} model {first.path} in an ensemble; "
+                    "average runs of one kind (all HDR or all LDR)"
+                )
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The first member's preprocessing (the mode is the same for all)."""
+        return self.members[0].preprocessing
+
+    @property
+    def path(self) -> Path | None:
+        """The first member's model file."""
+        return self.members[0].path
+
+
 def read_run_config(folder: str | os.PathLike, *, what: str = "",
                     error: type[Exception] = ConfigError) -> dict:
     """A run folder's ``config.json`` as a dict ({} when the folder has none).

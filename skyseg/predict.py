@@ -91,7 +91,7 @@ from skyseg.io import (
 )
 from skyseg.log import BatchReport, progress
 from skyseg.metrics import THRESHOLD
-from skyseg.model import PREPROCESSING_FILE, LoadedModel, load_run
+from skyseg.model import PREPROCESSING_FILE, LoadedModel, ModelEnsemble, load_run
 from skyseg.overlay import resize_mask, resize_uint8, tint
 from skyseg.preprocess import (
     Preprocessing,
@@ -267,23 +267,34 @@ def working_size(height: int, width: int, *, scale: float = 1.0,
     return size
 
 
-def load_predictor(model, *, mode: str | None = None, which: str = "best") -> LoadedModel:
+def load_predictor(model, *, mode: str | None = None,
+                   which: str = "best") -> LoadedModel | ModelEnsemble:
     """The model to predict with: a :class:`~skyseg.model.LoadedModel`, a run folder or a file.
 
     Args:
-        model: a ``LoadedModel`` (returned as is), a run folder of
-            ``skyseg train`` or a ``.h5`` model file.
+        model: a ``LoadedModel`` or ``ModelEnsemble`` (returned as is), a run
+            folder of ``skyseg train`` or a ``.h5`` model file; or a list of
+            those, whose probabilities are averaged (a
+            :class:`~skyseg.model.ModelEnsemble`; a list of one is that model).
         mode: ``"hdr"`` or ``"ldr"`` for a bare model file that has no
             ``preprocessing.json`` beside it (default preprocessing of that
             mode); must agree with the saved preprocessing when there is one.
         which: ``"best"`` or ``"last"`` checkpoint of a run folder.
 
     Raises:
-        ModelError: missing or unreadable model.
-        ConfigError: preprocessing unknown, or ``mode`` contradicts it.
+        ModelError: missing or unreadable model; an ensemble mixing HDR and LDR.
+        ConfigError: preprocessing unknown, or ``mode`` contradicts it; an empty list.
     """
-    if isinstance(model, LoadedModel):
+    if isinstance(model, (LoadedModel, ModelEnsemble)):
         return model
+    if isinstance(model, (list, tuple)):
+        if not model:
+            raise ConfigError("no model given; pass a run folder or a .h5 model file")
+        members: list[LoadedModel] = []
+        for item in model:
+            loaded = load_predictor(item, mode=mode, which=which)
+            members.extend(loaded.members if isinstance(loaded, ModelEnsemble) else [loaded])
+        return members[0] if len(members) == 1 else ModelEnsemble(members)
     if mode not in (None, "hdr", "ldr"):
         raise ConfigError(f"--mode must be hdr or ldr, got {mode!r}")
     path = Path(model)
@@ -300,6 +311,13 @@ def load_predictor(model, *, mode: str | None = None, which: str = "best") -> Lo
     if mode is not None and path.exists():
         return load_run(path, preprocessing=Preprocessing(mode=mode), which=which)
     return load_run(path, which=which)
+
+
+def model_label(loaded: LoadedModel | ModelEnsemble) -> str:
+    """``<run folder>/<file>`` of a model, members joined by `` + `` for an ensemble."""
+    members = loaded.members if isinstance(loaded, ModelEnsemble) else [loaded]
+    return " + ".join(f"{m.path.parent.name}/{m.path.name}" if m.path else "(in memory)"
+                      for m in members)
 
 
 def keras_predictor(model):
@@ -430,7 +448,10 @@ def predict_image(
     """Sky probability of a whole image, predicted tile by tile and merged seamlessly.
 
     Args:
-        loaded: a :class:`~skyseg.model.LoadedModel`, a run folder or a model file.
+        loaded: a :class:`~skyseg.model.LoadedModel`, a run folder or a model
+            file; or a :class:`~skyseg.model.ModelEnsemble` (or a list of
+            models): each member predicts the whole image and the
+            probabilities are averaged (members x the time).
         image: float32 (H, W, 3) as :func:`skyseg.read_image` returns it
             (radiance for HDR, 0..255 for LDR), any size.
         is_hdr: whether ``image`` is radiance; None: assume it is what the
@@ -477,6 +498,11 @@ def predict_image(
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise ConfigError(f"{name}: expected an image (H, W, 3), got shape {image.shape}")
     loaded = load_predictor(loaded)
+    if isinstance(loaded, ModelEnsemble):
+        return _predict_ensemble(loaded, image, details=details, is_hdr=is_hdr,
+                                 tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                                 wrap=wrap, tta=tta, convert=convert, refine=refine,
+                                 max_side=max_side, name=name, show_progress=show_progress)
     preprocessing = loaded.preprocessing
     if is_hdr is not None:
         image = _network_input(image, image_is_hdr=bool(is_hdr), preprocessing=preprocessing,
@@ -542,6 +568,27 @@ def predict_image(
         return probability
     return Prediction(probability, wrapping, evaluations, grid.tile_shape, grid.pixel_overhead,
                       passes, (height, width), upsampling)
+
+
+def _predict_ensemble(ensemble: ModelEnsemble, image: np.ndarray, *, details: bool,
+                      **options):
+    """:func:`predict_image` of each member, averaged (one full-size sum held at a time)."""
+    first = None
+    for number, member in enumerate(ensemble.members, 1):
+        logger.info("%s: ensemble member %d of %d (%s)", options["name"], number,
+                    len(ensemble.members), member.path)
+        prediction = predict_image(member, image, details=True, **options)
+        if first is None:
+            first, probability, tiles = prediction, prediction.probability, prediction.tiles
+        else:
+            probability += prediction.probability
+            tiles += prediction.tiles
+        del prediction
+    probability /= np.float32(len(ensemble.members))
+    if not details:
+        return probability
+    return Prediction(probability, first.wrap, tiles, first.tile_shape, first.pixel_overhead,
+                      first.passes, first.working_shape, first.upsampling)
 
 
 def probability_to_mask(probability: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *,
@@ -707,7 +754,9 @@ def predict_files(
     its sky EXR written in the foreground, so peak memory is one image's.
 
     Args:
-        model: a :class:`~skyseg.model.LoadedModel`, run folder or model file.
+        model: a :class:`~skyseg.model.LoadedModel`, run folder or model file
+            (or a list of them, or a :class:`~skyseg.model.ModelEnsemble`:
+            their probabilities averaged).
         inputs: image files, folders or glob patterns (any mix of formats).
         out_dir: output folder (created).
         save: outputs to write, from :data:`SAVE_CHOICES` (list or "a,b").
@@ -753,7 +802,7 @@ def predict_files(
                                        labelstudio_from_name, labelstudio_to_name)
     loaded = load_predictor(model, mode=mode)
     if collector is not None and loaded.path is not None:
-        collector.model_version = f"skyseg {loaded.path.parent.name}/{loaded.path.name}"
+        collector.model_version = f"skyseg {model_label(loaded)}"
     report = BatchReport("predict")
     task_names: dict[str, str] = {}
     queue = _claim_output_stems(paths, report)
@@ -937,6 +986,10 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
                             "beside it")
     group.add_argument("--which", choices=("best", "last"), default="best",
                        help="checkpoint of a run folder")
+    group.add_argument("--ensemble", action="append", default=[], metavar="RUN",
+                       help="another run folder (or model file) whose sky probability is "
+                            "averaged with MODEL's; repeat for more (each adds one "
+                            "prediction's time): runs of other seeds are steadier together")
     group.add_argument("--refine", choices=REFINE_CHOICES, default="auto",
                        help="how a probability predicted below the image's resolution comes "
                             "back to full size: guided (edge-aware guided filter on the "
@@ -1034,7 +1087,7 @@ def report_predictions(report: BatchReport, out_dir: str | os.PathLike) -> int:
     return report.exit_code
 
 
-def load_for_cli(args: argparse.Namespace) -> LoadedModel:
+def load_for_cli(args: argparse.Namespace) -> LoadedModel | ModelEnsemble:
     """The model of a ``predict`` or ``evaluate`` command, after the cheap checks.
 
     Checks the :func:`add_prediction_arguments` options, ``--max-pixels``,
@@ -1043,7 +1096,8 @@ def load_for_cli(args: argparse.Namespace) -> LoadedModel:
 
     Args:
         args: parsed arguments with ``model``, ``out``, ``mode``, ``which``
-            and the options of :func:`add_prediction_arguments`.
+            and the options of :func:`add_prediction_arguments` (``--ensemble``
+            runs join ``model`` in a :class:`~skyseg.model.ModelEnsemble`).
 
     Raises:
         ConfigError: a bad option value.
@@ -1055,7 +1109,8 @@ def load_for_cli(args: argparse.Namespace) -> LoadedModel:
     if getattr(args, "save", None) is not None:
         parse_save(args.save)
     prepare_output_folder(args.out)
-    return load_predictor(args.model, mode=args.mode, which=args.which)
+    return load_predictor([args.model, *getattr(args, "ensemble", [])], mode=args.mode,
+                          which=args.which)
 
 
 if __name__ == "__main__":

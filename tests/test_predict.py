@@ -644,3 +644,78 @@ def test_parse_save_keeps_order_drops_repeats_and_names_the_choices():
         parse_save("mask,sky")
     with pytest.raises(ConfigError, match=f"--save \\(empty\\).*{','.join(SAVE_CHOICES)}"):
         parse_save(" , ")
+
+
+def test_ensemble_averages_its_members_each_at_its_own_scale(tmp_path, rng):
+    from skyseg.model import ModelEnsemble
+    from skyseg.predict import load_predictor
+
+    identity = make_run(tmp_path / "identity")
+    constant = make_run(tmp_path / "constant", "constant", value=0.3)
+    half = make_run(tmp_path / "half")
+    Preprocessing(mode="ldr", scale=0.5).save(half / "preprocessing.json")
+    image = _ldr(rng, 40, 56)
+    options = dict(is_hdr=False, tile_size=32, overlap=8, refine="none")
+    alone = [predict_image(load_run(run), image, details=True, **options)
+             for run in (identity, constant, half)]
+    ensemble = load_predictor([identity, constant, half])
+    assert isinstance(ensemble, ModelEnsemble) and len(ensemble.members) == 3
+    assert ensemble.preprocessing.mode == "ldr" and ensemble.path == identity / "model_best.h5"
+    result = predict_image(ensemble, image, details=True, **options)
+    expected = (image[..., 0] / 255 + 0.3 + alone[2].probability) / 3
+    np.testing.assert_allclose(result.probability, expected, atol=1e-6)
+    assert result.probability.shape == (40, 56) and result.probability.dtype == np.float32
+    assert result.tiles == sum(a.tiles for a in alone)
+    # The half-scale member really ran at half size (it is not the identity's output).
+    assert np.abs(alone[2].probability - image[..., 0] / 255).max() > 0.05
+    # A list is an ensemble; nested ensembles flatten; a list of one is that model.
+    np.testing.assert_array_equal(
+        predict_image([load_run(identity), [constant, half]], image, **options),
+        result.probability)
+    assert len(load_predictor([ensemble, identity]).members) == 4
+    assert not isinstance(load_predictor([identity]), ModelEnsemble)
+
+
+def test_ensemble_refuses_hdr_with_ldr_and_needs_two_models(tmp_path):
+    from skyseg.model import ModelEnsemble
+    from skyseg.predict import load_predictor
+
+    ldr = make_run(tmp_path / "ldr")
+    hdr = make_run(tmp_path / "hdr", "constant", mode="hdr", value=0.5)
+    with pytest.raises(ModelError, match=r"hdr[/\\]model_best\.h5: this HDR model cannot join "
+                                         r"the LDR model .*all HDR or all LDR"):
+        load_predictor([ldr, hdr])
+    with pytest.raises(ConfigError, match="no model given"):
+        load_predictor([])
+    with pytest.raises(ConfigError, match="at least two models"):
+        ModelEnsemble([load_run(ldr)])
+
+
+def test_cli_ensemble_for_predict_and_evaluate(tmp_path, rng, capsys):
+    import json
+
+    identity = make_run(tmp_path / "identity")
+    constant = make_run(tmp_path / "constant", "constant", value=0.3)
+    image = _ldr(rng, 24, 40).astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    write_png(tmp_path / "in" / "a.png", image)
+    assert main(["predict", str(identity), str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                 "--save", "prob", "--tile-size", "32", "--ensemble", str(constant)]) == 0
+    probability = np.asarray(Image.open(tmp_path / "out" / "a_prob.png")) / 65535
+    np.testing.assert_allclose(probability, (image[..., 0] / 255 + 0.3) / 2, atol=2e-5)
+    (tmp_path / "masks").mkdir()
+    write_png(tmp_path / "masks" / "a.png", (image[..., 0] > 100).astype(np.uint8))
+    assert main(["evaluate", str(identity), "--images", str(tmp_path / "in"), "--masks",
+                 str(tmp_path / "masks"), "--out", str(tmp_path / "ev"), "--tile-size", "32",
+                 "--ensemble", str(constant)]) == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["model"] == "identity/model_best.h5 + constant/model_best.h5"
+    # The mean is above 0.5 exactly where channel 0 is above 0.7 * 255.
+    expected = (image[..., 0] / 255 + 0.3) / 2 > 0.5
+    truth = image[..., 0] > 100
+    iou = np.sum(expected & truth) / np.sum(expected | truth)
+    assert summary["pooled"]["iou"] == pytest.approx(iou, abs=1e-6)
+    capsys.readouterr()
+    status = main(["predict", str(identity), str(tmp_path / "in"), "--out", str(tmp_path / "o2"),
+                   "--ensemble", str(tmp_path / "no_run")])
+    _one_line_error(capsys, status, "no such run folder or model file")

@@ -113,3 +113,35 @@ def test_demo_levels_place_real_panoramas_among_the_demo_scenes(tmp_path, capsys
     assert "skyseg demo-data --out DIR" in capsys.readouterr().err
     assert check.main([str(demo), "--data", str(tmp_path / "none")]) == 2
     assert "pass --data DIR" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_hdri_check_scores_indoor_sky_for_one_run_or_an_ensemble(tmp_path, capsys):
+    from skyseg.io import write_hdr
+
+    from .test_predict import make_run
+
+    check = _script("check_real_hdri")
+    real = tmp_path / "real"
+    for group in ("indoor", "outdoor"):
+        (real / group).mkdir(parents=True)
+        write_hdr(real / group / f"{group}.hdr", np.full((32, 64, 3), 0.5, np.float32))
+    sky = make_run(tmp_path / "sky", "constant", mode="hdr", value=0.8)  # sky everywhere
+    ground = make_run(tmp_path / "ground", "constant", mode="hdr", value=0.1)
+    assert check.main([str(sky), "--data", str(real)]) == 1
+    out = capsys.readouterr().out
+    assert "indoor/indoor.hdr" in out and "100.0%" in out and "ABOVE the target" in out
+    assert (sky / "real-hdri" / "indoor_indoor_overlay.png").is_file()
+    assert (sky / "real-hdri" / "contact_sheet.png").is_file()
+    # Averaged with a run that sees no sky: 0.45 everywhere, so nothing is sky.
+    assert check.main([str(sky), str(ground), "--data", str(real)]) == 0
+    out = capsys.readouterr().out
+    assert f"run {sky} + {ground}" in out and "indoor mean 0.0%: within" in out
+    assert (sky / "real-hdri-ensemble" / "contact_sheet.png").is_file()
+    # An unreadable panorama is listed and gives status 1; the others are still scored.
+    (real / "outdoor" / "broken.hdr").write_bytes(b"#?RADIANCE\nnot an image")
+    assert check.main([str(sky), str(ground), "--data", str(real)]) == 1
+    captured = capsys.readouterr()
+    assert "outdoor/outdoor.hdr" in captured.out and "broken.hdr" in captured.err
+    assert check.main([str(tmp_path / "none"), "--data", str(real)]) == 2
+    assert "no such run folder" in capsys.readouterr().err
