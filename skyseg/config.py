@@ -74,7 +74,9 @@ class PipelineConfig:
     transform, e.g. 0.18; None or 0: absolute radiance),
     ignore_sky_gaps (sky between bare branches left out of training).
     Training: epochs, batch_size, learning_rate, architecture, backbone,
-    encoder_weights, steps_per_epoch, patience.
+    encoder_weights, steps_per_epoch, patience; members (how many runs are
+    trained, with seeds seed, seed + 1, ...: prediction and evaluation
+    average them, an ensemble).
     Prediction: predict_inputs (None: the validation images), tile_size, tta.
     ``seed`` drives every random choice.
     """
@@ -112,6 +114,7 @@ class PipelineConfig:
     encoder_weights: str | None = None
     steps_per_epoch: int | None = None
     patience: int | None = None
+    members: int = 1
 
     predict_inputs: list[str] | None = None
     tile_size: int | None = None
@@ -149,6 +152,11 @@ class PipelineConfig:
         return self.work_dir / "run"
 
     @property
+    def run_dirs(self) -> list[Path]:
+        """``run``, then ``run-2``, ``run-3``, ... : one folder per ensemble member."""
+        return [self.run_dir] + [self.work_dir / f"run-{k}" for k in range(2, self.members + 1)]
+
+    @property
     def predictions_dir(self) -> Path:
         return self.work_dir / "predictions"
 
@@ -174,6 +182,9 @@ class PipelineConfig:
             )
         for key, value in values.items():
             setattr(self, key, _convert(key, value, getattr(self, key), source))
+        if self.members is None or self.members < 1:
+            raise ConfigError(f"{source}: members = {self.members!r}; give 1 (one run) or "
+                              "more (an ensemble of runs trained with seeds seed, seed + 1, ...)")
 
     def apply_environment(self, environ=None) -> None:
         """Stage flags from PREVIEWS, BUILD_DATASET, TRAIN, PREDICT, EVALUATE."""
@@ -196,7 +207,7 @@ class PipelineConfig:
 _PATH_KEYS = {"work_dir", "images", "coco"}
 _BOOL_KEYS = set(STAGE_FLAGS) | {"tta", "ignore_sky_gaps"}
 _INT_KEYS = {"demo_scenes", "demo_width", "patch_size", "stride", "epochs", "batch_size",
-             "steps_per_epoch", "patience", "tile_size", "seed"}
+             "steps_per_epoch", "patience", "tile_size", "seed", "members"}
 _FLOAT_KEYS = {"learning_rate", "clip_max", "scale", "exposure_key"}
 
 

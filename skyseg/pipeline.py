@@ -177,16 +177,19 @@ def plan_pipeline(config: PipelineConfig) -> list[Step]:
             f"training needs the patch dataset in {config.dataset_dir}, which is not there; "
             "switch BUILD_DATASET on (--build-dataset=true) or point work_dir at a built one"
         )
-    if not config.train and (config.predict or config.evaluate) and not _has_model(
-            config.run_dir):
+    untrained = [run for run in config.run_dirs if not _has_model(run)]
+    if not config.train and (config.predict or config.evaluate) and untrained:
         raise ConfigError(
-            f"prediction and evaluation need a trained model in {config.run_dir}, which has "
+            f"prediction and evaluation need a trained model in {untrained[0]}, which has "
             "none; switch TRAIN on (--train=true) or point work_dir at a finished run"
         )
-    planners = ((config.uses_demo, _demo_step), (config.previews, _previews_step),
-                (config.build_dataset, _build_step), (config.train, _train_step),
-                (config.predict, _predict_step), (config.evaluate, _evaluate_step))
-    return [plan(config) for wanted, plan in planners if wanted]
+    steps = [_demo_step(config)] if config.uses_demo else []
+    planners = ((config.previews, _previews_step), (config.build_dataset, _build_step))
+    steps += [plan(config) for wanted, plan in planners if wanted]
+    if config.train:
+        steps += [_train_step(config, member) for member in range(len(config.run_dirs))]
+    planners = ((config.predict, _predict_step), (config.evaluate, _evaluate_step))
+    return steps + [plan(config) for wanted, plan in planners if wanted]
 
 
 def _demo_step(config: PipelineConfig) -> Step:
@@ -232,23 +235,26 @@ def _build_step(config: PipelineConfig) -> Step:
         "skyseg.dataset", "build_dataset", kwargs, "report_dataset")
 
 
-def _train_step(config: PipelineConfig) -> Step:
+def _train_step(config: PipelineConfig, member: int = 0) -> Step:
+    """Training of ensemble member ``member`` (0: ``run`` with ``seed``; k: ``run-{k+1}``
+    with ``seed + k``)."""
     from skyseg.train import progress_verbosity
 
-    resume = (config.run_dir / "config.json").is_file()
-    kwargs = dict(data_dir=config.dataset_dir, out_dir=config.run_dir, epochs=config.epochs,
+    run_dir, seed = config.run_dirs[member], config.seed + member
+    resume = (run_dir / "config.json").is_file()
+    kwargs = dict(data_dir=config.dataset_dir, out_dir=run_dir, epochs=config.epochs,
                   batch_size=config.batch_size, learning_rate=config.learning_rate,
-                  architecture=config.architecture, backbone=config.backbone, seed=config.seed,
+                  architecture=config.architecture, backbone=config.backbone, seed=seed,
                   encoder_weights=config.encoder_weights or None,
                   steps_per_epoch=config.steps_per_epoch or None, resume=resume,
                   verbose=progress_verbosity())
     if config.patience:  # else train_model's (and --patience's) default
         kwargs["patience"] = config.patience
     return Step("train", _command("train", options=[
-        ("--data", config.dataset_dir), ("--out", config.run_dir), ("--epochs", config.epochs),
+        ("--data", config.dataset_dir), ("--out", run_dir), ("--epochs", config.epochs),
         ("--batch-size", config.batch_size), ("--learning-rate", config.learning_rate),
         ("--architecture", config.architecture), ("--backbone", config.backbone),
-        ("--seed", config.seed), ("--encoder-weights", kwargs["encoder_weights"]),
+        ("--seed", seed), ("--encoder-weights", kwargs["encoder_weights"]),
         ("--steps-per-epoch", kwargs["steps_per_epoch"]),
         ("--patience", kwargs.get("patience")), ("--resume", resume)]),
         "skyseg.train", "train_model", kwargs, "report_training")
@@ -270,11 +276,11 @@ def _predict_step(config: PipelineConfig) -> Step:
         options["tile_size"] = config.tile_size
     if config.tta:
         options["tta"] = True
-    kwargs = dict(model=str(config.run_dir), inputs=list(inputs),
+    kwargs = dict(model=_models(config), inputs=list(inputs),
                   out_dir=config.predictions_dir, **default_prediction_options(**options))
     return Step("predict", _command("predict", config.run_dir, *inputs, options=[
         ("--out", config.predictions_dir), ("--tile-size", options.get("tile_size")),
-        ("--tta", config.tta)]),
+        ("--tta", config.tta), *_ensemble_options(config)]),
         "skyseg.predict", "predict_files", kwargs, "report_predictions",
         {"out_dir": config.predictions_dir}, held_out=held_out in inputs)
 
@@ -283,13 +289,23 @@ def _evaluate_step(config: PipelineConfig) -> Step:
     from skyseg.predict import default_prediction_options
 
     target = _held_out_or_images(config)
-    kwargs = dict(model=str(config.run_dir), images=target, coco=config.coco_file,
+    kwargs = dict(model=_models(config), images=target, coco=config.coco_file,
                   out_dir=config.evaluation_dir, **default_prediction_options())
     return Step("evaluate", _command("evaluate", config.run_dir, options=[
         ("--images", target), ("--coco", config.coco_file),
-        ("--out", config.evaluation_dir)]),
+        ("--out", config.evaluation_dir), *_ensemble_options(config)]),
         "skyseg.evaluate", "evaluate_model", kwargs, "report_evaluation",
         held_out=target == config.work_dir / "held_out")
+
+
+def _models(config: PipelineConfig) -> str | list[str]:
+    """The run folder to predict with, or the list of all members' (an ensemble)."""
+    runs = [str(run) for run in config.run_dirs]
+    return runs[0] if len(runs) == 1 else runs
+
+
+def _ensemble_options(config: PipelineConfig) -> list[tuple[str, Path]]:
+    return [("--ensemble", run) for run in config.run_dirs[1:]]
 
 
 def _link_held_out(config: PipelineConfig) -> Path | None:
@@ -366,7 +382,7 @@ def _summary(config: PipelineConfig, timings, total: float) -> None:
         ("demo data", config.demo_dir if config.uses_demo else None),
         ("previews", config.previews_dir),
         ("dataset", config.dataset_dir),
-        ("model", config.run_dir),
+        *(("model", run) for run in config.run_dirs),
         ("curves", config.run_dir / "curves.png"),
         ("predictions", config.predictions_dir),
         ("evaluation", config.evaluation_dir),
@@ -429,6 +445,8 @@ _OPTIONS = (
     ("demo_scenes", int, "number of demo scenes"),
     ("demo_width", int, "width of the demo panoramas (height = width / 2)"),
     ("seed", int, "the one seed of every random choice"),
+    ("members", int, "train this many runs (seeds seed, seed + 1, ...) and predict with the "
+                     "mean of their probabilities (default 1; each adds one training)"),
 )
 
 

@@ -1109,7 +1109,8 @@ def load_for_cli(args: argparse.Namespace) -> LoadedModel | ModelEnsemble:
     if getattr(args, "save", None) is not None:
         parse_save(args.save)
     prepare_output_folder(args.out)
-    return load_predictor([args.model, *getattr(args, "ensemble", [])], mode=args.mode,
+    models = [args.model, *getattr(args, "ensemble", [])]
+    return load_predictor(models if len(models) > 1 else args.model, mode=args.mode,
                           which=args.which)
 
 

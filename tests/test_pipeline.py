@@ -205,3 +205,46 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
         expected = {key: _meaning(value) for key, value in direct[step.stage].items()}
         got = {key: _meaning(value) for key, value in by_hand[step.stage].items()}
         assert got == expected, step.stage
+
+
+def test_members_train_one_run_per_seed_and_predict_with_their_ensemble(tmp_path, monkeypatch):
+    from skyseg import cli
+    from skyseg.config import PipelineConfig
+    from skyseg.errors import ConfigError
+    from skyseg.pipeline import plan_pipeline
+
+    work = tmp_path / "work"
+    config = PipelineConfig(work_dir=work, demo_scenes=4, demo_width=128, epochs=2,
+                            backbone="resnet18", members=3, seed=7)
+    steps = plan_pipeline(config)
+    assert [step.stage for step in steps] == ["demo-data", "previews", "build-dataset", "train",
+                                              "train", "train", "predict", "evaluate"]
+    runs = [work / "run", work / "run-2", work / "run-3"]
+    trains = steps[3:6]
+    assert [(step.kwargs["out_dir"], step.kwargs["seed"]) for step in trains] == list(
+        zip(runs, (7, 8, 9)))
+    assert f"--out {runs[1]} " in trains[1].command_line and " --seed 8" in trains[1].command_line
+    predict, evaluate = steps[6:]
+    assert predict.kwargs["model"] == evaluate.kwargs["model"] == [str(run) for run in runs]
+    assert predict.command_line.endswith(f"--ensemble {runs[1]} --ensemble {runs[2]}")
+    assert evaluate.command_line.endswith(f"--ensemble {runs[1]} --ensemble {runs[2]}")
+    # Each logged command line, run through the CLI, makes the same call as the pipeline.
+    (work / "held_out").mkdir(parents=True)
+    for step in (trains[2], predict, evaluate):
+        direct: dict = {}
+        _record_stage_calls(monkeypatch, direct)
+        step()
+        by_hand: dict = {}
+        _record_stage_calls(monkeypatch, by_hand)
+        assert cli.main(step.command) == 0, step.command_line
+        assert ({key: _meaning(value) for key, value in by_hand[step.stage].items()}
+                == {key: _meaning(value) for key, value in direct[step.stage].items()})
+    # Predicting without training needs every member's model.
+    runs[0].mkdir(parents=True)
+    (runs[0] / "model_best.h5").write_bytes(b"")
+    config.train = False
+    with pytest.raises(ConfigError, match=r"trained model in .*run-2, which has none"):
+        plan_pipeline(config)
+    with pytest.raises(ConfigError, match=r"x\.yaml: members = 0; give 1"):
+        PipelineConfig().update({"members": 0}, source="x.yaml")
+    assert PipelineConfig().run_dirs == [PipelineConfig().run_dir]
