@@ -36,6 +36,7 @@ __all__ = [
     "read_model_attributes",
     "check_model_choice",
     "load_run",
+    "ModelEnsemble",
     "LoadedModel",
     "MODEL_BEST",
     "MODEL_LAST",

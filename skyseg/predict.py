@@ -116,6 +116,7 @@ __all__ = [
     "DEFAULT_SAVE",
     "Prediction",
     "load_predictor",
+    "model_label",
     "keras_predictor",
     "check_tile_size",
     "check_options",

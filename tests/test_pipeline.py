@@ -222,7 +222,7 @@ def test_members_train_one_run_per_seed_and_predict_with_their_ensemble(tmp_path
     runs = [work / "run", work / "run-2", work / "run-3"]
     trains = steps[3:6]
     assert [(step.kwargs["out_dir"], step.kwargs["seed"]) for step in trains] == list(
-        zip(runs, (7, 8, 9)))
+        zip(runs, (7, 8, 9), strict=True))
     assert f"--out {runs[1]} " in trains[1].command_line and " --seed 8" in trains[1].command_line
     predict, evaluate = steps[6:]
     assert predict.kwargs["model"] == evaluate.kwargs["model"] == [str(run) for run in runs]
