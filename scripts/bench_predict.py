@@ -26,6 +26,10 @@ that peak memory is its own, measures in one run:
   the whole-process wall / that;
 - peak RSS and bytes per input pixel.
 
+``--members N`` predicts with an ensemble of N such networks (differently
+initialised; ``skyseg predict --ensemble``): the pure model time is then
+N times one network's.
+
 Acceptance (issue 11): full resolution, wall <= 1.3x pure model, peak RSS
 <= 2.5 GB; ``--scale 0.25``: whole-process wall <= 0.4x the full-resolution
 model time, peak RSS <= 2 GB.
@@ -34,6 +38,7 @@ Usage::
 
     python scripts/bench_predict.py [--tile-sizes 1088] [--scale 0.25] [--max-side N]
         [--refine auto|guided|none] [--size 8192x4096] [--cache /tmp/skyseg_bench]
+        [--members N]
 """
 
 from __future__ import annotations
@@ -105,14 +110,14 @@ class Stopwatch:
 
 def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: float = 1.0,
             max_side: int | None = None, refine: str = "auto", save: str = "mask,overlay",
-            full_model_tiles: int = 2) -> dict:
+            full_model_tiles: int = 2, members: int = 1) -> dict:
     """One setting, in this process; returns the figures."""
     import numpy as np
 
     import skyseg.predict
     import skyseg.tiling
     from skyseg.backend import import_tensorflow
-    from skyseg.model import LoadedModel, build_model
+    from skyseg.model import LoadedModel, ModelEnsemble, build_model
     from skyseg.predict import (
         DEFAULT_BATCH_SIZE,
         default_overlap,
@@ -124,10 +129,14 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: f
     from skyseg.tiling import tile_grid
 
     figures: dict = {"tile_size": tile_size, "scale": scale, "max_side": max_side,
-                     "refine": refine}
-    import_tensorflow().keras.utils.set_random_seed(0)
-    model = build_model("unet", "resnet34", encoder_weights=None)
-    loaded = LoadedModel(model=model, preprocessing=Preprocessing(mode="hdr", scale=scale))
+                     "refine": refine, "members": members}
+    networks = []
+    for member in range(members):
+        import_tensorflow().keras.utils.set_random_seed(member)
+        networks.append(LoadedModel(model=build_model("unet", "resnet34", encoder_weights=None),
+                                    preprocessing=Preprocessing(mode="hdr", scale=scale)))
+    model = networks[0].model
+    loaded = networks[0] if members == 1 else ModelEnsemble(networks)
     figures["rss_after_build_gb"] = peak_rss_gb()
     work_h, work_w = working_size(height, width, scale=scale, max_side=max_side)
     overlap = default_overlap(tile_size)
@@ -145,10 +154,11 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: f
     predict_batch(pure_batch)  # trace
 
     def pure_model_time() -> float:
+        """One network's time on the image, times the members (all are alike)."""
         begin = time.perf_counter()
         for _ in range(pure.count):
             predict_batch(pure_batch)
-        return (time.perf_counter() - begin) * work_h * work_w / (
+        return members * (time.perf_counter() - begin) * work_h * work_w / (
             pure.count * pure.tile_shape[0] * pure.tile_shape[1])
 
     figures["model_before_s"] = pure_model_time()
@@ -221,7 +231,8 @@ def describe(figures: dict, width: int, height: int, save: str) -> str:
     work_w, work_h = figures["working_size"]
     lines = [
         f"\n{width}x{height} panorama, network at {work_w}x{work_h} (scale {figures['scale']}, "
-        f"--max-side {figures['max_side']}), --refine {figures['refine']}, saving {save}",
+        f"--max-side {figures['max_side']}), --refine {figures['refine']}, saving {save}"
+        + (f", an ensemble of {figures['members']} networks" if figures["members"] > 1 else ""),
         f"tile {figures['tile_size']} (overlap {figures['overlap_px']} px): {figures['tiles']} "
         f"tiles ({figures['grid']} rows x columns) of {figures['tile_shape'][0]}x"
         f"{figures['tile_shape'][1]}, pixel overhead {figures['pixel_overhead']:.3f}",
@@ -268,6 +279,8 @@ def main() -> int:
     parser.add_argument("--full-model-tiles", type=int, default=2,
                         help="1024x1024 tiles timed to estimate the full-resolution model time "
                              "of a shrunk run (0: skip)")
+    parser.add_argument("--members", type=int, default=1,
+                        help="predict with an ensemble of this many networks")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -279,7 +292,8 @@ def main() -> int:
         print(json.dumps(run_one(args.cache / f"KernerEnvLatLong_{width}x{height}.exr",
                                  args.single, width, height, scale=args.scale,
                                  max_side=args.max_side, refine=args.refine, save=args.save,
-                                 full_model_tiles=args.full_model_tiles)))
+                                 full_model_tiles=args.full_model_tiles,
+                                 members=args.members)))
         return 0
 
     panorama = make_panorama(args.cache, width, height)
@@ -291,6 +305,7 @@ def main() -> int:
             [sys.executable, __file__, "--single", str(tile_size), "--cache", str(args.cache),
              "--size", args.size, "--scale", str(args.scale), "--refine", args.refine,
              "--save", args.save, "--full-model-tiles", str(args.full_model_tiles),
+             "--members", str(args.members),
              *(["--max-side", str(args.max_side)] if args.max_side else [])],
             capture_output=True, text=True,
         )
