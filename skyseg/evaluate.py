@@ -505,8 +505,7 @@ def evaluate_model(
                 heapq.heapreplace(heap, entry)
     summary = summarise(rows)
     summary.update(model=model_label(loaded), threshold=threshold, tolerance_px=tolerance,
-                   truth=source,
-                   ignore_sky_gaps=bool(ignore_sky_gaps),
+                   truth=source, ignore_sky_gaps=bool(ignore_sky_gaps),
                    missing_truth=missing, failed=[item for item, _ in report.failures],
                    options={k: v for k, v in options.items() if k != "show_progress"})
     worst_list = _write_worst(heap, output)

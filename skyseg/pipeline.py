@@ -305,6 +305,7 @@ def _models(config: PipelineConfig) -> str | list[str]:
 
 
 def _ensemble_options(config: PipelineConfig) -> list[tuple[str, Path]]:
+    """``--ensemble RUN`` of every member after the first, for the logged command lines."""
     return [("--ensemble", run) for run in config.run_dirs[1:]]
 
 
