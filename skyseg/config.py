@@ -9,7 +9,7 @@ command-line options.
 Example YAML (every key optional)::
 
     work_dir: outputs/my-skies
-    images: /data/skies/exr        # omit to use the bundled demo
+    images: /data/skies/exr        # omit to use the bundled demo (real panoramas)
     coco: /data/skies/result.json
     split_files: {train: /data/skies/train.txt, val: /data/skies/val.txt}
     train: true
@@ -66,15 +66,17 @@ class PipelineConfig:
     """Everything ``skyseg pipeline`` needs; defaults run the bundled demo.
 
     Stage flags: previews, build_dataset, train, predict, evaluate.
-    Data: ``images`` + ``coco`` (None: generate the demo data into
-    ``work_dir/demo``), ``split_files`` or ``split`` / ``group_pattern``,
-    ``mode`` (hdr/ldr, None: from the images).
+    Data: ``images`` + ``coco`` (None: the bundled demo, ``demo``:
+    ``"real"``, eight real labelled HDR panoramas shipped with skyseg, or
+    ``"synthetic"``, scenes generated into ``work_dir/demo``), ``split_files``
+    or ``split`` / ``group_pattern``, ``mode`` (hdr/ldr, None: from the images).
     Dataset: patch_size, stride, dtype, clip_max, scale (shrink factor),
     exposure_key (HDR: each image's log-average luminance before the log
     transform, e.g. 0.18; None or 0: absolute radiance),
     ignore_sky_gaps (sky between bare branches left out of training).
     Training: epochs, batch_size, learning_rate, architecture, backbone,
-    encoder_weights, steps_per_epoch, patience; members (how many runs are
+    encoder_weights, steps_per_epoch, patience, init (a run to fine-tune, or
+    ``default``: the model shipped with skyseg); members (how many runs are
     trained, with seeds seed, seed + 1, ...: prediction and evaluation
     average them, an ensemble).
     Prediction: predict_inputs (None: the validation images), tile_size, tta.
@@ -95,6 +97,7 @@ class PipelineConfig:
     group_pattern: str | None = None
     mode: str | None = None
 
+    demo: str = "real"
     demo_scenes: int = 64
     demo_width: int = 1024
 
@@ -112,6 +115,7 @@ class PipelineConfig:
     architecture: str = "unet"
     backbone: str = "resnet34"
     encoder_weights: str | None = None
+    init: str | None = None
     steps_per_epoch: int | None = None
     patience: int | None = None
     members: int = 1
@@ -128,7 +132,16 @@ class PipelineConfig:
         return self.images is None
 
     @property
+    def uses_synthetic_demo(self) -> bool:
+        return self.images is None and self.demo == "synthetic"
+
+    @property
     def demo_dir(self) -> Path:
+        """The demo's data: the bundled real panoramas, or the synthetic scenes' folder."""
+        if self.demo == "real":
+            from skyseg.model import RESOURCES
+
+            return RESOURCES / "demo"
         return self.work_dir / "demo"
 
     @property
@@ -182,6 +195,9 @@ class PipelineConfig:
             )
         for key, value in values.items():
             setattr(self, key, _convert(key, value, getattr(self, key), source))
+        if self.demo not in DEMOS:
+            raise ConfigError(f"{source}: demo = {self.demo!r}; choose one of "
+                              f"{', '.join(DEMOS)}")
         if self.members is None or self.members < 1:
             raise ConfigError(f"{source}: members = {self.members!r}; give 1 (one run) or "
                               "more (an ensemble of runs trained with seeds seed, seed + 1, ...)")
@@ -204,6 +220,8 @@ class PipelineConfig:
         return out
 
 
+#: What ``demo`` may be: the bundled real panoramas or generated synthetic scenes.
+DEMOS = ("real", "synthetic")
 _PATH_KEYS = {"work_dir", "images", "coco"}
 _BOOL_KEYS = set(STAGE_FLAGS) | {"tta", "ignore_sky_gaps"}
 _INT_KEYS = {"demo_scenes", "demo_width", "patch_size", "stride", "epochs", "batch_size",

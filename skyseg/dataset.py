@@ -78,7 +78,13 @@ from skyseg.patches import (
     import_tensorflow,
     patch_grid,
 )
-from skyseg.preprocess import Preprocessing, rescale_image, rescale_mask, scaled_size
+from skyseg.preprocess import (
+    Preprocessing,
+    ldr_to_radiance,
+    rescale_image,
+    rescale_mask,
+    scaled_size,
+)
 from skyseg.shards import describe, parse_shard, shard_range
 from skyseg.sky_gaps import ignore_sky_gaps
 from skyseg.splits import (
@@ -156,6 +162,7 @@ class _Settings:
     preprocessing: dict
     ignore_sky_gaps: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    convert_ldr: bool = False
 
 
 @dataclass
@@ -482,7 +489,9 @@ def _write_image(item: _Item, settings: _Settings, out_dir: Path) -> dict:
     if (info.height, info.width) != (item.height, item.width):
         raise DatasetError(f"{path}: header says {item.width}x{item.height} but the pixels are "
                            f"{info.width}x{info.height}; the file is damaged")
-    if info.is_hdr != (settings.mode == "hdr"):
+    if settings.convert_ldr and settings.mode == "hdr" and not info.is_hdr:
+        image = ldr_to_radiance(image)  # sRGB display values -> linear 0..1
+    elif info.is_hdr != (settings.mode == "hdr"):
         raise DatasetError(f"{path}: is {'an HDR' if info.is_hdr else 'an LDR'} image but the "
                            f"dataset is built in {settings.mode.upper()} mode; pass --mode "
                            f"{'hdr' if info.is_hdr else 'ldr'} or remove it")
@@ -630,6 +639,7 @@ def _summarise(out_dir: Path, plan: dict, items: list[_Item], records: dict[int,
         "preprocessing": plan["preprocessing"],
         "mask_values": {"not_sky": 0, "sky": 1, "ignore": IGNORE},
         "ignore_sky_gaps": bool(plan.get("ignore_sky_gaps", False)),
+        "convert_ldr": bool(plan.get("convert_ldr", False)),
         "split_method": plan["split_method"],
         "coco": plan["coco"],
         "images_dir": plan["images_dir"],
@@ -691,6 +701,7 @@ def build_dataset(
     ignore_sky_gaps: bool = False,
     exposure_key: float | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    convert_ldr: bool = False,
 ) -> BuildResult:
     """Cut the labelled images of ``images_dir`` into the patch dataset ``out_dir``.
 
@@ -739,6 +750,10 @@ def build_dataset(
             branches, which labellers call tree or sky), as ignore (255), so
             training learns neither convention (:mod:`skyseg.sky_gaps`).
             Their count per image is in ``dataset.json``.
+        convert_ldr: with ``mode="hdr"``, LDR photos are built too, decoded
+            from sRGB to linear radiance 0..1 (:func:`~skyseg.preprocess.ldr_to_radiance`,
+            what ``predict --convert`` does), so photos and panoramas can train
+            one HDR model.
         exposure_key: HDR: each (shrunk) image is multiplied so that its
             log-average luminance is this (e.g. 0.18) before the log transform
             (saved in the preprocessing, so predict does the same): the
@@ -804,8 +819,11 @@ def build_dataset(
     splits_plan = _plan_splits(candidates, list_assignment, split_files, fractions, seed=seed,
                                group_pattern=group_pattern, report=report,
                                source=f"{images_dir} with {coco}")
+    if convert_ldr and mode != "hdr":
+        raise ConfigError("--convert-ldr builds LDR photos into an HDR dataset; pass --mode hdr "
+                          "with it (or leave --convert-ldr out)")
     headers, mode = _read_headers(candidates, splits_plan.assignment, mode, images_dir, report,
-                                  max_pixels)
+                                  max_pixels, convert_ldr=convert_ldr)
     patch_size, stride = _patch_options(mode, patch_size, stride)
     if preprocessing is None:
         preprocessing = Preprocessing(mode=mode)
@@ -830,6 +848,8 @@ def build_dataset(
         plan["like"] = str(Path(like).resolve())
     if ignore_sky_gaps:  # absent when off: builds of earlier versions still resume
         plan["ignore_sky_gaps"] = True
+    if convert_ldr:
+        plan["convert_ldr"] = True
 
     stale = _prepare_out_dir(out_dir, plan)
     if combine:
@@ -839,7 +859,8 @@ def build_dataset(
 
     settings = _Settings(str(out_dir), str(coco), sky_categories, non_sky_categories, mode,
                          patch_size, stride, dtype, compression, int(seed), digits,
-                         preprocessing.to_dict(), bool(ignore_sky_gaps), max_pixels)
+                         preprocessing.to_dict(), bool(ignore_sky_gaps), max_pixels,
+                         bool(convert_ldr))
     logger.info("building %d image(s), %d patches of %d px (stride %d), %s mode, %s",
                 len(pending), sum(item.count for item in pending), patch_size, stride, mode,
                 dtype)
@@ -926,7 +947,8 @@ def _plan_splits(candidates, list_assignment, split_files, fractions, *, seed, g
 
 
 def _read_headers(candidates, assignment: dict, mode: str | None, images_dir: Path,
-                  report: BatchReport, max_pixels: int | None) -> tuple[list, str]:
+                  report: BatchReport, max_pixels: int | None, *,
+                  convert_ldr: bool = False) -> tuple[list, str]:
     """``[(path, stem, ImageInfo)]`` of the assigned images of the mode, and the mode
     (from the images when None); unreadable, too large (``max_pixels``) or other-mode
     images go into ``report``."""
@@ -952,7 +974,7 @@ def _read_headers(candidates, assignment: dict, mode: str | None, images_dir: Pa
         mode = "hdr" if kinds.pop() else "ldr"
     kept = []
     for path, stem, info in headers:
-        if info.is_hdr == (mode == "hdr"):
+        if info.is_hdr == (mode == "hdr") or (convert_ldr and mode == "hdr"):
             kept.append((path, stem, info))
         else:
             report.failed(path.name, f"{path}: is {'an HDR' if info.is_hdr else 'an LDR'} image "
@@ -1196,6 +1218,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "options) into --out, build what none finished, write the "
                              "manifest and statistics")
     add_max_pixels_argument(parser)
+    parser.add_argument("--convert-ldr", action="store_true",
+                        help="with --mode hdr: take LDR photos too, decoded from sRGB to linear "
+                             "radiance (0..1), so photos and HDR panoramas train one HDR model")
     parser.add_argument("--ignore-sky-gaps", action="store_true",
                         help="leave sky-coloured not-sky pixels in small or textured regions "
                              "next to sky (sky between bare branches, labelled tree by some, "
@@ -1214,6 +1239,7 @@ def run(args: argparse.Namespace) -> int:
         non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
         like=args.like, shard=parse_shard(args.shard), combine=args.combine or (),
         ignore_sky_gaps=args.ignore_sky_gaps, exposure_key=args.exposure_key,
+        convert_ldr=args.convert_ldr,
         max_pixels=args.max_pixels or None,
     )
     return report_dataset(result)

@@ -74,6 +74,7 @@ from skyseg.predict import (
     overlay_background,
     predict_image,
     prediction_options,
+    resolve_model_argument,
 )
 
 __all__ = [
@@ -576,8 +577,9 @@ def _error_picture(image, is_hdr, prediction, truth) -> np.ndarray:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL",
-                        help="run folder of skyseg train, or a .h5 model file")
+    parser.add_argument("model", metavar="MODEL", nargs="?", default=None,
+                        help="run folder of skyseg train, or a .h5 model file (default: the sky "
+                             "model shipped with skyseg)")
     parser.add_argument("--images", required=True, type=Path, help="folder of labelled images")
     truth = parser.add_mutually_exclusive_group(required=True)
     truth.add_argument("--coco", type=Path, help="Label Studio COCO export (result.json)")
@@ -609,6 +611,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.images.is_dir():
         raise ConfigError(f"{args.images}: images folder not found; check --images")
+    resolve_model_argument(args)
     if getattr(args, "mlflow", False):
         from skyseg.tracking import find_training_run
 

@@ -80,6 +80,12 @@ __all__ = [
     "read_patch",
     "PatchBatches",
     "PatchSequence",  # noqa: F822 (built on first access, see __getattr__)
+    "DataSource",
+    "parse_sources",
+    "check_sources",
+    "MixedBatches",
+    "MixedSequence",  # noqa: F822 (built on first access, see __getattr__)
+    "open_batches",
 ]
 
 logger = logging.getLogger("skyseg")
@@ -646,6 +652,302 @@ class PatchBatches:
                 f"augmentation={'on' if self.augmentation else 'off'}, epoch={self.epoch})")
 
 
+# --------------------------------------------------------------------------- several sources
+
+@dataclass(frozen=True)
+class DataSource:
+    """One labelled source of a training run: a patch dataset and its sampling weight.
+
+    Attributes:
+        path: the dataset folder of ``skyseg build-dataset``.
+        weight: the share of training patches drawn from it, relative to the
+            other sources' weights (> 0).
+        name: how reports and ``config.json`` name it (default: the folder name).
+    """
+
+    path: Path
+    weight: float = 1.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.weight) and self.weight > 0):
+            raise ConfigError(f"source {self.path}: weight must be a positive number, got "
+                              f"{self.weight!r} (write DIR=WEIGHT, e.g. data/camvid=1)")
+        if not self.name:
+            object.__setattr__(self, "name", Path(self.path).name)
+
+    def to_json(self) -> dict:
+        return {"path": str(Path(self.path).resolve()), "weight": float(self.weight),
+                "name": self.name}
+
+
+def parse_sources(data) -> list[DataSource]:
+    """Training sources from what a user gives: one folder, ``"DIR=WEIGHT"`` strings,
+    ``{"path": ..., "weight": ..., "name": ...}`` mappings or :class:`DataSource` s.
+
+    Raises:
+        ConfigError: no source, a weight that is not a positive number, or two
+            sources with one name.
+
+    Example:
+        >>> [(s.name, s.weight) for s in parse_sources(["data/pano=3", "data/camvid"])]
+        [('pano', 3.0), ('camvid', 1.0)]
+    """
+    items = [data] if isinstance(data, (str, os.PathLike, dict, DataSource)) else list(data)
+    if not items:
+        raise ConfigError("no training data given; pass --data DIR (several: DIR=WEIGHT each)")
+    sources = []
+    for item in items:
+        if isinstance(item, DataSource):
+            sources.append(item)
+        elif isinstance(item, dict):
+            unknown = sorted(set(item) - {"path", "weight", "name"})
+            if unknown or "path" not in item:
+                raise ConfigError(f"a data source is {{path, weight, name}}, got {item!r}")
+            sources.append(DataSource(Path(item["path"]), _weight(item.get("weight", 1.0), item),
+                                      str(item.get("name") or "")))
+        else:
+            text = os.fspath(item)
+            path, sep, weight = text.rpartition("=")
+            if not sep or not path or Path(text).is_dir():
+                path, weight = text, "1"
+            sources.append(DataSource(Path(path), _weight(weight, text)))
+    names = [source.name for source in sources]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"two data sources are named {', '.join(twice)}; give each a "
+                          "folder of its own name (or a name in the YAML config)")
+    return sources
+
+
+def _weight(value, given) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"data source {given!r}: the weight after '=' must be a number, got "
+                          f"{value!r} (e.g. data/panoramas=3)") from None
+
+
+def check_sources(sources: list[DataSource]) -> DatasetInfo:
+    """The first source's :class:`DatasetInfo`, after checking that all sources fit one model.
+
+    Raises:
+        DatasetError: a dataset folder is missing or unreadable, or its mode,
+            patch size or preprocessing differs from the first source's (the
+            message names both and the option to rebuild with).
+    """
+    infos = [read_dataset_info(source.path) for source in sources]
+    first = infos[0]
+    for source, info in zip(sources[1:], infos[1:], strict=True):
+        for what, mine, theirs in (("mode", info.mode, first.mode),
+                                   ("patch size", info.patch_size, first.patch_size),
+                                   ("preprocessing", info.preprocessing.to_dict(),
+                                    first.preprocessing.to_dict())):
+            if mine != theirs:
+                raise DatasetError(
+                    f"{source.path}: its {what} ({mine}) differs from that of {sources[0].path} "
+                    f"({theirs}); sources of one run must fit one model: rebuild it with "
+                    f"skyseg build-dataset --like RUN or the same --mode/--patch-size/--scale")
+    return first
+
+
+class MixedBatches:
+    """Batches drawn from several patch datasets by weight; the interface of :class:`PatchBatches`.
+
+    Training (``split="train"``): each patch of batch ``i`` of epoch ``e``
+    picks its source with probability ``weight / sum(weights)`` and a patch of
+    that source uniformly, both drawn from ``(seed, e, i)`` like the
+    augmentation, so a small labelled source (a few panoramas) is seen as
+    often as its weight says, not as often as its patch count. An epoch has
+    ``steps_per_epoch`` batches, by default as many as one pass over all
+    training patches. Validation: every patch of every source, in order.
+
+    Args:
+        sources: the :class:`DataSource` s (see :func:`parse_sources`).
+        split, batch_size, augmentation, seed, workers, steps_per_epoch: as
+            :class:`PatchBatches`.
+
+    Raises:
+        DatasetError: see :func:`check_sources`; a source without patches in ``split``.
+
+    Example:
+        >>> batches = MixedBatches(parse_sources(["pano=3", "camvid=1"]), "train")  # doctest: +SKIP
+        >>> x, y = batches[0]  # doctest: +SKIP
+    """
+
+    def __init__(self, sources: list[DataSource], split: str = "train", *, batch_size: int = 8,
+                 augmentation: Augmentation | None = None, seed: int = 0, workers: int = 1,
+                 steps_per_epoch: int | None = None):
+        self.info = check_sources(sources)
+        self.split = split
+        self.shuffle = split == "train"
+        parts = []
+        for source in sources:
+            try:
+                parts.append((source, PatchBatches(
+                    source.path, split, batch_size=batch_size,
+                    augmentation=augmentation if self.shuffle else None,
+                    shuffle=self.shuffle, seed=seed, workers=1)))
+            except DatasetError:
+                if self.shuffle or not (Path(source.path) / DATASET_FILE).is_file():
+                    raise
+                # A source may have no validation split (panoramas all used for
+                # training); it is validated elsewhere, by panorama.
+        if not parts:
+            raise DatasetError(f"no source has a {split} split: {', '.join(str(s.path) for s in sources)}; "
+                               f"give at least one a {split} split (build-dataset --split-file)")
+        self.sources = [source for source, _ in parts]
+        self.parts = [part for _, part in parts]
+        self.pairs = [pair for part in self.parts for pair in part.pairs]
+        self.batch_size = int(batch_size)
+        self.augmentation = augmentation if self.shuffle else None
+        self.seed = int(seed)
+        self.workers = int(workers)
+        weights = np.array([source.weight for source in self.sources], dtype=np.float64)
+        self.probabilities = weights / weights.sum()
+        self.steps_per_epoch = (int(steps_per_epoch) if steps_per_epoch is not None
+                                and self.shuffle else None)
+        self.epoch = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return {key: value for part in self.parts for key, value in part.skipped.items()}
+
+    @property
+    def patch_size(self) -> int:
+        return self.parts[0].patch_size
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            return -(-len(self.pairs) // self.batch_size)
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return max(1, len(self.pairs) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.epoch_batch(index, self.epoch)
+
+    def epoch_batch(self, index: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
+        return self.batch(index, epoch)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def source_of(self, positions) -> list[str]:
+        """The source name of each position in :attr:`pairs` (validation reports)."""
+        bounds = np.cumsum([len(part.pairs) for part in self.parts])
+        return [self.sources[int(np.searchsorted(bounds, p, side="right"))].name
+                for p in positions]
+
+    def batch(self, index: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of ``epoch``: ``(x float32 (B, P, P, 3), y uint8 (B, P, P, 1))``."""
+        if not self.shuffle:
+            return self._validation_batch(index)
+        side = self.patch_size
+        rng = np.random.default_rng([self.seed, epoch, index])
+        picks = rng.choice(len(self.parts), size=self.batch_size, p=self.probabilities)
+        positions = [int(rng.integers(len(self.parts[p].pairs))) for p in picks]
+        draws = ([self.augmentation.draw(rng, (side, side)) for _ in picks]
+                 if self.augmentation is not None else None)
+        x = np.empty((self.batch_size, side, side, 3), np.float32)
+        y = np.empty((self.batch_size, side, side, 1), np.uint8)
+
+        def fill(slot: int) -> None:
+            part = self.parts[picks[slot]]
+            # A damaged patch gives way to the next ones of its source, in order.
+            for step in range(len(part.pairs)):
+                try:
+                    part._fill(slot, (positions[slot] + step) % len(part.pairs), x, y, draws)
+                    return
+                except DatasetError:
+                    continue
+            raise part._all_bad()
+
+        if self.workers > 1:
+            list(self._executor().map(fill, range(self.batch_size)))
+        else:
+            for slot in range(self.batch_size):
+                fill(slot)
+        return x, y
+
+    def _validation_batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        start = index * self.batch_size
+        positions = range(start, min(start + self.batch_size, len(self.pairs)))
+        bounds = np.concatenate([[0], np.cumsum([len(part.pairs) for part in self.parts])])
+        side = self.patch_size
+        x = np.empty((len(positions), side, side, 3), np.float32)
+        y = np.empty((len(positions), side, side, 1), np.uint8)
+        for slot, position in enumerate(positions):
+            which = int(np.searchsorted(bounds, position, side="right")) - 1
+            part = self.parts[which]
+            local = position - int(bounds[which])
+            for step in range(len(part.pairs)):
+                try:
+                    part._fill(slot, (local + step) % len(part.pairs), x, y, None)
+                    break
+                except DatasetError:
+                    continue
+            else:
+                raise part._all_bad()
+        return x, y
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="skyseg-mixed")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for part in self.parts:
+            part.close()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        return state
+
+    def __repr__(self) -> str:
+        shares = ", ".join(f"{s.name}={p:.2f}" for s, p in
+                           zip(self.sources, self.probabilities, strict=True))
+        return f"{type(self).__name__}({self.split!r}, {shares}, patches={len(self.pairs)})"
+
+
+def open_batches(data, split: str = "train", **options):
+    """:class:`PatchBatches` for one dataset folder, :class:`MixedBatches` for several
+    (``data``: as :func:`parse_sources` takes; ``options``: as :class:`PatchBatches`).
+    With ``keras=True``, the ``keras.utils.Sequence`` versions."""
+    keras = options.pop("keras", False)
+    sources = parse_sources(data)
+    if len(sources) == 1:
+        cls = _patch_sequence_class() if keras else PatchBatches
+        return cls(sources[0].path, split, **options)
+    cls = _mixed_sequence_class() if keras else MixedBatches
+    options.pop("shuffle", None)
+    return cls(sources, split, **options)
+
+
+@functools.cache
+def _mixed_sequence_class():
+    from skyseg.model import import_keras
+
+    keras = import_keras()
+
+    class MixedSequence(MixedBatches, keras.utils.Sequence):
+        __doc__ = ("A :class:`MixedBatches` that is also a ``keras.utils.Sequence``.\n\n"
+                   + (MixedBatches.__doc__ or ""))
+
+    MixedSequence.__module__ = __name__
+    return MixedSequence
+
+
 @functools.cache
 def _patch_sequence_class():
     from skyseg.model import import_keras
@@ -663,4 +965,6 @@ def _patch_sequence_class():
 def __getattr__(name: str):
     if name == "PatchSequence":
         return _patch_sequence_class()
+    if name == "MixedSequence":
+        return _mixed_sequence_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

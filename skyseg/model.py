@@ -36,6 +36,12 @@ __all__ = [
     "read_model_attributes",
     "check_model_choice",
     "load_run",
+    "default_model",
+    "resolve_model_path",
+    "is_model_path",
+    "DEFAULT_MODEL_DIR",
+    "RESOURCES",
+    "DEFAULT_MODEL_NAME",
     "ModelEnsemble",
     "LoadedModel",
     "MODEL_BEST",
@@ -56,8 +62,16 @@ BACKBONES = (
     "inceptionresnetv2", "inceptionv3", "mobilenet", "mobilenetv2",
     "efficientnetb0", "efficientnetb1", "efficientnetb2", "efficientnetb3",
     "efficientnetb4", "efficientnetb5", "efficientnetb6", "efficientnetb7",
+    # skyseg's own (skyseg.lite0): a U-Net only; its ImageNet weights ship with skyseg.
+    "efficientnetlite0",
 )
 
+#: The sky model shipped with skyseg (a run folder): ``skyseg predict`` without
+#: ``--model``, ``--init default``, Label Studio pre-annotations.
+RESOURCES = Path(__file__).resolve().parent / "resources"
+DEFAULT_MODEL_DIR = RESOURCES / "models" / "default"
+#: What ``--model`` / ``--init`` may say to mean :data:`DEFAULT_MODEL_DIR`.
+DEFAULT_MODEL_NAME = "default"
 MODEL_BEST = "model_best.h5"
 MODEL_LAST = "model_last.h5"
 PREPROCESSING_FILE = "preprocessing.json"
@@ -145,8 +159,9 @@ def build_model(
         architecture: ``"unet"`` (default), ``"fpn"``, ``"linknet"`` or ``"pspnet"``.
         backbone: any of :data:`BACKBONES` (default ``"resnet34"``).
         encoder_weights: ``None`` (random, default), ``"imagenet"`` (downloaded
-            by segmentation_models; needs internet) or a path to a local
-            weights file (``resnet34_imagenet_1000_no_top.h5``).
+            by segmentation_models, needs internet; for ``efficientnetlite0`` the
+            weights shipped with skyseg) or a path to a local weights file
+            (``resnet34_imagenet_1000_no_top.h5``; an ``.npz`` for Lite0).
         input_shape: ``(H, W, 3)``; ``(None, None, 3)`` accepts any multiple
             of 32. PSPNet needs fixed sizes, multiples of 48.
         encoder_freeze: keep the encoder's weights fixed while training.
@@ -171,6 +186,8 @@ def build_model(
             f"PSPNet needs a fixed input size that is a multiple of 48, got {input_shape[:2]}; "
             "pass e.g. input_shape=(288, 288, 3) or use unet/fpn/linknet"
         )
+    if backbone == "efficientnetlite0":
+        return _build_lite0(architecture, encoder_weights, input_shape)
     local_weights = None
     if encoder_weights not in (None, "imagenet"):
         local_weights = Path(encoder_weights)
@@ -202,7 +219,24 @@ def build_model(
         raise ModelError(f"could not build {architecture}/{backbone}: {exc}") from exc
     if local_weights is not None:
         _load_encoder_weights(model, local_weights)
+    return _float32_output(import_keras(), model)
+
+
+def _build_lite0(architecture: str, encoder_weights, input_shape: tuple):
+    """The Lite0 U-Net of :mod:`skyseg.lite0`; ``"imagenet"`` is the file shipped with skyseg."""
+    from skyseg import lite0
+
+    if architecture != "unet":
+        raise ConfigError(f"the {lite0.BACKBONE} backbone comes as a U-Net only, got "
+                          f"{architecture!r}; pass --architecture unet")
+    weights = (lite0.IMAGENET_WEIGHTS if encoder_weights == "imagenet"
+               else None if encoder_weights is None else Path(encoder_weights))
     keras = import_keras()
+    model = lite0.build_lite0_unet(keras, input_shape=input_shape, encoder_weights=weights)
+    return _float32_output(keras, model)
+
+
+def _float32_output(keras, model):
     if keras.mixed_precision.global_policy().compute_dtype != "float32":
         # Under mixed precision the sigmoid computes in float16; the losses,
         # metrics and callers want float32 probabilities.
@@ -445,6 +479,39 @@ class ModelEnsemble:
     def path(self) -> Path | None:
         """The first member's model file."""
         return self.members[0].path
+
+
+def default_model() -> Path:
+    """The run folder of the model shipped with skyseg.
+
+    Raises:
+        ModelError: the shipped model is missing (a broken install).
+
+    Example:
+        >>> default_model().name
+        'default'
+    """
+    if not (DEFAULT_MODEL_DIR / MODEL_BEST).is_file():
+        raise ModelError(f"{DEFAULT_MODEL_DIR}: the shipped sky model is missing; reinstall "
+                         "skyseg, or pass --model RUN (a run folder of skyseg train)")
+    return DEFAULT_MODEL_DIR
+
+
+def resolve_model_path(model) -> Path:
+    """``"default"`` or None -> :func:`default_model`; anything else as a path."""
+    if model is None or str(model) == DEFAULT_MODEL_NAME and not Path(str(model)).exists():
+        return default_model()
+    return Path(model)
+
+
+def is_model_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a model rather than images: a ``.h5``/``.keras`` file, or a
+    folder holding ``model_best.h5``, ``model_last.h5`` or ``config.json``."""
+    path = Path(path)
+    if path.is_file():
+        return path.suffix.lower() in (".h5", ".keras")
+    return path.is_dir() and any((path / name).is_file()
+                                 for name in (MODEL_BEST, MODEL_LAST, CONFIG_FILE))
 
 
 def read_run_config(folder: str | os.PathLike, *, what: str = "",

@@ -91,7 +91,15 @@ from skyseg.io import (
 )
 from skyseg.log import BatchReport, progress
 from skyseg.metrics import THRESHOLD
-from skyseg.model import PREPROCESSING_FILE, LoadedModel, ModelEnsemble, load_run
+from skyseg.model import (
+    DEFAULT_MODEL_NAME,
+    PREPROCESSING_FILE,
+    LoadedModel,
+    ModelEnsemble,
+    is_model_path,
+    load_run,
+    resolve_model_path,
+)
 from skyseg.overlay import resize_mask, resize_uint8, tint
 from skyseg.preprocess import (
     Preprocessing,
@@ -121,6 +129,9 @@ __all__ = [
     "check_tile_size",
     "check_options",
     "load_for_cli",
+    "add_model_argument",
+    "resolve_model_argument",
+    "accepts_ldr",
     "default_overlap",
     "is_panorama",
     "working_size",
@@ -377,6 +388,12 @@ def _fixed_input_size(model) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
+def accepts_ldr(loaded: LoadedModel) -> bool:
+    """Whether an HDR model was trained on LDR photos too (decoded to linear radiance,
+    ``build-dataset --convert-ldr``), so LDR inputs are converted without ``--convert``."""
+    return bool(loaded.preprocessing.is_hdr and loaded.config.get("convert_ldr"))
+
+
 def _network_input(image: np.ndarray, *, image_is_hdr: bool, preprocessing: Preprocessing,
                    convert: bool, name: str) -> np.ndarray:
     """The image in the value range the model's preprocessing expects."""
@@ -507,7 +524,7 @@ def predict_image(
     preprocessing = loaded.preprocessing
     if is_hdr is not None:
         image = _network_input(image, image_is_hdr=bool(is_hdr), preprocessing=preprocessing,
-                               convert=convert, name=name)
+                               convert=convert or accepts_ldr(loaded), name=name)
     full_height, full_width = image.shape[:2]
     wrapping = _resolve_wrap(wrap, full_height, full_width)
     full_image = image
@@ -1036,10 +1053,11 @@ def prediction_options(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL",
-                        help="run folder of skyseg train, or a .h5 model file")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files, folders or glob patterns (EXR, HDR, TIFF, JPG, PNG)")
+                        help="image files, folders or glob patterns (EXR, HDR, TIFF, JPG, PNG); "
+                             "a run folder or .h5 file first is the model (the older form "
+                             "skyseg predict RUN INPUT...)")
+    add_model_argument(parser)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--save", default=",".join(DEFAULT_SAVE),
                         help=f"outputs to write, comma-separated from {','.join(SAVE_CHOICES)}")
@@ -1063,6 +1081,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from skyseg.shards import PredictShard
 
+    resolve_model_argument(args)
     shard = PredictShard.from_args(args)  # narrows args.inputs to what the shard has left
     if shard is not None and not shard.todo:
         shard.log_summary()
@@ -1080,6 +1099,31 @@ def run(args: argparse.Namespace) -> int:
     if shard is not None:
         shard.log_summary(report)
     return status
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model RUN`` (default: the model shipped with skyseg)."""
+    parser.add_argument("--model", default=None, metavar="RUN",
+                        help="run folder of skyseg train, or a .h5 model file (default: the sky "
+                             f"model shipped with skyseg, also named '{DEFAULT_MODEL_NAME}')")
+
+
+def resolve_model_argument(args: argparse.Namespace) -> argparse.Namespace:
+    """Settle ``args.model``: ``--model``, else a model given first among the inputs (the
+    form ``skyseg predict RUN INPUT...``), else the shipped model. Idempotent.
+
+    Raises:
+        ModelError: no model given and the shipped one is missing.
+    """
+    if getattr(args, "_model_resolved", False):
+        return args
+    inputs = getattr(args, "inputs", None)
+    if getattr(args, "model", None) is None and inputs and len(inputs) > 1 \
+            and is_model_path(inputs[0]):
+        args.model, args.inputs = inputs[0], inputs[1:]
+    args.model = str(resolve_model_path(getattr(args, "model", None)))
+    args._model_resolved = True
+    return args
 
 
 def report_predictions(report: BatchReport, out_dir: str | os.PathLike) -> int:
@@ -1106,6 +1150,7 @@ def load_for_cli(args: argparse.Namespace) -> LoadedModel | ModelEnsemble:
         ModelError: the model cannot be loaded.
     """
     check_options(prediction_options(args), threshold=args.threshold)
+    resolve_model_argument(args)
     check_max_pixels(getattr(args, "max_pixels", None) or None)
     if getattr(args, "save", None) is not None:
         parse_save(args.save)

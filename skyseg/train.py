@@ -96,7 +96,7 @@ from skyseg.model import (
 __all__ = ["train", "train_model", "RunSettings", "TrainResult", "TimeBudget", "report_training",
            "progress_verbosity", "read_history", "write_history", "plot_curves",
            "plot_samples", "CLI_HELP", "add_arguments", "run", "HISTORY_FILE", "CURVES_FILE",
-           "SAMPLES_FILE", "TENSORBOARD_DIR"]
+           "SAMPLES_FILE", "TENSORBOARD_DIR", "run_images"]
 
 logger = logging.getLogger("skyseg")
 
@@ -202,6 +202,58 @@ def _parse_encoder_weights(value):
     return str(Path(value).resolve())
 
 
+def run_images(run: str | os.PathLike) -> dict[str, str]:
+    """The images a run learnt from: stem -> ``"train"`` or ``"val"`` (the split that
+    picked its best checkpoint), over all its data sources and, through ``--init``,
+    the runs it started from. A figure on any of them is not a held-out figure.
+
+    Args:
+        run: a run folder (or a model file in one).
+
+    Returns:
+        ``{stem: split}``; ``"train"`` wins over ``"val"``. Empty when the run
+        records no dataset (a bare model file) or its datasets are gone.
+
+    Example:
+        >>> sorted(run_images("runs/sky").items())[:2]  # doctest: +SKIP
+        [('city', 'train'), ('park', 'val')]
+    """
+    from skyseg.generators import read_dataset_info
+    from skyseg.model import resolve_model_path
+
+    folder = resolve_model_path(run)
+    folder = folder if folder.is_dir() else folder.parent
+    seen: dict[str, str] = {}
+    config = read_run_config(folder, error=ModelError)
+    data = config.get("data")
+    paths = [data] if isinstance(data, str) else [item.get("path") for item in data or []]
+    for path in paths:
+        try:
+            images = read_dataset_info(path).metadata.get("images", {})
+        except DatasetError:
+            continue
+        for record in images.values():
+            split, stem = record.get("split"), record.get("stem")
+            if split in ("train", "val") and stem and seen.get(stem) != "train":
+                seen[stem] = split
+    init = (config.get("init") or {}).get("from")
+    if init and Path(init).resolve() != folder.resolve() and Path(init).exists():
+        for stem, split in run_images(init).items():
+            if seen.get(stem) != "train":
+                seen[stem] = split
+    return seen
+
+
+def _learns_ldr(sources, init_source) -> bool:
+    """Whether the run learns LDR photos as radiance (``predict`` then converts them
+    unasked): a source built with ``--convert-ldr``, or an ``--init`` run that did."""
+    from skyseg.generators import read_dataset_info
+
+    if init_source is not None and init_source.config.get("convert_ldr"):
+        return True
+    return any(read_dataset_info(s.path).metadata.get("convert_ldr") for s in sources)
+
+
 def _check_arguments(epochs, batch_size, learning_rate, patience, workers) -> None:
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ConfigError(f"--epochs must be a whole number >= 1, got {epochs!r}")
@@ -252,7 +304,12 @@ def train_model(
     """Train a segmentation network on a patch dataset and fill a run folder.
 
     Args:
-        data_dir: dataset folder of ``skyseg build-dataset`` (train and val splits).
+        data_dir: dataset folder of ``skyseg build-dataset`` (train and val splits),
+            or several sources: a list of folders, ``"DIR=WEIGHT"`` strings or
+            :class:`~skyseg.generators.DataSource` s (see
+            :func:`~skyseg.generators.parse_sources`); training patches are then
+            drawn from each by its weight (:class:`~skyseg.generators.MixedBatches`),
+            and validation scores every source's val patches.
         out_dir: the run folder (created; must not hold another run unless ``resume``).
         epochs: total epochs (a resumed run counts the ones already done).
         batch_size: patches per batch (split across GPUs when there are several).
@@ -335,7 +392,10 @@ def train_model(
     """
     started = time.time()
     budget = TimeBudget(max_minutes) if max_minutes is not None else None
-    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    from skyseg.generators import check_sources, open_batches, parse_sources
+
+    sources = parse_sources(data_dir)
+    out_dir, data_dir = Path(out_dir), Path(sources[0].path)
     source = _resolve_init(init, resume, out_dir)
     architecture, backbone, learning_rate = _model_choices(source, architecture, backbone,
                                                            learning_rate)
@@ -346,9 +406,7 @@ def train_model(
 
     cluster = distribute.check_strategy(strategy, collective_timeout)
     encoder_weights = _check_loss_and_encoder_weights(loss, encoder_weights)
-    from skyseg.generators import PatchBatches, read_dataset_info
-
-    info = read_dataset_info(data_dir)
+    info = check_sources(sources)
     if source is not None:
         _check_init_preprocessing(source, info.preprocessing, data_dir)
     ema, clip_norm = _check_recipe_options(bn_momentum, schedule=schedule, optimizer=optimizer,
@@ -363,10 +421,10 @@ def train_model(
                               f"Augmentation or None, got {augmentation!r}")
         augmentation = Augmentation.default(info.mode)
     # Plain batches first: they check the dataset without importing TensorFlow.
-    train_batches = PatchBatches(data_dir, "train", batch_size=batch_size,
+    train_batches = open_batches(sources, "train", batch_size=batch_size,
                                  augmentation=augmentation, seed=seed, workers=workers,
                                  steps_per_epoch=steps_per_epoch)
-    val_batches = PatchBatches(data_dir, "val", batch_size=batch_size, seed=seed,
+    val_batches = open_batches(sources, "val", batch_size=batch_size, seed=seed,
                                workers=workers)
     _check_patch_size(train_batches.patch_size, architecture)
     settings = RunSettings(
@@ -381,13 +439,17 @@ def train_model(
         mixed_precision=bool(mixed_precision), deterministic=deterministic,
         patience=patience, steps_per_epoch=steps_per_epoch, bn_momentum=float(bn_momentum),
         train_patches=len(train_batches.pairs), val_patches=len(val_batches.pairs),
-        workers=workers, data=str(data_dir.resolve()),
+        workers=workers,
+        data=(str(data_dir.resolve()) if len(sources) == 1
+              else [source.to_json() for source in sources]),
         created=time.strftime("%Y-%m-%dT%H:%M:%S"), skyseg_version=_version(),
         init=source.record if source is not None else None,
         freeze_encoder_epochs=int(freeze_encoder_epochs),
         max_minutes=float(max_minutes) if max_minutes is not None else None,
-        distribution=_distribution_record(cluster, batch_size))
-    place = _RunPlace(out_dir=out_dir, data_dir=data_dir, augmentation=augmentation,
+        distribution=_distribution_record(cluster, batch_size),
+        convert_ldr=_learns_ldr(sources, source))
+    place = _RunPlace(out_dir=out_dir, data_dir=data_dir, sources=tuple(sources),
+                      augmentation=augmentation,
                       preprocessing=info.preprocessing, cluster=cluster, strategy=strategy,
                       collective_timeout=collective_timeout, budget=budget)
     state = _prepare_run_folder(out_dir, settings.to_json(), resume, write=place.writes)
@@ -417,8 +479,8 @@ class RunSettings:
     them) and the dataset; :meth:`to_json` is ``config.json``, whose keys
     :data:`RESUMABLE_KEYS` aside are compared on ``--resume``.
     ``reduce_lr`` and ``checkpoint_monitor`` follow from the others. The last
-    four (``init``, ``freeze_encoder_epochs``, ``max_minutes``,
-    ``distribution``) are written only when in use, so runs made before
+    five (``init``, ``freeze_encoder_epochs``, ``max_minutes``,
+    ``distribution``, ``convert_ldr``) are written only when in use, so runs made before
     those options still resume.
 
     Example:
@@ -454,13 +516,14 @@ class RunSettings:
     train_patches: int
     val_patches: int
     workers: int
-    data: str
+    data: str | list  # the dataset folder, or the sources' {path, weight, name}
     created: str
     skyseg_version: str
     init: dict | None = None
     freeze_encoder_epochs: int = 0
     max_minutes: float | None = None
     distribution: dict | None = None
+    convert_ldr: bool = False
 
     #: config.json's keys in order (before the optional ones).
     KEYS: ClassVar[tuple[str, ...]] = (
@@ -472,7 +535,7 @@ class RunSettings:
         "created", "skyseg_version")
     #: Keys written only when the option is in use (not None, not 0).
     OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ("init", "freeze_encoder_epochs", "max_minutes",
-                                                "distribution")
+                                                "distribution", "convert_ldr")
 
     @property
     def reduce_lr(self) -> dict | None:
@@ -517,7 +580,8 @@ class _RunPlace:
     """Where and with what a run trains, besides its settings (none of it in ``config.json``)."""
 
     out_dir: Path
-    data_dir: Path  # as given (messages name patch files under it)
+    data_dir: Path  # as given (messages name patch files under it); the first source's
+    sources: tuple  # the generators.DataSource s (one for a single dataset folder)
     augmentation: Augmentation | None
     preprocessing: object  # the dataset's Preprocessing
     cluster: object  # skyseg.distribute's cluster of a multi-worker run, else None
@@ -567,14 +631,16 @@ def _train_with_keras(settings: RunSettings, state: dict | None, place: _RunPlac
                               mixed_precision=settings.mixed_precision)
         with distribution.scope():
             model = _make_model(settings, state, out_dir, keras)
-        from skyseg.generators import PatchSequence
+        from skyseg.generators import open_batches
 
-        train_sequence = PatchSequence(place.data_dir, "train", batch_size=settings.batch_size,
-                                       augmentation=place.augmentation, seed=settings.seed,
-                                       workers=settings.workers,
-                                       steps_per_epoch=settings.steps_per_epoch)
-        val_sequence = PatchSequence(place.data_dir, "val", batch_size=settings.batch_size,
-                                     seed=settings.seed, workers=settings.workers)
+        train_sequence = open_batches(place.sources, "train", keras=True,
+                                      batch_size=settings.batch_size,
+                                      augmentation=place.augmentation, seed=settings.seed,
+                                      workers=settings.workers,
+                                      steps_per_epoch=settings.steps_per_epoch)
+        val_sequence = open_batches(place.sources, "val", keras=True,
+                                    batch_size=settings.batch_size, seed=settings.seed,
+                                    workers=settings.workers)
         train_sequence.set_epoch(initial_epoch)
         own_callbacks, recorder = _epoch_callbacks(
             keras, settings=settings, state=state, out_dir=out_dir, record_dir=record_dir,
@@ -1175,10 +1241,10 @@ class _InitSource:
 def _init_source(init) -> _InitSource:
     """Resolve ``--init``: a run folder (its best model) or a model file, with config and
     preprocessing when they are there."""
-    from skyseg.model import MODEL_BEST, MODEL_LAST
+    from skyseg.model import MODEL_BEST, MODEL_LAST, resolve_model_path
     from skyseg.preprocess import Preprocessing
 
-    given = Path(init)
+    given = resolve_model_path(init)
     if given.is_dir():
         model_path = next((given / n for n in (MODEL_BEST, MODEL_LAST)
                            if (given / n).is_file()), None)
@@ -1275,8 +1341,14 @@ def _copy_weights(model_path, model) -> None:
 
 def _encoder_layer_names(backbone: str) -> set[str]:
     """Names of the layers of a backbone (the encoder of segmentation_models networks)."""
+    from skyseg import lite0
     from skyseg.model import import_segmentation_models
 
+    if backbone == lite0.BACKBONE:
+        from skyseg.model import build_model
+
+        model = build_model("unet", backbone)
+        return {layer.name for layer in model.layers if layer.name.startswith(lite0.ENCODER_PREFIX)}
     sm = import_segmentation_models()
     # The factory wants the Keras submodules segmentation_models injects into its own calls.
     get_backbone = sm.inject_global_submodules(sm.Backbones.get_backbone)
@@ -1360,8 +1432,10 @@ def _budget_stop(budget: TimeBudget | None, model, epoch: int, epochs: int,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path,
-                        help="dataset folder written by skyseg build-dataset")
+    parser.add_argument("--data", required=True, action="append", metavar="DIR[=WEIGHT]",
+                        help="dataset folder written by skyseg build-dataset; repeat for several "
+                             "sources, each with its sampling weight (e.g. --data pano=3 "
+                             "--data camvid=1)")
     parser.add_argument("--out", required=True, type=Path, help="run folder to create (or resume)")
     parser.add_argument("--epochs", type=int, default=100, help="total number of epochs")
     parser.add_argument("--batch-size", type=int, default=8, help="patches per batch")

@@ -767,3 +767,36 @@ def test_like_needs_a_run(ldr_set, tmp_path, cli):
     assert result.returncode == 2 and "--clip-max comes from --like RUN" in result.stderr
     with pytest.raises(ConfigError, match="--exposure-key comes from --like"):
         build_dataset(coco, images, tmp_path / "data", like=tmp_path / "bare", exposure_key=0.3)
+
+
+def _srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    """The sRGB decoding formula (IEC 61966-2-1), written out here as the test's oracle."""
+    v = values.astype(np.float64) / 255.0
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def test_convert_ldr_builds_photos_as_linear_radiance_into_an_hdr_dataset(tmp_path):
+    sizes = [("photo_a", 20, 30), ("photo_b", 18, 24)]
+    coco, images = make_labelled_set(tmp_path / "set", sizes, kind="ldr", seed=4)
+    out = tmp_path / "data"
+    result = build_dataset(coco, images, out, mode="hdr", convert_ldr=True, patch_size=PATCH,
+                           stride=STRIDE, dtype="float32", split=(0.5, 0.5))
+    assert result.exit_code == 0
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["mode"] == "hdr" and info["convert_ldr"] is True
+    prep = Preprocessing(mode="hdr")
+    for r in read_manifest(out):
+        source = np.asarray(Image.open(images / r["source"]))
+        row, col = int(r["row"]), int(r["col"])
+        vh, vw = int(r["valid_height"]), int(r["valid_width"])
+        x = tifffile.imread(out / f"X_{r['split']}" / r["split"] / f"{r['id']}.tif")
+        np.testing.assert_allclose(prep.invert(x[:vh, :vw]),
+                                   _srgb_to_linear(source[row:row + vh, col:col + vw]),
+                                   rtol=1e-3, atol=1e-5)
+    # Without --convert-ldr an LDR photo has no place in an HDR dataset; with it, HDR is needed.
+    with pytest.raises(ConfigError, match="no HDR images to build"):
+        build_dataset(coco, images, tmp_path / "refused", mode="hdr", patch_size=PATCH,
+                      stride=STRIDE, split=(0.5, 0.5))
+    with pytest.raises(ConfigError, match="--convert-ldr .* pass --mode hdr"):
+        build_dataset(coco, images, tmp_path / "ldr", mode="ldr", convert_ldr=True,
+                      patch_size=PATCH, stride=STRIDE)

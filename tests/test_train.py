@@ -638,3 +638,44 @@ def test_augment_set_changes_the_default_of_the_data_mode(tmp_path, monkeypatch)
     assert configs["hdr"]["augmentation"] == {**Augmentation().to_dict(), "exposure_ev": 4.0}
     assert configs["ldr"]["augmentation"] == {**Augmentation.default("ldr").to_dict(),
                                               "exposure_ev": 4.0}
+
+
+# --------------------------------------------------------------------------- several sources
+
+def _record_images(root, stems_by_split: dict[str, list[str]], **extra) -> None:
+    """Add the ``images`` table build-dataset writes (and ``extra`` keys) to dataset.json."""
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["images"] = {f"{stem}.hdr": {"stem": stem, "split": split}
+                      for split, stems in stems_by_split.items() for stem in stems}
+    meta.update(extra)
+    (root / "dataset.json").write_text(json.dumps(meta))
+
+
+def test_two_sources_train_one_run_that_knows_what_it_learnt_from(tmp_path):
+    from skyseg.model import load_run
+    from skyseg.predict import accepts_ldr
+    from skyseg.train import run_images
+
+    panoramas = write_dataset(tmp_path / "panoramas", counts={"train": 8}, size=32, seed=1)
+    photos = write_dataset(tmp_path / "photos", counts={"train": 16, "val": 8}, size=32, seed=2)
+    _record_images(panoramas, {"train": ["city", "forest"]})
+    _record_images(photos, {"train": ["street_1"], "val": ["street_2"]}, convert_ldr=True)
+    run = tmp_path / "run"
+    result = train([f"{panoramas}=3", photos], run, **{**OPTIONS, "epochs": 1},
+                   steps_per_epoch=2)
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"] == [
+        {"path": str(panoramas.resolve()), "weight": 3.0, "name": "panoramas"},
+        {"path": str(photos.resolve()), "weight": 1.0, "name": "photos"}]
+    # Validated on the one source with a val split; trained on both.
+    assert config["train_patches"] == 24 and config["val_patches"] == 8
+    assert config["convert_ldr"] is True and accepts_ldr(load_run(run))
+    assert result.history and result.history[0]["val_iou"] >= 0.0
+    assert run_images(run) == {"city": "train", "forest": "train", "street_1": "train",
+                               "street_2": "val"}
+    # A run fine-tuned from it learnt from those images too, and keeps converting LDR photos.
+    tuned = tmp_path / "tuned"
+    train(photos, tuned, epochs=1, batch_size=8, init=run, seed=0, steps_per_epoch=1,
+          encoder_weights=None)
+    assert run_images(tuned)["city"] == "train"
+    assert json.loads((tuned / "config.json").read_text())["convert_ldr"] is True
