@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         del loaded
 
     print()
-    for name, run in models:
+    for name, _ in models:
         rows = results[name]
         print(_format_summary(name, "all panoramas", summarise(rows)))
         unseen = [r for r in rows if r["seen"] == "-"]

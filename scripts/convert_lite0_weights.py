@@ -103,7 +103,8 @@ def _depthwise(array: np.ndarray) -> np.ndarray:  # (channels, 1, kh, kw) -> (kh
 
 def keras_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """EfficientNet-PyTorch names -> skyseg.lite0 ``layer/weight`` names (Keras layouts)."""
-    from skyseg.lite0 import BLOCKS, ENCODER_PREFIX as p
+    from skyseg.lite0 import BLOCKS
+    from skyseg.lite0 import ENCODER_PREFIX as p
 
     out = {f"{p}stem_conv/kernel": _conv(arrays["_conv_stem.weight"]),
            **_batch_norm(arrays, "_bn0", f"{p}stem_bn")}

@@ -794,8 +794,9 @@ class MixedBatches:
                 # A source may have no validation split (panoramas all used for
                 # training); it is validated elsewhere, by panorama.
         if not parts:
-            raise DatasetError(f"no source has a {split} split: {', '.join(str(s.path) for s in sources)}; "
-                               f"give at least one a {split} split (build-dataset --split-file)")
+            names = ", ".join(str(source.path) for source in sources)
+            raise DatasetError(f"no source has a {split} split: {names}; give at least one a "
+                               f"{split} split (build-dataset --split-file)")
         self.sources = [source for source, _ in parts]
         self.parts = [part for _, part in parts]
         self.pairs = [pair for part in self.parts for pair in part.pairs]

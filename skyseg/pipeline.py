@@ -308,8 +308,9 @@ def _predict_step(config: PipelineConfig) -> Step:
         options["tta"] = True
     kwargs = dict(model=_models(config), inputs=list(inputs),
                   out_dir=config.predictions_dir, **default_prediction_options(**options))
-    return Step("predict", _command("predict", config.run_dir, *inputs, options=[
-        ("--out", config.predictions_dir), ("--tile-size", options.get("tile_size")),
+    return Step("predict", _command("predict", *inputs, options=[
+        ("--model", config.run_dir), ("--out", config.predictions_dir),
+        ("--tile-size", options.get("tile_size")),
         ("--tta", config.tta), *_ensemble_options(config)]),
         "skyseg.predict", "predict_files", kwargs, "report_predictions",
         {"out_dir": config.predictions_dir}, held_out=held_out in inputs)
@@ -545,7 +546,9 @@ def config_from_args(args: argparse.Namespace, environ=None) -> PipelineConfig:
     if config.images is None and args.work_dir is None and "work_dir" not in explicit:
         config.work_dir = Path("outputs/demo")
     if config.uses_demo:
-        defaults = DEMO_DEFAULTS if config.demo == "synthetic" else REAL_DEMO_DEFAULTS
+        defaults = dict(DEMO_DEFAULTS if config.demo == "synthetic" else REAL_DEMO_DEFAULTS)
+        if explicit & {"architecture", "backbone", "encoder_weights"}:
+            defaults.pop("init", None)  # another network: trained from scratch, not fine-tuned
         for key, value in defaults.items():
             if key not in explicit:
                 setattr(config, key, value)

@@ -80,6 +80,7 @@ from skyseg.cli import stage_main
 from skyseg.errors import ConfigError, ModelError, SkysegError
 from skyseg.io import (
     DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
     add_max_pixels_argument,
     check_max_pixels,
     find_images,
@@ -1119,11 +1120,21 @@ def resolve_model_argument(args: argparse.Namespace) -> argparse.Namespace:
         return args
     inputs = getattr(args, "inputs", None)
     if getattr(args, "model", None) is None and inputs and len(inputs) > 1 \
-            and is_model_path(inputs[0]):
+            and _names_a_model(inputs[0]):
         args.model, args.inputs = inputs[0], inputs[1:]
     args.model = str(resolve_model_path(getattr(args, "model", None)))
     args._model_resolved = True
     return args
+
+
+def _names_a_model(text: str) -> bool:
+    """A first input that is a run folder or model file, or a missing path that is neither
+    an image nor a pattern (``skyseg predict no_such_run a.jpg``: the model is missing)."""
+    if is_model_path(text):
+        return True
+    path = Path(text)
+    return (not path.exists() and not any(char in text for char in "*?[")
+            and path.suffix.lower() not in IMAGE_SUFFIXES)
 
 
 def report_predictions(report: BatchReport, out_dir: str | os.PathLike) -> int:

@@ -1581,7 +1581,8 @@ def _augmentation_from_args(args: argparse.Namespace) -> str | dict | None:
 
 def _train_from_args(args: argparse.Namespace, verbose: int, callbacks: list) -> TrainResult:
     return train_model(
-        args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
+        args.data[0] if len(args.data) == 1 else args.data, args.out, epochs=args.epochs,
+        batch_size=args.batch_size,
         learning_rate=args.learning_rate, architecture=args.architecture,
         backbone=args.backbone, encoder_weights=args.encoder_weights, loss=args.loss,
         seed=args.seed, resume=args.resume,

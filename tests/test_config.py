@@ -9,7 +9,13 @@ import pytest
 
 from skyseg.config import PipelineConfig, load_config, parse_bool
 from skyseg.errors import ConfigError
-from skyseg.pipeline import DEMO_DEFAULTS, add_arguments, config_from_args, plan_pipeline
+from skyseg.pipeline import (
+    DEMO_DEFAULTS,
+    REAL_DEMO_DEFAULTS,
+    add_arguments,
+    config_from_args,
+    plan_pipeline,
+)
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -29,9 +35,20 @@ def test_parse_bool_rejects_other_words():
         parse_bool("maybe", name="TRAIN")
 
 
-def test_defaults_run_the_demo_with_small_settings():
+def test_defaults_run_the_real_demo_fine_tuning_the_shipped_model():
     config = config_from_args(_args(), environ={})
     assert config.uses_demo and config.work_dir == Path("outputs/demo")
+    assert config.demo == "real" and config.init == "default"
+    assert config.patch_size == REAL_DEMO_DEFAULTS["patch_size"]
+    stages = [step.stage for step in plan_pipeline(config)]
+    assert stages == ["previews", "build-dataset", "train", "predict", "evaluate"]
+    # Another network on the demo is trained from scratch, not fine-tuned.
+    assert config_from_args(_args("--backbone", "resnet18"), environ={}).init is None
+
+
+def test_synthetic_demo_keeps_its_small_settings():
+    config = config_from_args(_args("--demo", "synthetic"), environ={})
+    assert config.uses_synthetic_demo and config.init is None
     assert config.patch_size == DEMO_DEFAULTS["patch_size"]
     stages = [step.stage for step in plan_pipeline(config)]
     assert stages == ["demo-data", "previews", "build-dataset", "train", "predict", "evaluate"]
@@ -110,9 +127,11 @@ def test_all_stages_off_but_predict_with_an_existing_run(tmp_path):
     config = PipelineConfig(work_dir=tmp_path, previews=False, build_dataset=False, train=False,
                             evaluate=False)
     steps = plan_pipeline(config)
-    assert [step.stage for step in steps] == ["demo-data", "predict"]
-    assert steps[1].command[:2] == ["predict", str(tmp_path / "run")]
-    assert steps[1].kwargs["model"] == str(tmp_path / "run")
+    assert [step.stage for step in steps] == ["predict"]
+    assert steps[0].command[-4:-2] == ["--model", str(tmp_path / "run")]
+    assert steps[0].kwargs["model"] == str(tmp_path / "run")
+    config.demo = "synthetic"
+    assert [step.stage for step in plan_pipeline(config)] == ["demo-data", "predict"]
 
 
 def test_user_data_needs_images_and_coco(tmp_path):
@@ -148,7 +167,7 @@ def test_a_demo_made_by_another_version_is_refused_with_the_fix(tmp_path, meta):
     demo.mkdir()
     (demo / "demo.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
     with pytest.raises(ConfigError, match=r"another skyseg version .*\(rm -rf .* --work-dir"):
-        plan_pipeline(PipelineConfig(work_dir=tmp_path))
+        plan_pipeline(PipelineConfig(work_dir=tmp_path, demo="synthetic"))
 
 
 def test_the_same_demo_is_reused(tmp_path):
@@ -156,7 +175,7 @@ def test_the_same_demo_is_reused(tmp_path):
 
     from skyseg.demo import FORMAT_VERSION
 
-    config = PipelineConfig(work_dir=tmp_path)
+    config = PipelineConfig(work_dir=tmp_path, demo="synthetic")
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "demo.json").write_text(json.dumps({
         "format": FORMAT_VERSION, "settings": {"scenes": config.demo_scenes,

@@ -8,7 +8,7 @@ import pytest
 
 from .conftest import run_cli
 
-TINY = ["--demo-scenes", "4", "--demo-width", "128", "--patch-size", "64", "--stride", "64",
+TINY = ["--demo", "synthetic", "--demo-scenes", "4", "--demo-width", "128", "--patch-size", "64", "--stride", "64",
         "--epochs", "1", "--steps-per-epoch", "2", "--backbone", "resnet18", "--batch-size", "4"]
 
 
@@ -155,8 +155,8 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
     from skyseg.config import PipelineConfig
     from skyseg.pipeline import plan_pipeline, run_pipeline
 
-    config = PipelineConfig(work_dir=tmp_path / "work", demo_scenes=4, demo_width=128,
-                            mode="hdr", clip_max=5e4, patch_size=64, stride=32, scale=0.5,
+    config = PipelineConfig(work_dir=tmp_path / "work", demo="synthetic", demo_scenes=4,
+                            demo_width=128, mode="hdr", clip_max=5e4, patch_size=64, stride=32, scale=0.5,
                             epochs=2, steps_per_epoch=3, patience=4, learning_rate=2e-3,
                             backbone="resnet18", encoder_weights="none", tile_size=128,
                             tta=True, ignore_sky_gaps=True, seed=7)
@@ -214,8 +214,8 @@ def test_members_train_one_run_per_seed_and_predict_with_their_ensemble(tmp_path
     from skyseg.pipeline import plan_pipeline
 
     work = tmp_path / "work"
-    config = PipelineConfig(work_dir=work, demo_scenes=4, demo_width=128, epochs=2,
-                            backbone="resnet18", members=3, seed=7)
+    config = PipelineConfig(work_dir=work, demo="synthetic", demo_scenes=4, demo_width=128,
+                            epochs=2, backbone="resnet18", members=3, seed=7)
     steps = plan_pipeline(config)
     assert [step.stage for step in steps] == ["demo-data", "previews", "build-dataset", "train",
                                               "train", "train", "predict", "evaluate"]
@@ -248,3 +248,66 @@ def test_members_train_one_run_per_seed_and_predict_with_their_ensemble(tmp_path
     with pytest.raises(ConfigError, match=r"x\.yaml: members = 0; give 1"):
         PipelineConfig().update({"members": 0}, source="x.yaml")
     assert PipelineConfig().run_dirs == [PipelineConfig().run_dir]
+
+
+# --------------------------------------------------------------------------- the real demo
+
+def test_the_default_demo_fine_tunes_the_shipped_model_on_real_panoramas(tmp_path, monkeypatch):
+    """No data given: the bundled real panoramas, four to fine-tune the shipped model on
+    and four held out; every logged command line makes the same call through the CLI."""
+    from skyseg import cli
+    from skyseg.model import DEFAULT_MODEL_DIR, RESOURCES
+    from skyseg.pipeline import config_from_args, plan_pipeline
+
+    parser = cli.build_parser()
+    config = config_from_args(parser.parse_args(["pipeline", "--work-dir",
+                                                 str(tmp_path / "work")]))
+    demo = RESOURCES / "demo"
+    assert config.uses_demo and not config.uses_synthetic_demo
+    assert config.images_dir == demo / "images" and config.coco_file == demo / "result.json"
+    train_list = (demo / "train.txt").read_text().split()
+    val_list = (demo / "val.txt").read_text().split()
+    assert sorted(train_list + val_list) == sorted(p.stem for p in (demo / "images").iterdir())
+    assert not set(train_list) & set(val_list)
+    steps = plan_pipeline(config)
+    assert [step.stage for step in steps] == ["previews", "build-dataset", "train", "predict",
+                                              "evaluate"]
+    build, train = steps[1].kwargs, steps[2].kwargs
+    assert build["like"] == DEFAULT_MODEL_DIR and build["split_files"] == {
+        "train": demo / "train.txt", "val": demo / "val.txt"}
+    assert train["init"] == DEFAULT_MODEL_DIR
+    assert train["architecture"] is None and train["backbone"] is None
+    assert (train["epochs"], train["steps_per_epoch"]) == (3, 25)
+    assert f"--init {DEFAULT_MODEL_DIR}" in steps[2].command_line
+    for step in steps:
+        direct: dict = {}
+        _record_stage_calls(monkeypatch, direct)
+        (tmp_path / "work" / "held_out").mkdir(parents=True, exist_ok=True)
+        step()
+        by_hand: dict = {}
+        _record_stage_calls(monkeypatch, by_hand)
+        assert cli.main(step.command) == 0, step.command_line
+        assert ({key: _meaning(value) for key, value in by_hand[step.stage].items()}
+                == {key: _meaning(value) for key, value in direct[step.stage].items()})
+    with pytest.raises(Exception, match="demo = 'fake'; choose one of real, synthetic"):
+        config.update({"demo": "fake"}, source="x.yaml")
+
+
+@pytest.mark.slow
+def test_real_demo_end_to_end_in_short(tmp_path):
+    """The bundled real demo, with a training of two batches: every stage runs, the
+    held-out panoramas are predicted and scored."""
+    work = tmp_path / "work"
+    result = run_cli("pipeline", "--work-dir", work, "--epochs", "1", "--steps-per-epoch", "1",
+                     "--batch-size", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "== demo-data" not in result.stderr
+    held_out = sorted(p.stem for p in (work / "held_out").iterdir())
+    assert held_out == ["park", "studio", "sunset", "warehouse"]
+    assert sorted(p.name for p in (work / "predictions").glob("*_mask.png")) == [
+        f"{stem}_mask.png" for stem in held_out]
+    summary = json.loads((work / "evaluation" / "summary.json").read_text())
+    assert summary["images"] == 4
+    config = json.loads((work / "run" / "config.json").read_text())
+    assert config["backbone"] == "efficientnetlite0" and config["init"]["from"].endswith(
+        "models/default")

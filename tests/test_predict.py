@@ -719,3 +719,51 @@ def test_cli_ensemble_for_predict_and_evaluate(tmp_path, rng, capsys):
     status = main(["predict", str(identity), str(tmp_path / "in"), "--out", str(tmp_path / "o2"),
                    "--ensemble", str(tmp_path / "no_run")])
     _one_line_error(capsys, status, "no such run folder or model file")
+
+
+# --------------------------------------------------------------------------- the shipped model
+
+def test_which_argument_is_the_model(tmp_path, runs):
+    import argparse
+
+    from skyseg.model import DEFAULT_MODEL_DIR
+    from skyseg.predict import resolve_model_argument
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"")
+    run = str(runs["identity_path"])
+
+    def resolved(inputs, model=None):
+        args = resolve_model_argument(argparse.Namespace(inputs=list(inputs), model=model))
+        return args.model, args.inputs
+
+    assert resolved([str(image)]) == (str(DEFAULT_MODEL_DIR), [str(image)])
+    assert resolved([run, str(image)]) == (run, [str(image)])  # the older form
+    assert resolved([str(image)], model=run) == (run, [str(image)])
+    assert resolved([str(image)], model="default") == (str(DEFAULT_MODEL_DIR), [str(image)])
+    # A missing first path that is no image nor pattern is a missing model ...
+    assert resolved([str(tmp_path / "no_run"), str(image)])[0] == str(tmp_path / "no_run")
+    # ... but a missing image, or a pattern, is an input.
+    for first in (str(tmp_path / "gone.exr"), str(tmp_path / "*")):
+        assert resolved([first, str(image)]) == (str(DEFAULT_MODEL_DIR), [first, str(image)])
+
+
+def test_shipped_model_predicts_with_no_model_argument_and_takes_photos_unasked(tmp_path, rng):
+    """``skyseg predict INPUT --out DIR``: the shipped HDR model, which learnt photos as
+    linear radiance, also predicts an LDR photo without --convert."""
+    from skyseg.model import default_model
+    from skyseg.predict import accepts_ldr
+
+    shipped = load_run(default_model())
+    assert shipped.preprocessing.is_hdr and accepts_ldr(shipped)
+    assert shipped.config["backbone"] == "efficientnetlite0"
+    write_png(tmp_path / "photo.png", _ldr(rng, 40, 64).astype(np.uint8))
+    write_exr(tmp_path / "pano.exr", np.full((32, 64, 3), 0.5, np.float32))
+    for argv in (["predict", str(tmp_path / "photo.png"), str(tmp_path / "pano.exr")],
+                 ["predict", "--model", "default", str(tmp_path / "photo.png"),
+                  str(tmp_path / "pano.exr")]):
+        out = tmp_path / f"out{len(argv)}"
+        assert main([*argv, "--out", str(out)]) == 0
+        for stem, shape in (("photo", (40, 64)), ("pano", (32, 64))):
+            mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+            assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
