@@ -15,6 +15,25 @@ Example YAML (every key optional)::
     train: true
     epochs: 30
     backbone: resnet34
+
+Several labelled sources in one training (each its own dataset, its own
+held-out images and evaluation; ``weight``: its share of the training
+patches)::
+
+    work_dir: outputs/skies
+    init: default                  # fine-tune the shipped model
+    sources:
+      - name: panoramas
+        images: /data/skies/hdr
+        coco: /data/skies/result.json
+        split_files: {train: /data/skies/train.txt, val: /data/skies/val.txt}
+        weight: 2
+      - name: photos
+        images: /data/photos
+        coco: /data/photos/result.json
+        split: "0.8,0.2"
+        convert_ldr: true          # LDR photos into the HDR model, as linear radiance
+        ignore_sky_gaps: true
 """
 
 from __future__ import annotations
@@ -26,7 +45,7 @@ from pathlib import Path
 
 from skyseg.errors import ConfigError
 
-__all__ = ["PipelineConfig", "STAGE_FLAGS", "parse_bool", "load_config"]
+__all__ = ["PipelineConfig", "SourceConfig", "STAGE_FLAGS", "parse_bool", "load_config"]
 
 #: Stage flag -> environment variable, in workflow order.
 STAGE_FLAGS = {
@@ -59,6 +78,85 @@ def parse_bool(value, *, name: str = "flag") -> bool:
     if text in _FALSE:
         return False
     raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+@dataclass
+class SourceConfig:
+    """One labelled source of a pipeline (a ``sources:`` entry of the YAML config).
+
+    Attributes:
+        name: names its dataset (``work_dir/dataset/NAME``), held-out images,
+            predictions and evaluation folders.
+        images, coco: the images and their Label Studio COCO export.
+        weight: its share of the training patches, relative to the others'.
+        split_files, split, group_pattern: how its images split into
+            train/val (as ``skyseg build-dataset``); its val images are
+            predicted and scored on their own.
+        mode: ``hdr``/``ldr`` (None: from the images).
+        convert_ldr: build LDR photos into an HDR dataset (linear radiance).
+        ignore_sky_gaps: leave sky between bare branches out (as build-dataset).
+        stride: its patch stride (None: the pipeline's).
+    """
+
+    name: str
+    images: Path
+    coco: Path
+    weight: float = 1.0
+    split_files: dict[str, Path] = field(default_factory=dict)
+    split: str | None = None
+    group_pattern: str | None = None
+    mode: str | None = None
+    convert_ldr: bool = False
+    ignore_sky_gaps: bool = False
+    stride: int | None = None
+
+    @classmethod
+    def from_mapping(cls, values, *, source: str, base: Path | None = None) -> SourceConfig:
+        """A ``sources:`` entry, paths relative to ``base`` (the config file's folder).
+
+        Raises:
+            ConfigError: not a mapping, a missing or unknown key, a bad value.
+        """
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: each entry of sources is a mapping with name, images "
+                              f"and coco; got {values!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        missing = [key for key in ("name", "images", "coco") if not values.get(key)]
+        if unknown or missing:
+            raise ConfigError(f"{source}: source {values.get('name', '?')!r}: "
+                              + (f"unknown key(s) {unknown}; " if unknown else "")
+                              + (f"missing {', '.join(missing)}; " if missing else "")
+                              + f"known keys: {', '.join(sorted(known))}")
+
+        def path(value) -> Path:
+            value = Path(os.path.expanduser(str(value)))
+            return value if base is None or value.is_absolute() else base / value
+
+        try:
+            weight = float(values.get("weight", 1.0))
+            stride = values.get("stride")
+            stride = None if stride is None else int(stride)
+            split_files = values.get("split_files") or {}
+            if not isinstance(split_files, dict):
+                raise ValueError("split_files")
+            entry = cls(name=str(values["name"]), images=path(values["images"]),
+                        coco=path(values["coco"]), weight=weight,
+                        split_files={str(k): path(v) for k, v in split_files.items()},
+                        split=None if values.get("split") is None else str(values["split"]),
+                        group_pattern=values.get("group_pattern"), mode=values.get("mode"),
+                        convert_ldr=parse_bool(values.get("convert_ldr", False),
+                                               name="convert_ldr"),
+                        ignore_sky_gaps=parse_bool(values.get("ignore_sky_gaps", False),
+                                                   name="ignore_sky_gaps"),
+                        stride=stride)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: source {values.get('name')!r}: a bad value ({exc})"
+                              ) from exc
+        if not weight > 0:
+            raise ConfigError(f"{source}: source {entry.name!r}: weight must be positive, got "
+                              f"{weight:g}")
+        return entry
 
 
 @dataclass
@@ -125,15 +223,16 @@ class PipelineConfig:
     tta: bool = False
 
     seed: int = 0
+    sources: list[SourceConfig] = field(default_factory=list)
 
     # ------------------------------------------------------------------ derived paths
     @property
     def uses_demo(self) -> bool:
-        return self.images is None
+        return self.images is None and not self.sources
 
     @property
     def uses_synthetic_demo(self) -> bool:
-        return self.images is None and self.demo == "synthetic"
+        return self.uses_demo and self.demo == "synthetic"
 
     @property
     def demo_dir(self) -> Path:
@@ -210,14 +309,16 @@ class PipelineConfig:
                 setattr(self, key, parse_bool(environ[variable], name=variable))
 
     def to_dict(self) -> dict:
-        out = {}
-        for key, value in dataclasses.asdict(self).items():
+        def plain(value):
             if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, dict):
-                value = {k: str(v) for k, v in value.items()}
-            out[key] = value
-        return out
+                return str(value)
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [plain(v) for v in value]
+            return value
+
+        return {key: plain(value) for key, value in dataclasses.asdict(self).items()}
 
 
 #: What ``demo`` may be: the bundled real panoramas or generated synthetic scenes.
@@ -247,9 +348,20 @@ def _convert(key: str, value, current, source: str):
             if not isinstance(value, dict):
                 raise ValueError
             return {str(k): Path(os.path.expanduser(str(v))) for k, v in value.items()}
+        if key == "sources":
+            if not isinstance(value, list) or not value:
+                raise ValueError("sources")
+            entries = [SourceConfig.from_mapping(item, source=source) for item in value]
+            names = [entry.name for entry in entries]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"{source}: two sources share a name in {names}; name each "
+                                  "source differently")
+            return entries
         if key == "predict_inputs":
             return [str(v) for v in ([value] if isinstance(value, str) else value)]
         return str(value)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {key} = {value!r} is not a valid value") from exc
 
@@ -289,4 +401,9 @@ def load_config(path: str | os.PathLike | None) -> PipelineConfig:
         config.work_dir = base / config.work_dir
     config.split_files = {k: v if v.is_absolute() else base / v
                           for k, v in config.split_files.items()}
+    if "sources" in values:
+        config.sources = [SourceConfig.from_mapping(item, source=str(path), base=base)
+                          for item in values["sources"]]
+        if config.images is not None:
+            raise ConfigError(f"{path}: give either images/coco or sources, not both")
     return config

@@ -130,7 +130,8 @@ class Step:
         report: the function of ``module`` that shows the result and gives
             the exit status, as the command does (e.g. ``"report_dataset"``).
         report_kwargs: its keyword arguments besides the result.
-        held_out: the step reads the held-out image folder (linked just before).
+        held_out: the source whose held-out image folder the step reads (linked
+            just before), or None.
     """
 
     stage: str
@@ -140,7 +141,7 @@ class Step:
     kwargs: dict
     report: str
     report_kwargs: dict = field(default_factory=dict)
-    held_out: bool = False
+    held_out: _Data | None = None
 
     @property
     def command_line(self) -> str:
@@ -165,6 +166,53 @@ def _command(stage: str, *arguments, options=()) -> list[str]:
     return argv
 
 
+@dataclass(frozen=True)
+class _Data:
+    """One labelled source as the steps see it: the config's own ``images``/``coco``
+    (name ``""``, the folders of before), or a ``sources:`` entry (its own subfolders)."""
+
+    name: str
+    images_dir: Path
+    coco_file: Path | None
+    split_files: dict
+    split: str | None
+    group_pattern: str | None
+    mode: str | None
+    convert_ldr: bool
+    ignore_sky_gaps: bool
+    stride: int | None
+    weight: float
+    dataset_dir: Path
+    held_out_dir: Path
+    predictions_dir: Path
+    evaluation_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"source {self.name!r}: " if self.name else ""
+
+    @property
+    def target(self) -> Path:
+        """What predict and evaluate read: the held-out images when there is a val split."""
+        return self.held_out_dir if "val" in self.split_files else self.images_dir
+
+
+def _data(config: PipelineConfig) -> list[_Data]:
+    """The sources of a pipeline run, in the config's order."""
+    if not config.sources:
+        return [_Data("", config.images_dir, config.coco_file, config.resolved_split_files(),
+                      config.split, config.group_pattern, config.mode, False,
+                      config.ignore_sky_gaps, config.stride, 1.0, config.dataset_dir,
+                      config.work_dir / "held_out", config.predictions_dir,
+                      config.evaluation_dir)]
+    return [_Data(source.name, source.images, source.coco, dict(source.split_files),
+                  source.split, source.group_pattern, source.mode, source.convert_ldr,
+                  source.ignore_sky_gaps, source.stride or config.stride, source.weight,
+                  config.dataset_dir / source.name, config.work_dir / "held_out" / source.name,
+                  config.predictions_dir / source.name, config.evaluation_dir / source.name)
+            for source in config.sources]
+
+
 def plan_pipeline(config: PipelineConfig) -> list[Step]:
     """The stages the pipeline will run, after checking their inputs.
 
@@ -175,24 +223,19 @@ def plan_pipeline(config: PipelineConfig) -> list[Step]:
         ConfigError: a switched-off stage's output is needed and missing, or
             the data settings are incomplete.
     """
+    sources = _data(config)
     if config.uses_synthetic_demo:
         _check_demo_folder(config)
     elif not config.uses_demo:
-        if not config.images_dir.is_dir():
-            raise ConfigError(f"images folder {config.images_dir} not found; set images: in the "
-                              "config or --images")
-        needs_labels = config.build_dataset or config.evaluate
-        if needs_labels and (config.coco_file is None or not config.coco_file.is_file()):
+        for data in sources:
+            _check_source(config, data)
+    for data in sources:
+        if not config.build_dataset and config.train and not (
+                data.dataset_dir / "dataset.json").is_file():
             raise ConfigError(
-                f"the COCO export {config.coco_file} is missing; building the dataset and "
-                "evaluating need it (set coco: or --coco, or switch those stages off)"
+                f"training needs the patch dataset in {data.dataset_dir}, which is not there; "
+                "switch BUILD_DATASET on (--build-dataset=true) or point work_dir at a built one"
             )
-    if not config.build_dataset and config.train and not (
-            config.dataset_dir / "dataset.json").is_file():
-        raise ConfigError(
-            f"training needs the patch dataset in {config.dataset_dir}, which is not there; "
-            "switch BUILD_DATASET on (--build-dataset=true) or point work_dir at a built one"
-        )
     untrained = [run for run in config.run_dirs if not _has_model(run)]
     if not config.train and (config.predict or config.evaluate) and untrained:
         raise ConfigError(
@@ -200,12 +243,31 @@ def plan_pipeline(config: PipelineConfig) -> list[Step]:
             "none; switch TRAIN on (--train=true) or point work_dir at a finished run"
         )
     steps = [_demo_step(config)] if config.uses_synthetic_demo else []
-    planners = ((config.previews, _previews_step), (config.build_dataset, _build_step))
-    steps += [plan(config) for wanted, plan in planners if wanted]
+    if config.previews:
+        # Previews are for labelling HDR images; photos are labelled as they are.
+        steps += [_previews_step(config, data) for data in sources
+                  if data.mode != "ldr" and not data.convert_ldr]
+    if config.build_dataset:
+        steps += [_build_step(config, data) for data in sources]
     if config.train:
         steps += [_train_step(config, member) for member in range(len(config.run_dirs))]
-    planners = ((config.predict, _predict_step), (config.evaluate, _evaluate_step))
-    return steps + [plan(config) for wanted, plan in planners if wanted]
+    if config.predict:
+        steps += [_predict_step(config, data) for data in sources]
+    if config.evaluate:
+        steps += [_evaluate_step(config, data) for data in sources]
+    return steps
+
+
+def _check_source(config: PipelineConfig, data: _Data) -> None:
+    if not data.images_dir.is_dir():
+        raise ConfigError(f"{data.label}images folder {data.images_dir} not found; set images: "
+                          "in the config or --images")
+    needs_labels = config.build_dataset or config.evaluate
+    if needs_labels and (data.coco_file is None or not data.coco_file.is_file()):
+        raise ConfigError(
+            f"{data.label}the COCO export {data.coco_file} is missing; building the dataset "
+            "and evaluating need it (set coco: or --coco, or switch those stages off)"
+        )
 
 
 def _demo_step(config: PipelineConfig) -> Step:
@@ -217,38 +279,40 @@ def _demo_step(config: PipelineConfig) -> Step:
         "skyseg.demo", "make_demo_data", kwargs, "report_demo_data")
 
 
-def _previews_step(config: PipelineConfig) -> Step:
-    kwargs = dict(inputs=[str(config.images_dir)], out_dir=config.previews_dir,
-                  max_size=PREVIEW_SIZE)
-    return Step("previews", _command("previews", config.images_dir, options=[
-        ("--out", config.previews_dir), ("--max-size", PREVIEW_SIZE)]),
-        "skyseg.previews", "make_previews", kwargs, "report_previews",
-        {"out_dir": config.previews_dir})
+def _previews_step(config: PipelineConfig, data: _Data) -> Step:
+    out_dir = config.previews_dir / data.name if data.name else config.previews_dir
+    kwargs = dict(inputs=[str(data.images_dir)], out_dir=out_dir, max_size=PREVIEW_SIZE)
+    return Step("previews", _command("previews", data.images_dir, options=[
+        ("--out", out_dir), ("--max-size", PREVIEW_SIZE)]),
+        "skyseg.previews", "make_previews", kwargs, "report_previews", {"out_dir": out_dir})
 
 
-def _build_step(config: PipelineConfig) -> Step:
+def _build_step(config: PipelineConfig, data: _Data) -> Step:
     from skyseg.dataset import clip_preprocessing
 
-    split_files = config.resolved_split_files()
+    split_files = data.split_files
     like = _init_path(config)
-    kwargs = dict(coco=config.coco_file, images_dir=config.images_dir,
-                  out_dir=config.dataset_dir, seed=config.seed, dtype=config.dtype,
-                  mode=config.mode or None, patch_size=config.patch_size or None,
-                  stride=config.stride or None, like=like,
-                  preprocessing=clip_preprocessing(config.clip_max or None,
-                                                   mode=config.mode or None, like=like),
+    mode = data.mode or ("hdr" if data.convert_ldr else None)
+    kwargs = dict(coco=data.coco_file, images_dir=data.images_dir,
+                  out_dir=data.dataset_dir, seed=config.seed, dtype=config.dtype,
+                  mode=mode, patch_size=config.patch_size or None,
+                  stride=data.stride or None, like=like,
+                  preprocessing=clip_preprocessing(config.clip_max or None, mode=mode,
+                                                   like=like),
                   scale=config.scale or None, split_files=split_files or None,
-                  split=config.split or None, group_pattern=config.group_pattern or None,
-                  ignore_sky_gaps=config.ignore_sky_gaps, exposure_key=config.exposure_key)
+                  split=data.split or None, group_pattern=data.group_pattern or None,
+                  ignore_sky_gaps=data.ignore_sky_gaps, exposure_key=config.exposure_key,
+                  convert_ldr=data.convert_ldr)
     return Step("build-dataset", _command("build-dataset", options=[
-        ("--coco", config.coco_file), ("--images", config.images_dir),
-        ("--out", config.dataset_dir), ("--seed", config.seed), ("--dtype", config.dtype),
+        ("--coco", data.coco_file), ("--images", data.images_dir),
+        ("--out", data.dataset_dir), ("--seed", config.seed), ("--dtype", config.dtype),
         ("--mode", kwargs["mode"]), ("--patch-size", kwargs["patch_size"]),
         ("--stride", kwargs["stride"]), ("--clip-max", config.clip_max or None),
         ("--scale", kwargs["scale"]), ("--exposure-key", config.exposure_key),
         *(("--split-file", f"{name}={path}") for name, path in split_files.items()),
         ("--split", kwargs["split"]), ("--group-pattern", kwargs["group_pattern"]),
-        ("--ignore-sky-gaps", config.ignore_sky_gaps), ("--like", like)]),
+        ("--ignore-sky-gaps", data.ignore_sky_gaps), ("--like", like),
+        ("--convert-ldr", data.convert_ldr)]),
         "skyseg.dataset", "build_dataset", kwargs, "report_dataset")
 
 
@@ -272,7 +336,10 @@ def _train_step(config: PipelineConfig, member: int = 0) -> Step:
     # A fine-tuned run takes its architecture and backbone from the run it starts from.
     architecture, backbone = (None, None) if init is not None else (config.architecture,
                                                                      config.backbone)
-    kwargs = dict(data_dir=config.dataset_dir, out_dir=run_dir, epochs=config.epochs,
+    sources = _data(config)
+    data = (sources[0].dataset_dir if len(sources) == 1
+            else [f"{item.dataset_dir}={item.weight:g}" for item in sources])
+    kwargs = dict(data_dir=data, out_dir=run_dir, epochs=config.epochs,
                   batch_size=config.batch_size, learning_rate=config.learning_rate,
                   architecture=architecture, backbone=backbone, seed=seed, init=init,
                   encoder_weights=config.encoder_weights or None,
@@ -281,7 +348,8 @@ def _train_step(config: PipelineConfig, member: int = 0) -> Step:
     if config.patience:  # else train_model's (and --patience's) default
         kwargs["patience"] = config.patience
     return Step("train", _command("train", options=[
-        ("--data", config.dataset_dir), ("--out", run_dir), ("--epochs", config.epochs),
+        *(("--data", item) for item in (data if isinstance(data, list) else [data])),
+        ("--out", run_dir), ("--epochs", config.epochs),
         ("--batch-size", config.batch_size), ("--learning-rate", config.learning_rate),
         ("--architecture", architecture), ("--backbone", backbone), ("--init", init),
         ("--seed", seed), ("--encoder-weights", kwargs["encoder_weights"]),
@@ -290,43 +358,38 @@ def _train_step(config: PipelineConfig, member: int = 0) -> Step:
         "skyseg.train", "train_model", kwargs, "report_training")
 
 
-def _held_out_or_images(config: PipelineConfig) -> Path:
-    """The validation images (linked into work_dir/held_out) when there is a split, else all."""
-    return (config.work_dir / "held_out" if "val" in config.resolved_split_files()
-            else config.images_dir)
-
-
-def _predict_step(config: PipelineConfig) -> Step:
+def _predict_step(config: PipelineConfig, data: _Data) -> Step:
     from skyseg.predict import default_prediction_options
 
-    held_out = str(config.work_dir / "held_out")
-    inputs = config.predict_inputs or [str(_held_out_or_images(config))]
+    held_out = str(data.held_out_dir)
+    inputs = (config.predict_inputs if config.predict_inputs and not config.sources
+              else [str(data.target)])
     options = {}
     if config.tile_size:
         options["tile_size"] = config.tile_size
     if config.tta:
         options["tta"] = True
     kwargs = dict(model=_models(config), inputs=list(inputs),
-                  out_dir=config.predictions_dir, **default_prediction_options(**options))
+                  out_dir=data.predictions_dir, **default_prediction_options(**options))
     return Step("predict", _command("predict", *inputs, options=[
-        ("--model", config.run_dir), ("--out", config.predictions_dir),
+        ("--model", config.run_dir), ("--out", data.predictions_dir),
         ("--tile-size", options.get("tile_size")),
         ("--tta", config.tta), *_ensemble_options(config)]),
         "skyseg.predict", "predict_files", kwargs, "report_predictions",
-        {"out_dir": config.predictions_dir}, held_out=held_out in inputs)
+        {"out_dir": data.predictions_dir}, held_out=data if held_out in inputs else None)
 
 
-def _evaluate_step(config: PipelineConfig) -> Step:
+def _evaluate_step(config: PipelineConfig, data: _Data) -> Step:
     from skyseg.predict import default_prediction_options
 
-    target = _held_out_or_images(config)
-    kwargs = dict(model=_models(config), images=target, coco=config.coco_file,
-                  out_dir=config.evaluation_dir, **default_prediction_options())
+    target = data.target
+    kwargs = dict(model=_models(config), images=target, coco=data.coco_file,
+                  out_dir=data.evaluation_dir, **default_prediction_options())
     return Step("evaluate", _command("evaluate", config.run_dir, options=[
-        ("--images", target), ("--coco", config.coco_file),
-        ("--out", config.evaluation_dir), *_ensemble_options(config)]),
+        ("--images", target), ("--coco", data.coco_file),
+        ("--out", data.evaluation_dir), *_ensemble_options(config)]),
         "skyseg.evaluate", "evaluate_model", kwargs, "report_evaluation",
-        held_out=target == config.work_dir / "held_out")
+        held_out=data if target == data.held_out_dir else None)
 
 
 def _models(config: PipelineConfig) -> str | list[str]:
@@ -340,9 +403,9 @@ def _ensemble_options(config: PipelineConfig) -> list[tuple[str, Path]]:
     return [("--ensemble", run) for run in config.run_dirs[1:]]
 
 
-def _link_held_out(config: PipelineConfig) -> Path | None:
+def _link_held_out(data: _Data) -> Path | None:
     """A folder of links to the validation images, so predict/evaluate see only those."""
-    split_files = config.resolved_split_files()
+    split_files = data.split_files
     if "val" not in split_files:
         return None
     val_list = Path(split_files["val"])
@@ -351,11 +414,11 @@ def _link_held_out(config: PipelineConfig) -> Path | None:
     stems = set(_stem_list(val_list))
     from skyseg.io import IMAGE_SUFFIXES
 
-    folder = config.work_dir / "held_out"
+    folder = data.held_out_dir
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    for path in sorted(config.images_dir.iterdir()):
+    for path in sorted(data.images_dir.iterdir()):
         if path.stem in stems and path.suffix.lower() in IMAGE_SUFFIXES:
             target = folder / path.name
             try:
@@ -381,11 +444,11 @@ def run_pipeline(config: PipelineConfig) -> int:
     timings: list[tuple[str, float, int]] = []
     worst = 0
     start_all = time.perf_counter()
-    linked = False
+    linked: set[str] = set()
     for step in steps:
-        if step.held_out and not linked:
-            _link_held_out(config)  # needs the demo data / images, made by earlier steps
-            linked = True
+        if step.held_out is not None and step.held_out.name not in linked:
+            _link_held_out(step.held_out)  # needs the demo data / images, made by earlier steps
+            linked.add(step.held_out.name)
         logger.info("== %s: %s", step.stage, step.command_line)
         start = time.perf_counter()
         status = exit_status(f"skyseg {step.stage}", step)
@@ -422,16 +485,18 @@ def _summary(config: PipelineConfig, timings, total: float) -> None:
     for label, path in where:
         if path is not None and Path(path).exists():
             lines.append(f"  {label:<12} {path}")
-    overlays = sorted(config.predictions_dir.glob("*_overlay.png")) if \
-        config.predictions_dir.is_dir() else []
-    for overlay in overlays:
-        lines.append(f"  overlay      {overlay}")
-    metrics = _evaluation_means(config.evaluation_dir)
-    if metrics:
-        pooled = metrics.pop("pooled_iou", None)
-        lines.append("  held-out scores (mean over images): "
-                     + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-                     + (f"; pooled IoU (all pixels) {pooled:.3f}" if pooled is not None else ""))
+    for data in _data(config):
+        overlays = sorted(data.predictions_dir.glob("*_overlay.png")) if \
+            data.predictions_dir.is_dir() else []
+        for overlay in overlays:
+            lines.append(f"  overlay      {overlay}")
+        metrics = _evaluation_means(data.evaluation_dir)
+        if metrics:
+            pooled = metrics.pop("pooled_iou", None)
+            lines.append(f"  {data.label}held-out scores (mean over images): "
+                         + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+                         + (f"; pooled IoU (all pixels) {pooled:.3f}" if pooled is not None
+                            else ""))
     print("\n".join(lines))
 
 

@@ -223,8 +223,9 @@ def run_images(run: str | os.PathLike) -> dict[str, str]:
 
     folder = resolve_model_path(run)
     folder = folder if folder.is_dir() else folder.parent
-    seen: dict[str, str] = {}
     config = read_run_config(folder, error=ModelError)
+    # A run installed elsewhere (the shipped model) lists them itself.
+    seen: dict[str, str] = dict(config.get("trained_on") or {})
     data = config.get("data")
     paths = [data] if isinstance(data, str) else [item.get("path") for item in data or []]
     for path in paths:

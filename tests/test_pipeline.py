@@ -311,3 +311,99 @@ def test_real_demo_end_to_end_in_short(tmp_path):
     config = json.loads((work / "run" / "config.json").read_text())
     assert config["backbone"] == "efficientnetlite0" and config["init"]["from"].endswith(
         "models/default")
+
+
+# --------------------------------------------------------------------------- several sources
+
+def _two_sources_yaml(tmp_path):
+    """A YAML config with two sources made of the bundled panoramas (links)."""
+    from skyseg.model import RESOURCES
+
+    demo = RESOURCES / "demo"
+    lines = ["init: default", "epochs: 1", "steps_per_epoch: 1", "batch_size: 2",
+             "patch_size: 256", "stride: 256", "sources:"]
+    for name, train, val, weight in (("outdoor", ["city"], ["park"], 3),
+                                     ("indoor", ["apartment"], ["studio"], 1)):
+        images = tmp_path / name / "images"
+        images.mkdir(parents=True)
+        for stem in train + val:
+            (images / f"{stem}.hdr").symlink_to(demo / "images" / f"{stem}.hdr")
+        (tmp_path / name / "train.txt").write_text("\n".join(train) + "\n")
+        (tmp_path / name / "val.txt").write_text("\n".join(val) + "\n")
+        coco = json.loads((demo / "result.json").read_text())
+        keep = [image for image in coco["images"]
+                if any(image["file_name"].endswith(f"-{stem}.jpg") for stem in train + val)]
+        ids = {image["id"] for image in keep}
+        coco.update(images=keep, annotations=[a for a in coco["annotations"]
+                                              if a["image_id"] in ids])
+        (tmp_path / name / "result.json").write_text(json.dumps(coco))
+        lines += [f"  - name: {name}", f"    images: {name}/images",
+                  f"    coco: {name}/result.json", f"    weight: {weight}",
+                  f"    split_files: {{train: {name}/train.txt, val: {name}/val.txt}}"]
+    path = tmp_path / "two.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_sources_in_the_config_build_one_dataset_each_and_train_one_run(tmp_path, monkeypatch):
+    from skyseg import cli
+    from skyseg.config import load_config
+    from skyseg.errors import ConfigError
+    from skyseg.pipeline import plan_pipeline
+
+    config = load_config(_two_sources_yaml(tmp_path))
+    config.work_dir = tmp_path / "work"
+    assert [(s.name, s.weight) for s in config.sources] == [("outdoor", 3.0), ("indoor", 1.0)]
+    assert config.sources[0].images == tmp_path / "outdoor" / "images"  # relative to the file
+    steps = plan_pipeline(config)
+    assert [step.stage for step in steps] == ["previews", "previews", "build-dataset",
+                                              "build-dataset", "train", "predict", "predict",
+                                              "evaluate", "evaluate"]
+    work = config.work_dir
+    assert [step.kwargs["out_dir"] for step in steps[2:4]] == [work / "dataset" / "outdoor",
+                                                              work / "dataset" / "indoor"]
+    train = steps[4]
+    assert train.kwargs["data_dir"] == [f"{work / 'dataset' / 'outdoor'}=3",
+                                        f"{work / 'dataset' / 'indoor'}=1"]
+    assert (f"--data {work / 'dataset' / 'outdoor'}=3 --data {work / 'dataset' / 'indoor'}=1"
+            in train.command_line)
+    assert [step.kwargs["out_dir"] for step in steps[7:]] == [work / "evaluation" / "outdoor",
+                                                             work / "evaluation" / "indoor"]
+    assert steps[5].kwargs["inputs"] == [str(work / "held_out" / "outdoor")]
+    for step in steps:
+        if step.held_out is not None:
+            from skyseg.pipeline import _link_held_out
+
+            _link_held_out(step.held_out)
+        direct: dict = {}
+        _record_stage_calls(monkeypatch, direct)
+        step()
+        by_hand: dict = {}
+        _record_stage_calls(monkeypatch, by_hand)
+        assert cli.main(step.command) == 0, step.command_line
+        assert ({key: _meaning(value) for key, value in by_hand[step.stage].items()}
+                == {key: _meaning(value) for key, value in direct[step.stage].items()})
+    for bad, message in (([{"name": "a", "images": "x"}], "missing coco"),
+                         ([{"name": "a", "images": "x", "coco": "y", "colour": 1}],
+                          r"unknown key\(s\) \['colour'\]"),
+                         ([{"name": "a", "images": "x", "coco": "y", "weight": -1}],
+                          "weight must be positive"),
+                         ([{"name": "a", "images": "x", "coco": "y"},
+                           {"name": "a", "images": "z", "coco": "y"}], "share a name")):
+        with pytest.raises(ConfigError, match=message):
+            config.update({"sources": bad}, source="x.yaml")
+
+
+@pytest.mark.slow
+def test_two_sources_end_to_end_report_each_source(tmp_path):
+    path = _two_sources_yaml(tmp_path)
+    work = tmp_path / "work"
+    result = run_cli("pipeline", "--config", path, "--work-dir", work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((work / "run" / "config.json").read_text())
+    assert [item["name"] for item in config["data"]] == ["outdoor", "indoor"]
+    for name, stem in (("outdoor", "park"), ("indoor", "studio")):
+        summary = json.loads((work / "evaluation" / name / "summary.json").read_text())
+        assert summary["images"] == 1
+        assert (work / "predictions" / name / f"{stem}_mask.png").is_file()
+        assert f"source '{name}': held-out scores" in result.stdout

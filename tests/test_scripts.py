@@ -145,3 +145,44 @@ def test_real_hdri_check_scores_indoor_sky_for_one_run_or_an_ensemble(tmp_path, 
     assert "outdoor/outdoor.hdr" in captured.out and "broken.hdr" in captured.err
     assert check.main([str(tmp_path / "none"), "--data", str(real)]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+def test_real_panorama_scores_by_hand():
+    bench = _script("bench_real_hdri")
+    truth = np.array([[1, 1, 1, 1],
+                      [1, 1, 255, 0],
+                      [0, 0, 0, 0]], np.uint8)
+    sky = np.array([[1, 1, 1, 0],
+                    [1, 1, 1, 1],
+                    [0, 1, 0, 0]], bool)
+    row = bench.score(sky, truth, tolerance=2)
+    # 5 of 6 sky pixels found, 2 of 5 not-sky pixels called sky; the ignored one counts not.
+    assert (row["tp"], row["fp"], row["fn"], row["not_sky"]) == (5, 2, 1, 5)
+    assert row["iou"] == pytest.approx(5 / 8) and row["false_sky"] == pytest.approx(2 / 5)
+    rows = [{**row, "group": "outdoor"},
+            {"group": "outdoor", "tp": 3, "fp": 0, "fn": 1, "not_sky": 4, "boundary_f": 0.5},
+            {"group": "indoor", "false_sky": 0.01}, {"group": "indoor", "false_sky": 0.03}]
+    summary = bench.summarise(rows)
+    assert summary["pooled_iou"] == pytest.approx(8 / 12)  # (5 + 3) / (8 + 4)
+    assert summary["boundary_f"] == pytest.approx((row["boundary_f"] + 0.5) / 2)
+    assert summary["outdoor_false_sky"] == pytest.approx(2 / 9)
+    assert summary["indoor_false_sky"] == pytest.approx(0.02)
+
+
+@pytest.mark.slow
+def test_real_panorama_benchmark_marks_what_the_model_learnt_from(tmp_path, capsys):
+    from .conftest import shared_path
+
+    data = shared_path("real-hdri")
+    bench = _script("bench_real_hdri")
+    assert bench.main(["--model", f"shipped={bench.ROOT / 'skyseg/resources/models/default'}",
+                       "--data", str(data), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("shipped ")
+            and "/" in line.split()[1]]
+    assert len(rows) == 8
+    # The shipped model learnt from every shared panorama: no figure passes for held out.
+    assert {row[2] for row in rows} == {"train"}
+    assert "never seen (held out)   no panorama" in out
+    assert (tmp_path / "shipped" / "contact_sheet.png").is_file()
+    assert bench.main(["--data", str(tmp_path / "none")]) == 2

@@ -1,0 +1,121 @@
+"""Train skyseg's shipped sky model from the shared data: one command, seeded, resumable.
+
+    python scripts/train_default_model.py --work outputs/default-model --install
+
+1. links the labelled real panoramas of ``../shared/data/real-hdri`` (outdoor
+   and indoor) into ``WORK/panoramas`` and builds them as one patch dataset
+   (256 px, stride 128, every panorama in the training split unless
+   ``--hold-out`` names some);
+2. builds CamVid (``../shared/data/camvid-sky``, the standard 367 train / 101
+   val lists) as LDR photos decoded to linear radiance (``--convert-ldr``),
+   sky between bare branches left out (``--ignore-sky-gaps``: sky for skyseg,
+   tree for CamVid's labellers, so neither is taught);
+3. trains an EfficientNet-Lite0 U-Net from its shipped ImageNet encoder on both
+   sources, half of every batch from each (``--data panoramas=1 --data
+   camvid=1``), exposure augmentation of +-4 EV (the panoramas' skies differ by
+   5 stops), 16 epochs of 80 batches of 8, seed 0; the best checkpoint is
+   picked on CamVid val;
+4. with ``--install``, copies the run's model (without optimizer state),
+   ``config.json`` and ``preprocessing.json`` into
+   ``skyseg/resources/models/default``, the model ``skyseg predict`` uses
+   when no ``--model`` is given.
+
+Run again after an interruption: the builds and the training resume.
+``--hold-out park,sunset,studio,warehouse`` trains a fold for cross-validation
+by panorama (``scripts/bench_real_hdri.py --folds``). About 30 minutes on two
+CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RECIPE = ["--backbone", "efficientnetlite0", "--encoder-weights", "imagenet", "--epochs", "16",
+          "--steps-per-epoch", "80", "--batch-size", "8", "--augment-set", "exposure_ev=4",
+          "--seed", "0"]
+
+
+def skyseg(*args) -> None:
+    command = [sys.executable, "-m", "skyseg", *map(str, args)]
+    print("+ skyseg " + " ".join(map(str, args)), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "default-model",
+                        help="folder for the datasets and the run")
+    parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder")
+    parser.add_argument("--hold-out", default="", metavar="STEMS",
+                        help="comma-separated panoramas left out of training (a fold)")
+    parser.add_argument("--install", action="store_true",
+                        help="copy the trained model into skyseg/resources/models/default")
+    args = parser.parse_args(argv)
+    hdri, camvid = args.data / "real-hdri", args.data / "camvid-sky"
+    if not (hdri / "labels" / "result.json").is_file() or not (camvid / "result.json").is_file():
+        print(f"train_default_model: {args.data} lacks real-hdri/ or camvid-sky/; pass --data",
+              file=sys.stderr)
+        return 2
+    held_out = sorted(filter(None, args.hold_out.split(",")))
+    work = args.work.resolve()
+    images = work / "panoramas"
+    images.mkdir(parents=True, exist_ok=True)
+    stems = []
+    for path in sorted([*(hdri / "outdoor").glob("*.hdr"), *(hdri / "indoor").glob("*.hdr")]):
+        link = images / path.name
+        if not link.exists():
+            link.symlink_to(path.resolve())
+        if path.stem not in held_out:
+            stems.append(path.stem)
+    unknown = sorted(set(held_out) - {p.stem for p in images.iterdir()})
+    if unknown:
+        print(f"train_default_model: --hold-out {', '.join(unknown)}: no such panorama",
+              file=sys.stderr)
+        return 2
+    name = "panoramas" if not held_out else "panoramas-without-" + "-".join(held_out)
+    (work / f"{name}.txt").write_text("\n".join(stems) + "\n")
+    skyseg("build-dataset", "--coco", hdri / "labels" / "result.json", "--images", images,
+           "--out", work / name, "--mode", "hdr", "--patch-size", 256, "--stride", 128,
+           "--split-file", f"train={work / f'{name}.txt'}")
+    skyseg("build-dataset", "--coco", camvid / "result.json", "--images", camvid / "images",
+           "--out", work / "camvid", "--mode", "hdr", "--convert-ldr", "--ignore-sky-gaps",
+           "--patch-size", 256, "--stride", 112, "--workers", 2,
+           "--split-file", f"train={camvid / 'train.txt'}",
+           "--split-file", f"val={camvid / 'val.txt'}")
+    run = work / ("run" if not held_out else "run-without-" + "-".join(held_out))
+    resume = ["--resume"] if (run / "config.json").is_file() else []
+    skyseg("train", "--data", f"{work / name}=1", "--data", f"{work / 'camvid'}=1",
+           "--out", run, *RECIPE, *resume)
+    if args.install:
+        install(run)
+    return 0
+
+
+def install(run: Path) -> None:
+    """The run's best model (no optimizer state), preprocessing and history as the shipped
+    model, its config listing the images it learnt from."""
+    sys.path.insert(0, str(ROOT))
+    from skyseg.model import DEFAULT_MODEL_DIR, read_run_config
+    from skyseg.train import run_images
+
+    DEFAULT_MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    # model_best.h5 holds the weight average and no optimizer state: 22 MB.
+    for name in ("model_best.h5", "preprocessing.json", "history.csv"):
+        shutil.copy2(run / name, DEFAULT_MODEL_DIR / name)
+    # The datasets stay on this machine: the config keeps the list of what the model
+    # learnt from, so that no figure on those images passes for a held-out one.
+    config = read_run_config(run)
+    config["trained_on"] = dict(sorted(run_images(run).items()))
+    (DEFAULT_MODEL_DIR / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"installed {run} as {DEFAULT_MODEL_DIR} ({len(config['trained_on'])} images)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
