@@ -242,7 +242,7 @@ def settings_like(run: str | os.PathLike) -> dict:
 
     Args:
         run: a run folder of ``skyseg train``, or a model file with its
-            ``preprocessing.json`` beside it.
+            ``preprocessing.json`` beside it; ``"default"``: the shipped model.
 
     Returns:
         ``{"preprocessing": Preprocessing, "patch_size": int or None,
@@ -258,9 +258,9 @@ def settings_like(run: str | os.PathLike) -> dict:
         >>> settings_like("runs/resnet34")["preprocessing"].scale  # doctest: +SKIP
         0.25
     """
-    from skyseg.model import PREPROCESSING_FILE, read_run_config
+    from skyseg.model import PREPROCESSING_FILE, read_run_config, resolve_model_path
 
-    run = Path(run)
+    run = resolve_model_path(run)  # "default": the shipped model
     folder = run if run.is_dir() else run.parent
     if not run.exists():
         raise ConfigError(f"--like {run}: no such run folder or model file; pass the --out of "
