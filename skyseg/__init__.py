@@ -63,6 +63,8 @@ _LAZY = {
     "train_model": "skyseg.train",
     "build_model": "skyseg.model",
     "load_run": "skyseg.model",
+    "default_model": "skyseg.model",
+    "run_images": "skyseg.train",
     "ModelEnsemble": "skyseg.model",
     "PatchSequence": "skyseg.generators",
     "PatchBatches": "skyseg.generators",
