@@ -40,7 +40,8 @@ from skyseg.config import DEMOS, STAGE_FLAGS, PipelineConfig, load_config, parse
 from skyseg.errors import ConfigError
 from skyseg.model import ARCHITECTURES
 
-__all__ = ["run_pipeline", "plan_pipeline", "Step", "CLI_HELP", "add_arguments", "run"]
+__all__ = ["run_pipeline", "plan_pipeline", "link_held_out", "Step", "CLI_HELP", "add_arguments",
+           "run"]
 
 logger = logging.getLogger("skyseg")
 
@@ -403,7 +404,7 @@ def _ensemble_options(config: PipelineConfig) -> list[tuple[str, Path]]:
     return [("--ensemble", run) for run in config.run_dirs[1:]]
 
 
-def _link_held_out(data: _Data) -> Path | None:
+def link_held_out(data: _Data) -> Path | None:
     """A folder of links to the validation images, so predict/evaluate see only those."""
     split_files = data.split_files
     if "val" not in split_files:
@@ -447,7 +448,7 @@ def run_pipeline(config: PipelineConfig) -> int:
     linked: set[str] = set()
     for step in steps:
         if step.held_out is not None and step.held_out.name not in linked:
-            _link_held_out(step.held_out)  # needs the demo data / images, made by earlier steps
+            link_held_out(step.held_out)  # needs the demo data / images, made by earlier steps
             linked.add(step.held_out.name)
         logger.info("== %s: %s", step.stage, step.command_line)
         start = time.perf_counter()

@@ -144,6 +144,21 @@ def _record_stage_calls(monkeypatch, calls: dict) -> None:
     monkeypatch.setattr("skyseg.predict.load_predictor", lambda model, **kwargs: model)
 
 
+def _assert_cli_makes_the_same_call(monkeypatch, step) -> None:
+    """Call a step as the pipeline does, then run its logged command line through the CLI:
+    both make the same stage-function call."""
+    from skyseg import cli
+
+    direct: dict = {}
+    _record_stage_calls(monkeypatch, direct)
+    step()
+    by_hand: dict = {}
+    _record_stage_calls(monkeypatch, by_hand)
+    assert cli.main(step.command) == 0, step.command_line
+    assert ({key: _meaning(value) for key, value in by_hand[step.stage].items()}
+            == {key: _meaning(value) for key, value in direct[step.stage].items()})
+
+
 def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path, monkeypatch,
                                                                         capsys, caplog):
     """The pipeline calls the stage functions with keyword arguments, not the CLI; and the
@@ -208,7 +223,6 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
 
 
 def test_members_train_one_run_per_seed_and_predict_with_their_ensemble(tmp_path, monkeypatch):
-    from skyseg import cli
     from skyseg.config import PipelineConfig
     from skyseg.errors import ConfigError
     from skyseg.pipeline import plan_pipeline
@@ -231,14 +245,7 @@ def test_members_train_one_run_per_seed_and_predict_with_their_ensemble(tmp_path
     # Each logged command line, run through the CLI, makes the same call as the pipeline.
     (work / "held_out").mkdir(parents=True)
     for step in (trains[2], predict, evaluate):
-        direct: dict = {}
-        _record_stage_calls(monkeypatch, direct)
-        step()
-        by_hand: dict = {}
-        _record_stage_calls(monkeypatch, by_hand)
-        assert cli.main(step.command) == 0, step.command_line
-        assert ({key: _meaning(value) for key, value in by_hand[step.stage].items()}
-                == {key: _meaning(value) for key, value in direct[step.stage].items()})
+        _assert_cli_makes_the_same_call(monkeypatch, step)
     # Predicting without training needs every member's model.
     runs[0].mkdir(parents=True)
     (runs[0] / "model_best.h5").write_bytes(b"")
@@ -346,10 +353,9 @@ def _two_sources_yaml(tmp_path):
 
 
 def test_sources_in_the_config_build_one_dataset_each_and_train_one_run(tmp_path, monkeypatch):
-    from skyseg import cli
     from skyseg.config import load_config
     from skyseg.errors import ConfigError
-    from skyseg.pipeline import plan_pipeline
+    from skyseg.pipeline import link_held_out, plan_pipeline
 
     config = load_config(_two_sources_yaml(tmp_path))
     config.work_dir = tmp_path / "work"
@@ -372,17 +378,8 @@ def test_sources_in_the_config_build_one_dataset_each_and_train_one_run(tmp_path
     assert steps[5].kwargs["inputs"] == [str(work / "held_out" / "outdoor")]
     for step in steps:
         if step.held_out is not None:
-            from skyseg.pipeline import _link_held_out
-
-            _link_held_out(step.held_out)
-        direct: dict = {}
-        _record_stage_calls(monkeypatch, direct)
-        step()
-        by_hand: dict = {}
-        _record_stage_calls(monkeypatch, by_hand)
-        assert cli.main(step.command) == 0, step.command_line
-        assert ({key: _meaning(value) for key, value in by_hand[step.stage].items()}
-                == {key: _meaning(value) for key, value in direct[step.stage].items()})
+            link_held_out(step.held_out)
+        _assert_cli_makes_the_same_call(monkeypatch, step)
     for bad, message in (([{"name": "a", "images": "x"}], "missing coco"),
                          ([{"name": "a", "images": "x", "coco": "y", "colour": 1}],
                           r"unknown key\(s\) \['colour'\]"),
