@@ -103,24 +103,12 @@ def _format_summary(name: str, what: str, summary: dict) -> str:
     return "  ".join(parts)
 
 
-def contact_sheet(thumbnails: list[np.ndarray]) -> np.ndarray:
-    """Thumbnails two a row, padded to one size."""
-    width = max(t.shape[1] for t in thumbnails)
-    padded = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0))) for t in thumbnails]
-    if len(padded) % 2:
-        padded.append(np.zeros_like(padded[0]))
-    rows = [np.concatenate(padded[i:i + 2], axis=1) for i in range(0, len(padded), 2)]
-    height = max(r.shape[0] for r in rows)
-    rows = [np.pad(r, ((0, height - r.shape[0]), (0, 0), (0, 0))) for r in rows]
-    return np.concatenate(rows, axis=0)
-
-
 def bench_model(name: str, loaded, seen: dict, files, out: Path, tolerance: float) -> list[dict]:
     """Predict and score every panorama with one model; overlays into ``out/name``."""
     from PIL import Image
 
     from skyseg.io import read_image, write_png
-    from skyseg.overlay import resize_uint8, tint
+    from skyseg.overlay import contact_sheet, resize_uint8, tint
     from skyseg.predict import overlay_background, predict_image, probability_to_mask
 
     folder = out / name

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from skyseg.errors import SkysegError
     from skyseg.io import read_image, write_png
-    from skyseg.overlay import resize_uint8, tint
+    from skyseg.overlay import contact_sheet, resize_uint8, tint
     from skyseg.predict import overlay_background, predict_image, probability_to_mask
 
     try:
@@ -100,16 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             mean = sum(shares[group]) / len(shares[group])
             print(f"mean sky share, {group}: {mean:.1%} over {len(shares[group])} panoramas")
     if thumbnails:  # every overlay on one page, two a row, to look at them together
-        import numpy as np
-
-        width = max(t.shape[1] for t in thumbnails)
-        padded = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0))) for t in thumbnails]
-        if len(padded) % 2:
-            padded.append(np.zeros_like(padded[0]))
-        rows = [np.concatenate(padded[i:i + 2], axis=1) for i in range(0, len(padded), 2)]
-        height = max(r.shape[0] for r in rows)
-        rows = [np.pad(r, ((0, height - r.shape[0]), (0, 0), (0, 0))) for r in rows]
-        write_png(out / "contact_sheet.png", np.concatenate(rows, axis=0))
+        write_png(out / "contact_sheet.png", contact_sheet(thumbnails))
     print(f"overlays in {out} (all of them: contact_sheet.png)")
     for message in failed:
         print(f"not read: {message}", file=sys.stderr)

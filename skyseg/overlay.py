@@ -12,7 +12,7 @@ import numpy as np
 from skyseg.errors import ConfigError
 
 __all__ = ["SKY_COLOR", "FALSE_POSITIVE_COLOR", "FALSE_NEGATIVE_COLOR", "IGNORE_COLOR",
-           "tint", "error_overlay", "mask_boundary", "resize_uint8", "resize_mask"]
+           "contact_sheet", "tint", "error_overlay", "mask_boundary", "resize_uint8", "resize_mask"]
 
 #: Sky tint: magenta stands out against blue sky, clouds and ground alike.
 SKY_COLOR = (255, 0, 255)
@@ -134,3 +134,20 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = np.minimum((np.arange(height) + 0.5) * mask.shape[0] / height, mask.shape[0] - 1)
     cols = np.minimum((np.arange(width) + 0.5) * mask.shape[1] / width, mask.shape[1] - 1)
     return mask[rows.astype(np.intp)][:, cols.astype(np.intp)]
+
+
+def contact_sheet(images: list[np.ndarray], *, columns: int = 2) -> np.ndarray:
+    """uint8 (H, W, 3) images side by side, ``columns`` a row, zero-padded to one size.
+
+    Example:
+        >>> contact_sheet([np.ones((2, 3, 3), np.uint8)] * 3).shape
+        (4, 6, 3)
+    """
+    width = max(image.shape[1] for image in images)
+    padded = [np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0))) for image in images]
+    while len(padded) % columns:
+        padded.append(np.zeros_like(padded[0]))
+    rows = [np.concatenate(padded[i:i + columns], axis=1) for i in range(0, len(padded), columns)]
+    height = max(row.shape[0] for row in rows)
+    rows = [np.pad(row, ((0, height - row.shape[0]), (0, 0), (0, 0))) for row in rows]
+    return np.concatenate(rows, axis=0)
