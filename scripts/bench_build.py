@@ -115,7 +115,7 @@ atexit.register(_report)
 if sys.argv[1] == "-c":
     exec(sys.argv[2])
 else:
-    from skyseg.cli import main
+    from skyseg.cli.commands import main
     sys.exit(main(sys.argv[1:]))
 """
 
@@ -183,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
           "half-float EXR; "
           f"made/checked in {time.perf_counter() - start:.1f} s)")
 
-    base_wall, base_rss, _ = run_child(["-c", "import skyseg.dataset"])
-    tf_wall, tf_rss, _ = run_child(["-c", "import skyseg.patches as p; p.import_tensorflow()"])
-    print(f"python + skyseg.dataset import (no TensorFlow): peak RSS {base_rss:7.0f} MB, "
+    base_wall, base_rss, _ = run_child(["-c", "import skyseg.data.dataset"])
+    tf_wall, tf_rss, _ = run_child(["-c", "import skyseg.data.patches as p; p.import_tensorflow()"])
+    print(f"python + skyseg.data.dataset import (no TensorFlow): peak RSS {base_rss:7.0f} MB, "
           f"{base_wall:5.1f} s")
     print(f"python + TensorFlow import alone:                peak RSS {tf_rss:7.0f} MB, "
           f"{tf_wall:5.1f} s")

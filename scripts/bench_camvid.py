@@ -48,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from skyseg.model import ARCHITECTURES  # noqa: E402  (imports TensorFlow only when a model is built)
+from skyseg.training.model import ARCHITECTURES  # noqa: E402  (imports TensorFlow only when a model is built)
 
 SEQUENCES = ("0001TP", "0006R0", "0016E5")
 
@@ -87,7 +87,7 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
     weight average and validation as the real run), 2 epochs of 4 and of 16 steps: the
     difference of their second epochs is 12 training steps, the rest is validation.
     """
-    from skyseg.train import train_model
+    from skyseg.training.train import train_model
 
     seconds = {}
     for steps in (4, 16):
@@ -106,7 +106,7 @@ def measure_epoch_seconds(dataset: Path, backbone: str, batch_size: int, seed: i
 
 def augmentation(args):
     """The default augmentation of LDR data with the ``--augment NAME=VALUE`` changes."""
-    from skyseg.augmentation import Augmentation, parse_changes
+    from skyseg.data.augmentation import Augmentation, parse_changes
     from skyseg.errors import ConfigError
 
     try:
@@ -117,9 +117,9 @@ def augmentation(args):
 
 
 def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
-    from skyseg.dataset import build_dataset
-    from skyseg.evaluate import evaluate_model
-    from skyseg.train import train_model
+    from skyseg.data.dataset import build_dataset
+    from skyseg.evaluation.evaluate import evaluate_model
+    from skyseg.training.train import train_model
 
     work = args.work / f"{protocol}-seed{seed}"
     lists = protocol_lists(protocol, camvid, args.holdout, args.work)
@@ -234,7 +234,7 @@ def main() -> None:
                              "so neither sequence's convention is taught)")
     parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
                         help="change one augmentation range, e.g. white_balance=0.5 "
-                             "(repeatable; names of skyseg.augmentation.Augmentation)")
+                             "(repeatable; names of skyseg.data.augmentation.Augmentation)")
     args = parser.parse_args()
 
     from skyseg.log import configure_logging

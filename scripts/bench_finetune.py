@@ -77,11 +77,11 @@ def main() -> None:
 
     import numpy as np
 
-    from skyseg.annotations import load_coco
-    from skyseg.dataset import build_dataset
-    from skyseg.evaluate import evaluate_model
+    from skyseg.data.dataset import build_dataset
+    from skyseg.evaluation.evaluate import evaluate_model
+    from skyseg.labels.annotations import load_coco
     from skyseg.log import configure_logging
-    from skyseg.train import train_model
+    from skyseg.training.train import train_model
 
     configure_logging(0)
     camvid, work = args.camvid, args.work

@@ -10,7 +10,7 @@ process:
   (the dataset's TIFF layout, and tifffile for reference), reading the mask
   (and a per-pixel noise mask, the worst case for PNG), the checks,
   exposure/gamma (float16 lookup table), the warps of image and mask;
-* the :class:`skyseg.generators.PatchBatches` loader with augmentation on
+* the :class:`skyseg.data.generators.PatchBatches` loader with augmentation on
   (flip, rotation, shift, zoom, shear, exposure, gamma), with 1 and 2
   worker threads, plus without augmentation for reference (median of
   ``--repeats`` epochs, the system load average printed alongside);
@@ -40,16 +40,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skyseg.augmentation import (  # noqa: E402
+from skyseg.data.augmentation import (  # noqa: E402
     Augmentation,
     augment_values,
     to_float32,
     warp_image,
     warp_mask,
 )
-from skyseg.generators import PatchBatches, _read_image_patch  # noqa: E402
+from skyseg.data.generators import PatchBatches, _read_image_patch  # noqa: E402
+from skyseg.image.preprocess import Preprocessing  # noqa: E402
 from skyseg.io import write_png, write_tiff  # noqa: E402
-from skyseg.preprocess import Preprocessing  # noqa: E402
 
 TARGET = 1000.0
 
@@ -156,8 +156,9 @@ def loader_rate(root: Path, batch_size: int, workers: int, augment: bool,
 
 def model_rate(batch_size: int, size: int, steps: int, backbone: str) -> tuple[float, str]:
     """(patches per second of training steps, device description)."""
-    from skyseg import metrics
-    from skyseg.model import build_model, import_keras
+    from skyseg.backend import import_keras
+    from skyseg.image import metrics
+    from skyseg.training.model import build_model
 
     keras = import_keras()
     import tensorflow as tf

@@ -114,19 +114,19 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: f
     """One setting, in this process; returns the figures."""
     import numpy as np
 
-    import skyseg.predict
-    import skyseg.tiling
+    import skyseg.predict.predictor
+    import skyseg.predict.tiling
     from skyseg.backend import import_tensorflow
-    from skyseg.model import LoadedModel, ModelEnsemble, build_model
-    from skyseg.predict import (
+    from skyseg.image.preprocess import Preprocessing
+    from skyseg.predict.predictor import (
         DEFAULT_BATCH_SIZE,
         default_overlap,
         keras_predictor,
         predict_files,
         working_size,
     )
-    from skyseg.preprocess import Preprocessing
-    from skyseg.tiling import tile_grid
+    from skyseg.predict.tiling import tile_grid
+    from skyseg.training.model import LoadedModel, ModelEnsemble, build_model
 
     figures: dict = {"tile_size": tile_size, "scale": scale, "max_side": max_side,
                      "refine": refine, "members": members}
@@ -165,21 +165,21 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: f
 
     watch = Stopwatch()
     stages = {
-        (skyseg.predict, "read_image"): "read",
-        (skyseg.predict, "rescale_image"): "preprocess",
-        (skyseg.tiling, "extract_tile"): "preprocess",
+        (skyseg.predict.predictor, "read_image"): "read",
+        (skyseg.predict.predictor, "rescale_image"): "preprocess",
+        (skyseg.predict.tiling, "extract_tile"): "preprocess",
         (Preprocessing, "apply"): "preprocess",
-        (skyseg.tiling.TileAccumulator, "add"): "merge",
-        (skyseg.tiling.TileAccumulator, "result"): "merge",
-        (skyseg.predict, "guided_upsample"): "refine",
-        (skyseg.predict, "upsample_linear"): "refine",
-        (skyseg.predict, "overlay_background"): "write",
-        (skyseg.predict, "write_outputs"): "write",
+        (skyseg.predict.tiling.TileAccumulator, "add"): "merge",
+        (skyseg.predict.tiling.TileAccumulator, "result"): "merge",
+        (skyseg.predict.predictor, "guided_upsample"): "refine",
+        (skyseg.predict.predictor, "upsample_linear"): "refine",
+        (skyseg.predict.predictor, "overlay_background"): "write",
+        (skyseg.predict.predictor, "write_outputs"): "write",
     }
     saved = {key: getattr(*key) for key in stages}
     for (owner, name), stage in stages.items():
         setattr(owner, name, watch.wrap(stage, saved[(owner, name)]))
-    skyseg.predict.keras_predictor = lambda network: watch.wrap("network",
+    skyseg.predict.predictor.keras_predictor = lambda network: watch.wrap("network",
                                                                 keras_predictor(network))
     try:
         with tempfile.TemporaryDirectory(prefix="skyseg-bench-") as out:
@@ -197,7 +197,7 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: f
     finally:
         for (owner, name), function in saved.items():
             setattr(owner, name, function)
-        skyseg.predict.keras_predictor = keras_predictor
+        skyseg.predict.predictor.keras_predictor = keras_predictor
     # What a fresh `skyseg predict` process takes: start-up + predict_files
     # (the pure-model timing before the run is the benchmark's, not predict's).
     figures["whole_process_s"] = figures["startup_s"] + figures["predict_s"]

@@ -11,7 +11,7 @@ per panorama:
   this is the whole story: an indoor panorama is all not-sky but its windows);
 - whether the model learnt from that panorama (``train``), picked its
   checkpoint on it (``val``) or never saw it (``-``), from the run folders'
-  datasets (:func:`skyseg.train.run_images`).
+  datasets (:func:`skyseg.training.train.run_images`).
 
 Then per model: outdoor pooled IoU, mean boundary F and indoor false sky
 share, over all panoramas and over those it never saw (the held-out figure;
@@ -59,7 +59,7 @@ def panoramas(data: Path) -> list[tuple[str, Path, Path]]:
 
 def score(sky: np.ndarray, truth: np.ndarray, tolerance: float) -> dict:
     """Counts and scores of one boolean sky mask against a 0/1/255 label."""
-    from skyseg.evaluate import boundary_scores
+    from skyseg.evaluation.evaluate import boundary_scores
 
     valid = truth != 255
     true_sky, predicted = (truth == 1) & valid, sky & valid
@@ -107,9 +107,9 @@ def bench_model(name: str, loaded, seen: dict, files, out: Path, tolerance: floa
     """Predict and score every panorama with one model; overlays into ``out/name``."""
     from PIL import Image
 
+    from skyseg.image.overlay import contact_sheet, resize_uint8, tint
     from skyseg.io import read_image, write_png
-    from skyseg.overlay import contact_sheet, resize_uint8, tint
-    from skyseg.predict import overlay_background, predict_image, probability_to_mask
+    from skyseg.predict.predictor import overlay_background, predict_image, probability_to_mask
 
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
               "indoor/*.hdr and labels/<stem>.png); pass --data", file=sys.stderr)
         return 2
     from skyseg.errors import SkysegError
-    from skyseg.model import DEFAULT_MODEL_DIR
-    from skyseg.predict import load_predictor
-    from skyseg.train import run_images
+    from skyseg.io.run_folder import DEFAULT_MODEL_DIR
+    from skyseg.predict.predictor import load_predictor
+    from skyseg.training.train import run_images
 
     models = []
     for item in args.model:

@@ -38,8 +38,8 @@ CAMVID = ROOT.parent / "shared" / "data" / "camvid-sky"
 
 def evaluate_both(run: Path, images: Path, coco: Path, only: Path | None,
                   tile_size: int) -> dict:
-    from skyseg.evaluate import evaluate_model
-    from skyseg.predict import load_predictor
+    from skyseg.evaluation.evaluate import evaluate_model
+    from skyseg.predict.predictor import load_predictor
 
     loaded = load_predictor(run)
     results = {}
@@ -67,12 +67,12 @@ def oracle(images: Path, coco: Path, only: Path | None, scale: float, blur: floa
     import cv2
     import numpy as np
 
-    from skyseg.annotations import load_coco
-    from skyseg.evaluate import boundary_scores
+    from skyseg.evaluation.evaluate import boundary_scores
+    from skyseg.image.metrics import confusion_counts, scores_from_counts
+    from skyseg.image.preprocess import scaled_size, upsample_linear
     from skyseg.io import read_image
-    from skyseg.metrics import confusion_counts, scores_from_counts
-    from skyseg.preprocess import scaled_size, upsample_linear
-    from skyseg.refine import guided_upsample
+    from skyseg.labels.annotations import load_coco
+    from skyseg.predict.refine import guided_upsample
 
     labels = load_coco(coco)
     stems = ([line.strip() for line in only.read_text().splitlines() if line.strip()]
@@ -132,7 +132,7 @@ def main() -> int:
 
     import skyseg  # noqa: F401
     from skyseg.log import configure_logging
-    from skyseg.refine import DEFAULT_EPS, DEFAULT_RADIUS
+    from skyseg.predict.refine import DEFAULT_EPS, DEFAULT_RADIUS
 
     configure_logging(-1)
     if args.oracle is not None:

@@ -48,7 +48,7 @@ FLOOR = 1e-6
 
 def log_luminance(image: np.ndarray) -> np.ndarray:
     """log2 of the Rec. 709 luminance of linear RGB (H, W, 3); NaN/Inf as 0, floored."""
-    from skyseg.preprocess import luminance
+    from skyseg.image.preprocess import luminance
 
     clean = np.nan_to_num(np.asarray(image, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     return np.log2(np.maximum(luminance(clean), FLOOR).astype(np.float64))

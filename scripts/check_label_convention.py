@@ -2,7 +2,7 @@
 
 For every labelled image, counts the pixels labelled *not sky* that lie next to
 labelled sky (a window of 12 % of the shorter side holds more than 1.2 % sky) and have the
-brightness of that nearby sky (within 15 %; the rule of :mod:`skyseg.sky_gaps`): mostly sky seen between the
+brightness of that nearby sky (within 15 %; the rule of :mod:`skyseg.labels.sky_gaps`): mostly sky seen between the
 branches of bare trees, which one labeller calls tree and another sky. Prints,
 per group (the first ``--group-chars`` characters of the image name, CamVid's
 sequence), that count per labelled sky pixel. Groups that differ by several
@@ -31,10 +31,10 @@ def sky_coloured_not_sky(image: np.ndarray, mask: np.ndarray) -> tuple[int, int]
     """``(not-sky pixels next to sky with its brightness, sky pixels)`` of one image.
 
     ``image``: (H, W, 3) any range; ``mask``: uint8 (H, W), 1 = sky, 0 = not sky.
-    The rule is skyseg's (:func:`skyseg.sky_gaps.sky_coloured_not_sky`), which
+    The rule is skyseg's (:func:`skyseg.labels.sky_gaps.sky_coloured_not_sky`), which
     ``skyseg build-dataset --ignore-sky-gaps`` narrows to gaps and leaves out of training.
     """
-    from skyseg.sky_gaps import sky_coloured_not_sky as alike
+    from skyseg.labels.sky_gaps import sky_coloured_not_sky as alike
 
     return int(alike(image, mask).sum()), int((mask == 1).sum())
 
@@ -45,8 +45,8 @@ def main() -> None:
     parser.add_argument("--group-chars", type=int, default=6)
     args = parser.parse_args()
 
-    from skyseg.annotations import load_coco
     from skyseg.io import read_image
+    from skyseg.labels.annotations import load_coco
 
     labels = load_coco(args.camvid / "result.json")
     groups = defaultdict(lambda: [0, 0, 0])

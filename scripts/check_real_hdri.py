@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from skyseg.errors import SkysegError
+    from skyseg.image.overlay import contact_sheet, resize_uint8, tint
     from skyseg.io import read_image, write_png
-    from skyseg.overlay import contact_sheet, resize_uint8, tint
-    from skyseg.predict import overlay_background, predict_image, probability_to_mask
+    from skyseg.predict.predictor import overlay_background, predict_image, probability_to_mask
 
     try:
-        from skyseg.predict import load_predictor
+        from skyseg.predict.predictor import load_predictor
 
         loaded = load_predictor(args.runs)
     except SkysegError as exc:

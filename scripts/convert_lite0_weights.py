@@ -102,9 +102,9 @@ def _depthwise(array: np.ndarray) -> np.ndarray:  # (channels, 1, kh, kw) -> (kh
 
 
 def keras_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """EfficientNet-PyTorch names -> skyseg.lite0 ``layer/weight`` names (Keras layouts)."""
-    from skyseg.lite0 import BLOCKS
-    from skyseg.lite0 import ENCODER_PREFIX as p
+    """EfficientNet-PyTorch names -> skyseg.training.lite0 ``layer/weight`` names (Keras layouts)."""
+    from skyseg.training.lite0 import BLOCKS
+    from skyseg.training.lite0 import ENCODER_PREFIX as p
 
     out = {f"{p}stem_conv/kernel": _conv(arrays["_conv_stem.weight"]),
            **_batch_norm(arrays, "_bn0", f"{p}stem_bn")}
@@ -125,9 +125,9 @@ def keras_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _check(image_path: Path, npz: Path, arrays: dict[str, np.ndarray]) -> None:
     """Top-5 ImageNet class indices of one photo (encoder + the file's classifier)."""
+    from skyseg.backend import import_keras
     from skyseg.io import read_image
-    from skyseg.lite0 import build_lite0_unet
-    from skyseg.model import import_keras
+    from skyseg.training.lite0 import build_lite0_unet
 
     keras = import_keras()
     model = build_lite0_unet(keras, input_shape=(224, 224, 3), encoder_weights=npz)
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     parser.add_argument("--check", type=Path, default=None, metavar="IMAGE",
                         help="print the top-5 ImageNet classes of this photo")
     args = parser.parse_args(argv)
-    from skyseg.lite0 import IMAGENET_WEIGHTS
+    from skyseg.training.lite0 import IMAGENET_WEIGHTS
 
     out = args.out or IMAGENET_WEIGHTS
     arrays = read_legacy_torch(args.pth)

@@ -105,15 +105,14 @@ def install(run: Path) -> None:
     """The run's last weight average (no optimizer state), preprocessing and history as
     the shipped model, its config listing the images it learnt from."""
     sys.path.insert(0, str(ROOT))
-    from skyseg.model import (
-        DEFAULT_MODEL_DIR,
+    from skyseg.io.run_folder import DEFAULT_MODEL_DIR, read_run_config
+    from skyseg.training.model import (
         load_model,
         read_model_arrays,
         read_model_attributes,
-        read_run_config,
         save_model,
     )
-    from skyseg.train import AVERAGE_ARRAYS, run_images
+    from skyseg.training.train import AVERAGE_ARRAYS, run_images
 
     DEFAULT_MODEL_DIR.mkdir(parents=True, exist_ok=True)
     # The last epoch's weight average, not the best on CamVid val: over stage 2 that

@@ -9,10 +9,14 @@ terminal. What it printed is kept at debug level (``skyseg -v``).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 
-__all__ = ["import_tensorflow"]
+from skyseg.errors import ModelError
+
+__all__ = ["import_tensorflow", "import_keras", "import_segmentation_models"]
 
 logger = logging.getLogger("skyseg")
 
@@ -44,3 +48,32 @@ def import_tensorflow():
     logger.debug("TensorFlow %s devices: %s", tf.__version__,
                  ", ".join(d.name for d in devices) or "none")
     return tf
+
+
+def import_keras():
+    """The Keras 2 API (tf-keras), importing TensorFlow on first call.
+
+    Raises:
+        ModelError: TensorFlow was imported before skyseg without
+            ``TF_USE_LEGACY_KERAS=1``, so ``tf.keras`` is Keras 3, which
+            segmentation_models cannot use.
+    """
+    from skyseg.backend import import_tensorflow
+
+    tf = import_tensorflow()
+    keras = tf.keras
+    version = getattr(keras, "__version__", "2")
+    if not str(version).startswith("2"):
+        raise ModelError(
+            f"tf.keras is Keras {version}; segmentation_models needs Keras 2 (tf-keras). "
+            "Set TF_USE_LEGACY_KERAS=1 before TensorFlow is imported (import skyseg first)"
+        )
+    return keras
+
+
+def import_segmentation_models():
+    """``segmentation_models``, imported quietly (it prints on import)."""
+    import_keras()
+    with contextlib.redirect_stdout(io.StringIO()):
+        import segmentation_models as sm
+    return sm

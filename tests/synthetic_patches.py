@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skyseg.image.preprocess import Preprocessing
 from skyseg.io import write_png, write_tiff
-from skyseg.preprocess import Preprocessing
 
 
 def sky_patch(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:

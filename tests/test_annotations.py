@@ -1,4 +1,4 @@
-"""Label Studio COCO -> sky masks (skyseg.annotations).
+"""Label Studio COCO -> sky masks (skyseg.labels.annotations).
 
 Pixel convention under test: COCO coordinates are continuous, the image spans
 ``[0, W] x [0, H]`` and pixel (row i, column j) is the square
@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from skyseg.annotations import (
+from skyseg.errors import AnnotationError, ConfigError
+from skyseg.io import read_image_info, write_exr, write_jpeg, write_png, write_tiff
+from skyseg.labels.annotations import (
     CocoLabels,
     _rle_counts,
     load_coco,
     match_images,
     original_name,
 )
-from skyseg.errors import AnnotationError, ConfigError
-from skyseg.io import read_image_info, write_exr, write_jpeg, write_png, write_tiff
 
 H, W = 8, 10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skyseg.augmentation import (
+from skyseg.data.augmentation import (
     Augmentation,
     adjust_radiance,
     adjust_sky_exposure,
@@ -18,7 +18,7 @@ from skyseg.augmentation import (
     warp_mask,
 )
 from skyseg.errors import ConfigError
-from skyseg.preprocess import Preprocessing, srgb_decode, srgb_encode
+from skyseg.image.preprocess import Preprocessing, srgb_decode, srgb_encode
 
 
 def blocks(rng: np.random.Generator, size: int = 64, block: int = 8) -> np.ndarray:
@@ -365,7 +365,7 @@ def test_settings_round_trip_and_refuse_unknown_keys():
 
 @pytest.mark.parametrize("gains", [(0.3, 0.0, -0.3), (-0.1, 0.2, -0.1)])
 def test_white_balance_is_exact_on_radiance(rng, gains):
-    from skyseg.augmentation import adjust_colour
+    from skyseg.data.augmentation import adjust_colour
 
     prep = Preprocessing(mode="hdr")
     radiance = rng.uniform(0.01, 50.0, size=(8, 8, 3)).astype(np.float32)
@@ -375,7 +375,7 @@ def test_white_balance_is_exact_on_radiance(rng, gains):
 
 
 def test_saturation_zero_is_grey_of_the_same_luminance(rng):
-    from skyseg.augmentation import adjust_colour
+    from skyseg.data.augmentation import adjust_colour
 
     prep = Preprocessing(mode="ldr")
     values = rng.uniform(0.05, 0.95, size=(6, 6, 3)).astype(np.float32)
@@ -523,7 +523,7 @@ def test_sky_texture_draw_changes_the_sky_by_a_field(rng):
 
 
 def test_parse_changes_types_each_setting_and_names_bad_items():
-    from skyseg.augmentation import parse_changes
+    from skyseg.data.augmentation import parse_changes
 
     changes = parse_changes(["exposure_ev=4", "horizontal_flip=No", "fill=constant",
                              " rotation = 5 ", "exposure_ev=3"])

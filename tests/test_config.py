@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from skyseg.config import PipelineConfig, load_config, parse_bool
-from skyseg.errors import ConfigError
-from skyseg.pipeline import (
+from skyseg.cli.config import PipelineConfig, load_config
+from skyseg.cli.pipeline import (
     DEMO_DEFAULTS,
     REAL_DEMO_DEFAULTS,
     add_arguments,
     config_from_args,
     plan_pipeline,
 )
+from skyseg.errors import ConfigError
+from skyseg.options import parse_bool
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -173,7 +174,7 @@ def test_a_demo_made_by_another_version_is_refused_with_the_fix(tmp_path, meta):
 def test_the_same_demo_is_reused(tmp_path):
     import json
 
-    from skyseg.demo import FORMAT_VERSION
+    from skyseg.demo.synthetic import FORMAT_VERSION
 
     config = PipelineConfig(work_dir=tmp_path, demo="synthetic")
     (tmp_path / "demo").mkdir()

@@ -22,13 +22,13 @@ import pytest
 import tifffile
 from PIL import Image
 
-import skyseg.dataset as dataset_module
-from skyseg.annotations import load_coco
-from skyseg.dataset import build_dataset
+import skyseg.data.dataset as dataset_module
+from skyseg.data.dataset import build_dataset
+from skyseg.data.patches import patch_grid
 from skyseg.errors import ConfigError, DatasetError
+from skyseg.image.preprocess import Preprocessing
 from skyseg.io import TEMP_MARKER, read_image, write_exr, write_png
-from skyseg.patches import patch_grid
-from skyseg.preprocess import Preprocessing
+from skyseg.labels.annotations import load_coco
 from tests.conftest import ROOT, shared_path
 
 # (stem, height, width): smaller than a patch both ways and one way, exactly a
@@ -206,7 +206,7 @@ def test_hdr_patch_inverts_to_radiance(tmp_path):
 
 
 def test_scale_shrinks_images_and_masks_before_the_patches(tmp_path, cli):
-    from skyseg.preprocess import rescale_image, rescale_mask, scaled_size
+    from skyseg.image.preprocess import rescale_image, rescale_mask, scaled_size
 
     sizes = [("pano_a", 40, 80), ("pano_b", 25, 50)]
     coco, images = make_labelled_set(tmp_path, sizes, kind="hdr", seed=6)
@@ -644,8 +644,8 @@ def test_camvid_frames_line_up(tmp_path):
 
 
 def test_ignore_sky_gaps_marks_the_gaps_of_the_shrunk_image(tmp_path):
-    from skyseg.preprocess import rescale_image, rescale_mask
-    from skyseg.sky_gaps import ignore_sky_gaps
+    from skyseg.image.preprocess import rescale_image, rescale_mask
+    from skyseg.labels.sky_gaps import ignore_sky_gaps
 
     root = shared_path("camvid-sky")
     data = json.loads((root / "result.json").read_text())
@@ -699,7 +699,7 @@ def fake_run(folder: Path, data: Path | None, *, patch_size: int = 8, **preproce
 
 
 def test_like_copies_the_preprocessing_patch_size_and_stride(tmp_path, cli):
-    from skyseg.dataset import settings_like
+    from skyseg.data.dataset import settings_like
 
     # The run was trained on a dataset of 8-px patches, stride 6, at half size, clipped.
     old_data = tmp_path / "old-data"

@@ -12,9 +12,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from skyseg.annotations import load_coco, match_images
-from skyseg.cli import STAGES
-from skyseg.demo import (
+from skyseg.cli.commands import STAGES
+from skyseg.demo.scenes import NIGHT_LEVEL, SKY_LEVEL, tilt_rotation
+from skyseg.demo.synthetic import (
     EV_RANGE,
     SCENE_CYCLE,
     SUN_RATIO,
@@ -29,10 +29,10 @@ from skyseg.demo import (
     scene_mask,
 )
 from skyseg.errors import ConfigError, ImageWriteError
+from skyseg.image.preprocess import luminance
 from skyseg.io import read_image, write_jpeg
-from skyseg.preprocess import luminance
-from skyseg.previews import make_preview
-from skyseg.scenes import NIGHT_LEVEL, SKY_LEVEL, tilt_rotation
+from skyseg.labels.annotations import load_coco, match_images
+from skyseg.labels.previews import make_preview
 
 
 @pytest.fixture(scope="module")

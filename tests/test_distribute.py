@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from skyseg.distribute import Cluster, check_strategy, global_steps, read_cluster
 from skyseg.errors import ConfigError, DatasetError
-from skyseg.train import read_history
+from skyseg.io.run_folder import read_history
+from skyseg.training.distribute import Cluster, check_strategy, global_steps, read_cluster
 
 from .synthetic_patches import write_dataset
 
@@ -85,7 +85,7 @@ def test_auto_becomes_multi_worker_with_a_cluster(monkeypatch):
 def _watched(seconds_inside: float, timeout: float) -> subprocess.CompletedProcess:
     """A process that spends ``seconds_inside`` in a join watchdog of ``timeout`` seconds."""
     code = ("import sys, time\n"
-            "from skyseg.distribute import join_watchdog, read_cluster\n"
+            "from skyseg.training.distribute import join_watchdog, read_cluster\n"
             f"cluster = read_cluster({{'TF_CONFIG': {tf_config([5001, 5002], 1)!r}}})\n"
             f"with join_watchdog(cluster, {timeout}):\n"
             f"    time.sleep({seconds_inside})\n"

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skyseg import metrics
-from skyseg.cli import main
+from skyseg.cli.commands import main
 from skyseg.errors import AnnotationError, ConfigError, ImageReadError
-from skyseg.evaluate import (
+from skyseg.evaluation.evaluate import (
     boundary_scores,
     evaluate_model,
     read_truth_mask,
@@ -20,9 +19,10 @@ from skyseg.evaluate import (
     summarise,
     truth_from_mask,
 )
+from skyseg.image import metrics
+from skyseg.image.overlay import FALSE_NEGATIVE_COLOR, FALSE_POSITIVE_COLOR, error_overlay
+from skyseg.image.preprocess import tonemap
 from skyseg.io import write_png
-from skyseg.overlay import FALSE_NEGATIVE_COLOR, FALSE_POSITIVE_COLOR, error_overlay
-from skyseg.preprocess import tonemap
 
 TRUTH_4x4 = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], np.uint8)
 PREDICTION_4x4 = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], bool)
@@ -31,8 +31,7 @@ PREDICTION_4x4 = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0
 def test_docstring_examples():
     import doctest
 
-    from skyseg import evaluate
-
+    from skyseg.evaluation import evaluate
     assert doctest.testmod(evaluate).failed == 0
 
 
@@ -365,8 +364,9 @@ def test_evaluate_with_a_coco_export(identity_run, tmp_path, rng):
 
 def colour_rule_run(run, *, scale: float):
     """A run folder whose 'network' is a colour rule (blue and bright is sky), LDR at ``scale``."""
-    from skyseg.model import import_keras, save_model
-    from skyseg.preprocess import Preprocessing
+    from skyseg.backend import import_keras
+    from skyseg.image.preprocess import Preprocessing
+    from skyseg.training.model import save_model
 
     keras = import_keras()
     inputs = keras.Input((None, None, 3))

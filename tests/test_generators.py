@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from skyseg.augmentation import Augmentation
+from skyseg.data.augmentation import Augmentation
+from skyseg.data.generators import PatchBatches, list_patches, read_dataset_info, read_patch
 from skyseg.errors import ConfigError, DatasetError
-from skyseg.generators import PatchBatches, list_patches, read_dataset_info, read_patch
 from skyseg.io import write_png, write_tiff
 
 from .synthetic_patches import write_dataset
@@ -346,8 +346,8 @@ def test_bad_batch_settings(dataset):
 
 
 def test_patch_sequence_is_a_keras_sequence(dataset):
-    from skyseg.generators import PatchSequence
-    from skyseg.model import import_keras
+    from skyseg.backend import import_keras
+    from skyseg.data.generators import PatchSequence
 
     keras = import_keras()
     sequence = PatchSequence(dataset, "val", batch_size=4)
@@ -357,7 +357,7 @@ def test_patch_sequence_is_a_keras_sequence(dataset):
 
 
 def test_importing_the_training_modules_does_not_import_tensorflow():
-    code = ("import sys, skyseg, skyseg.generators, skyseg.train, skyseg.metrics, "
-            "skyseg.augmentation, skyseg.model; "
+    code = ("import sys, skyseg, skyseg.data.generators, skyseg.training.train, skyseg.image.metrics, "
+            "skyseg.data.augmentation, skyseg.training.model; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

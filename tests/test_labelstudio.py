@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from skyseg.annotations import load_coco
 from skyseg.errors import AnnotationError, ConfigError
-from skyseg.labelstudio import (
+from skyseg.labels.annotations import load_coco
+from skyseg.labels.labelstudio import (
     LABELSTUDIO_FILE,
     TaskCollector,
     certainty_score,
@@ -249,7 +249,7 @@ def test_corrected_tasks_flow_through_the_coco_reader_into_build_dataset(tmp_pat
     """Pre-annotate, 'correct' (delete a hole), export as COCO, build the patch dataset."""
     import imagecodecs
 
-    from skyseg.dataset import build_dataset
+    from skyseg.data.dataset import build_dataset
     from skyseg.io import write_png
 
     mask = several_regions_with_holes(128, 256)

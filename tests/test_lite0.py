@@ -1,13 +1,14 @@
-"""The EfficientNet-Lite0 U-Net (skyseg.lite0) and its shipped ImageNet encoder weights."""
+"""The EfficientNet-Lite0 U-Net (skyseg.training.lite0) and its shipped ImageNet encoder weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from skyseg import lite0
+from skyseg.backend import import_keras
 from skyseg.errors import ConfigError, ModelError
-from skyseg.model import BACKBONES, build_model, import_keras, load_model
+from skyseg.training import lite0
+from skyseg.training.model import BACKBONES, build_model, load_model
 
 
 def test_shipped_weights_fill_every_encoder_layer_and_nothing_else():

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skyseg.annotations import load_coco
-from skyseg.cli import main
+from skyseg.cli.commands import main
+from skyseg.image.overlay import SKY_COLOR, mask_boundary
+from skyseg.image.preprocess import tonemap
 from skyseg.io import read_image, write_exr, write_jpeg, write_png
-from skyseg.masks import export_masks
-from skyseg.overlay import SKY_COLOR, mask_boundary
-from skyseg.preprocess import tonemap
+from skyseg.labels.annotations import load_coco
+from skyseg.labels.masks import export_masks
 
 H, W = 8, 10
 

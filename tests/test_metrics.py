@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from skyseg import metrics
 from skyseg.errors import ConfigError
+from skyseg.image import metrics
 
 # 0 = not sky, 1 = sky, 255 = ignored (the centre pixel, predicted 0.9: must not count).
 TRUTH = np.array([[1, 1, 0],

@@ -7,23 +7,22 @@ import json
 import numpy as np
 import pytest
 
+from skyseg.backend import import_keras
 from skyseg.errors import ConfigError, ModelError
-from skyseg.model import (
+from skyseg.image.preprocess import Preprocessing
+from skyseg.training.model import (
     build_model,
     check_model_choice,
-    import_keras,
     load_model,
     load_run,
     read_model_attributes,
     save_model,
 )
-from skyseg.preprocess import Preprocessing
 
 
 def tiny_model(compiled: bool = True):
     """A two-layer network, enough for saving and loading (no segmentation_models)."""
-    from skyseg import metrics
-
+    from skyseg.image import metrics
     keras = import_keras()
     inputs = keras.Input((None, None, 3))
     hidden = keras.layers.Conv2D(2, 3, padding="same", activation="relu")(inputs)
@@ -61,7 +60,7 @@ def test_missing_local_encoder_weights():
 
 
 def test_imagenet_weights_that_cannot_be_downloaded(monkeypatch):
-    from skyseg.model import import_segmentation_models
+    from skyseg.backend import import_segmentation_models
 
     sm = import_segmentation_models()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from skyseg.errors import ConfigError
-from skyseg.overlay import (
+from skyseg.image.overlay import (
     FALSE_NEGATIVE_COLOR,
     FALSE_POSITIVE_COLOR,
     SKY_COLOR,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skyseg.errors import ConfigError
-from skyseg.patches import (
+from skyseg.data.patches import (
     IGNORE,
     extract_patches,
     pad_to_grid,
     patch_grid,
     patch_starts,
 )
+from skyseg.errors import ConfigError
 
 # (length, patch, stride): smaller than a patch, exactly a patch, exact multiple of
 # the stride, off by one either side, a 1-pixel remainder, a 1-pixel image.

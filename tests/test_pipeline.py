@@ -72,12 +72,12 @@ def test_bad_flag_value_is_one_clear_line(tmp_path):
 
 #: Stage -> (module, stage function) the pipeline calls.
 STAGE_FUNCTIONS = {
-    "demo-data": ("skyseg.demo", "make_demo_data"),
-    "previews": ("skyseg.previews", "make_previews"),
-    "build-dataset": ("skyseg.dataset", "build_dataset"),
-    "train": ("skyseg.train", "train_model"),
-    "predict": ("skyseg.predict", "predict_files"),
-    "evaluate": ("skyseg.evaluate", "evaluate_model"),
+    "demo-data": ("skyseg.demo.synthetic", "make_demo_data"),
+    "previews": ("skyseg.labels.previews", "make_previews"),
+    "build-dataset": ("skyseg.data.dataset", "build_dataset"),
+    "train": ("skyseg.training.train", "train_model"),
+    "predict": ("skyseg.predict.predictor", "predict_files"),
+    "evaluate": ("skyseg.evaluation.evaluate", "evaluate_model"),
 }
 
 
@@ -104,10 +104,10 @@ def _record_stage_calls(monkeypatch, calls: dict) -> None:
     import inspect
     from types import SimpleNamespace
 
-    from skyseg.demo import DemoData
-    from skyseg.evaluate import Evaluation
+    from skyseg.demo.synthetic import DemoData
+    from skyseg.evaluation.evaluate import Evaluation
     from skyseg.log import BatchReport
-    from skyseg.train import TrainResult
+    from skyseg.training.train import TrainResult
 
     def demo(out_dir, **kwargs):
         (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -140,15 +140,14 @@ def _record_stage_calls(monkeypatch, calls: dict) -> None:
 
         fake.__signature__ = signature  # a second recording binds like the real function
         monkeypatch.setattr(module, name, fake)
-    monkeypatch.setattr("skyseg.train.train", importlib.import_module("skyseg.train").train_model)
-    monkeypatch.setattr("skyseg.predict.load_predictor", lambda model, **kwargs: model)
+    monkeypatch.setattr("skyseg.training.train.train", importlib.import_module("skyseg.training.train").train_model)
+    monkeypatch.setattr("skyseg.predict.predictor.load_predictor", lambda model, **kwargs: model)
 
 
 def _assert_cli_makes_the_same_call(monkeypatch, step) -> None:
     """Call a step as the pipeline does, then run its logged command line through the CLI:
     both make the same stage-function call."""
-    from skyseg import cli
-
+    from skyseg.cli import commands as cli
     direct: dict = {}
     _record_stage_calls(monkeypatch, direct)
     step()
@@ -166,9 +165,9 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
     import argparse
     import logging
 
-    from skyseg import cli
-    from skyseg.config import PipelineConfig
-    from skyseg.pipeline import plan_pipeline, run_pipeline
+    from skyseg.cli import commands as cli
+    from skyseg.cli.config import PipelineConfig
+    from skyseg.cli.pipeline import plan_pipeline, run_pipeline
 
     config = PipelineConfig(work_dir=tmp_path / "work", demo="synthetic", demo_scenes=4,
                             demo_width=128, mode="hdr", clip_max=5e4, patch_size=64, stride=32, scale=0.5,
@@ -223,9 +222,9 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
 
 
 def test_members_train_one_run_per_seed_and_predict_with_their_ensemble(tmp_path, monkeypatch):
-    from skyseg.config import PipelineConfig
+    from skyseg.cli.config import PipelineConfig
+    from skyseg.cli.pipeline import plan_pipeline
     from skyseg.errors import ConfigError
-    from skyseg.pipeline import plan_pipeline
 
     work = tmp_path / "work"
     config = PipelineConfig(work_dir=work, demo="synthetic", demo_scenes=4, demo_width=128,
@@ -262,9 +261,10 @@ def test_members_train_one_run_per_seed_and_predict_with_their_ensemble(tmp_path
 def test_the_default_demo_fine_tunes_the_shipped_model_on_real_panoramas(tmp_path, monkeypatch):
     """No data given: the bundled real panoramas, four to fine-tune the shipped model on
     and four held out; every logged command line makes the same call through the CLI."""
-    from skyseg import cli
-    from skyseg.model import DEFAULT_MODEL_DIR, RESOURCES
-    from skyseg.pipeline import config_from_args, plan_pipeline
+    from skyseg.cli import commands as cli
+    from skyseg.cli.pipeline import config_from_args, plan_pipeline
+    from skyseg.io.run_folder import DEFAULT_MODEL_DIR
+    from skyseg.resources import RESOURCES
 
     parser = cli.build_parser()
     config = config_from_args(parser.parse_args(["pipeline", "--work-dir",
@@ -324,7 +324,7 @@ def test_real_demo_end_to_end_in_short(tmp_path):
 
 def _two_sources_yaml(tmp_path):
     """A YAML config with two sources made of the bundled panoramas (links)."""
-    from skyseg.model import RESOURCES
+    from skyseg.resources import RESOURCES
 
     demo = RESOURCES / "demo"
     lines = ["init: default", "epochs: 1", "steps_per_epoch: 1", "batch_size: 2",
@@ -353,9 +353,9 @@ def _two_sources_yaml(tmp_path):
 
 
 def test_sources_in_the_config_build_one_dataset_each_and_train_one_run(tmp_path, monkeypatch):
-    from skyseg.config import load_config
+    from skyseg.cli.config import load_config
+    from skyseg.cli.pipeline import link_held_out, plan_pipeline
     from skyseg.errors import ConfigError
-    from skyseg.pipeline import link_held_out, plan_pipeline
 
     config = load_config(_two_sources_yaml(tmp_path))
     config.work_dir = tmp_path / "work"

@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skyseg import predict as predict_module
-from skyseg.cli import main
+from skyseg.backend import import_keras
+from skyseg.cli.commands import main
 from skyseg.errors import ConfigError, ImageWriteError, ModelError
+from skyseg.image.preprocess import Preprocessing
 from skyseg.io import read_image, write_exr, write_png
 from skyseg.io import write as write_module
-from skyseg.model import LoadedModel, import_keras, load_run, save_model
-from skyseg.predict import (
+from skyseg.predict import predictor as predict_module
+from skyseg.predict.predictor import (
     Prediction,
     check_tile_size,
     overlay_background,
@@ -31,7 +32,7 @@ from skyseg.predict import (
     prepare_output_folder,
     probability_to_mask,
 )
-from skyseg.preprocess import Preprocessing
+from skyseg.training.model import LoadedModel, load_run, save_model
 
 from .conftest import ROOT, shared_path
 
@@ -113,7 +114,7 @@ def test_constant_network_gives_a_constant_map_including_borders(runs, rng):
                    result.probability[:, -1]):
         np.testing.assert_allclose(border, 0.3, atol=1e-6)
     assert probability_to_mask(result.probability).max() == 0
-    # Strictly above the threshold is sky, as skyseg.metrics decides in training.
+    # Strictly above the threshold is sky, as skyseg.image.metrics decides in training.
     assert probability_to_mask(np.full((2, 2), 0.5, np.float32)).max() == 0
     assert probability_to_mask(np.full((2, 2), 0.51, np.float32)).min() == 255
 
@@ -121,7 +122,7 @@ def test_constant_network_gives_a_constant_map_including_borders(runs, rng):
 @pytest.mark.parametrize("shape, wrap", [((40, 80), True), ((37, 51), False)])
 def test_model_trained_on_shrunk_images_predicts_shrunk_and_returns_full_size(tmp_path, rng, shape,
                                                                                wrap):
-    from skyseg.preprocess import rescale_image, scaled_size, upsample_linear
+    from skyseg.image.preprocess import rescale_image, scaled_size, upsample_linear
 
     folder = make_run(tmp_path / "half")
     Preprocessing(mode="ldr", scale=0.5).save(folder / "preprocessing.json")
@@ -476,7 +477,7 @@ def test_labelstudio_pre_annotations_for_a_batch(runs, tmp_path):
     """--save labelstudio: one task per good input, in order, drawn back as the masks."""
     import json
 
-    from skyseg.labelstudio import task_to_mask
+    from skyseg.labels.labelstudio import task_to_mask
 
     sky = np.zeros((48, 96, 3), np.uint8)
     sky[:20] = 255          # identity network: probability = red / 255
@@ -544,8 +545,8 @@ def test_refine_none_reproduces_the_output_before_refinement_bit_for_bit():
 
 @pytest.mark.parametrize("shape, wrap", [((40, 80), True), ((37, 51), False)])
 def test_shrunk_prediction_is_refined_along_the_image(tmp_path, rng, shape, wrap):
-    from skyseg.preprocess import rescale_image, scaled_size
-    from skyseg.refine import guided_upsample
+    from skyseg.image.preprocess import rescale_image, scaled_size
+    from skyseg.predict.refine import guided_upsample
 
     folder = make_run(tmp_path / "half")
     Preprocessing(mode="ldr", scale=0.5).save(folder / "preprocessing.json")
@@ -636,7 +637,7 @@ def test_giant_input_is_refused_before_decoding_and_the_batch_goes_on(runs, rng,
 
 
 def test_parse_save_keeps_order_drops_repeats_and_names_the_choices():
-    from skyseg.predict import SAVE_CHOICES, parse_save
+    from skyseg.predict.outputs import SAVE_CHOICES, parse_save
 
     assert parse_save("mask, overlay,mask") == ("mask", "overlay")
     assert parse_save(["exr", "mask"]) == ("exr", "mask")
@@ -647,8 +648,8 @@ def test_parse_save_keeps_order_drops_repeats_and_names_the_choices():
 
 
 def test_ensemble_averages_its_members_each_at_its_own_scale(tmp_path, rng):
-    from skyseg.model import ModelEnsemble
-    from skyseg.predict import load_predictor
+    from skyseg.predict.predictor import load_predictor
+    from skyseg.training.model import ModelEnsemble
 
     identity = make_run(tmp_path / "identity")
     constant = make_run(tmp_path / "constant", "constant", value=0.3)
@@ -677,8 +678,8 @@ def test_ensemble_averages_its_members_each_at_its_own_scale(tmp_path, rng):
 
 
 def test_ensemble_refuses_hdr_with_ldr_and_needs_two_models(tmp_path):
-    from skyseg.model import ModelEnsemble
-    from skyseg.predict import load_predictor
+    from skyseg.predict.predictor import load_predictor
+    from skyseg.training.model import ModelEnsemble
 
     ldr = make_run(tmp_path / "ldr")
     hdr = make_run(tmp_path / "hdr", "constant", mode="hdr", value=0.5)
@@ -726,8 +727,8 @@ def test_cli_ensemble_for_predict_and_evaluate(tmp_path, rng, capsys):
 def test_which_argument_is_the_model(tmp_path, runs):
     import argparse
 
-    from skyseg.model import DEFAULT_MODEL_DIR
-    from skyseg.predict import resolve_model_argument
+    from skyseg.io.run_folder import DEFAULT_MODEL_DIR
+    from skyseg.predict.predictor import resolve_model_argument
 
     image = tmp_path / "a.jpg"
     image.write_bytes(b"")
@@ -751,8 +752,8 @@ def test_which_argument_is_the_model(tmp_path, runs):
 def test_shipped_model_predicts_with_no_model_argument_and_takes_photos_unasked(tmp_path, rng):
     """``skyseg predict INPUT --out DIR``: the shipped HDR model, which learnt photos as
     linear radiance, also predicts an LDR photo without --convert."""
-    from skyseg.model import default_model
-    from skyseg.predict import accepts_ldr
+    from skyseg.io.run_folder import default_model
+    from skyseg.predict.predictor import accepts_ldr
 
     shipped = load_run(default_model())
     assert shipped.preprocessing.is_hdr and accepts_ldr(shipped)

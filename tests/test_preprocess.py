@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from skyseg.errors import ConfigError
-from skyseg.preprocess import (
+from skyseg.image.preprocess import (
     Preprocessing,
     clip_radiance,
     inverse_log_transform,
@@ -201,7 +201,7 @@ def test_tonemap_exposure_ev_brightens():
 
 
 def test_scaled_size_rounds_and_never_vanishes():
-    from skyseg.preprocess import scaled_size
+    from skyseg.image.preprocess import scaled_size
 
     assert scaled_size(4096, 8192, 0.25) == (1024, 2048)
     assert scaled_size(3, 5, 0.1) == (1, 1)
@@ -209,7 +209,7 @@ def test_scaled_size_rounds_and_never_vanishes():
 
 
 def test_rescale_image_keeps_the_energy(rng):
-    from skyseg.preprocess import rescale_image
+    from skyseg.image.preprocess import rescale_image
 
     radiance = (rng.random((64, 128, 3)) * 10).astype(np.float32)
     radiance[10, 20] = 5e4  # the sun keeps its energy when shrunk
@@ -221,7 +221,7 @@ def test_rescale_image_keeps_the_energy(rng):
 
 
 def test_rescale_mask_votes_and_keeps_ignore():
-    from skyseg.preprocess import rescale_mask
+    from skyseg.image.preprocess import rescale_mask
 
     mask = np.array([[1, 1, 0, 0, 255, 255],
                      [1, 0, 0, 0, 255, 1]], np.uint8)
@@ -232,7 +232,7 @@ def test_rescale_mask_votes_and_keeps_ignore():
 
 
 def test_upsample_linear_is_exact_on_ramps_and_seamless_when_wrapping():
-    from skyseg.preprocess import upsample_linear
+    from skyseg.image.preprocess import upsample_linear
 
     ramp = np.tile(np.arange(8, dtype=np.float32), (4, 1))
     big = upsample_linear(ramp, 8, 32)

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 from PIL import Image
 
-from skyseg.cli import main
+from skyseg.cli.commands import main
 from skyseg.io import read_image, write_exr
-from skyseg.previews import make_previews
+from skyseg.labels.previews import make_previews
 
 from .conftest import ROOT
 
@@ -93,7 +93,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_help_lists_stages_without_importing_tensorflow():
     code = (
         "import sys, contextlib, io\n"
-        "from skyseg.cli import main\n"
+        "from skyseg.cli.commands import main\n"
         "buffer = io.StringIO()\n"
         "with contextlib.redirect_stdout(buffer):\n"
         "    try:\n        main(['--help'])\n"
@@ -108,7 +108,7 @@ def test_help_lists_stages_without_importing_tensorflow():
 
 
 def test_every_stage_has_help(cli):
-    from skyseg.cli import STAGES
+    from skyseg.cli.commands import STAGES
 
     for stage in STAGES:
         result = cli(stage, "--help")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from skyseg.errors import ConfigError
-from skyseg.recipe import average_momentum, check_recipe, learning_rate_at
+from skyseg.training.recipe import average_momentum, check_recipe, learning_rate_at
 
 from .synthetic_patches import write_dataset
 
@@ -38,7 +38,7 @@ def test_schedule_without_warmup_starts_at_the_peak_and_decreases():
 
 @pytest.mark.slow
 def test_keras_schedule_matches_the_formula():
-    from skyseg.recipe import warmup_cosine_class
+    from skyseg.training.recipe import warmup_cosine_class
 
     schedule = warmup_cosine_class()(2e-3, 300, 40)
     for step in (0, 1, 39, 40, 41, 100, 170, 299, 300, 1000):
@@ -77,7 +77,7 @@ def test_good_recipe_passes():
 
 @pytest.fixture(scope="module")
 def averaged_run(tmp_path_factory):
-    from skyseg.train import train
+    from skyseg.training.train import train
 
     root = tmp_path_factory.mktemp("recipe")
     data = write_dataset(root / "data", counts={"train": 32, "val": 16}, size=32)
@@ -90,9 +90,10 @@ def averaged_run(tmp_path_factory):
 def test_validation_scores_the_averaged_weights(averaged_run):
     """model_best.h5 (the averaged weights) reproduces the logged validation IoU; the raw
     weights of the same epoch do not."""
-    from skyseg.generators import PatchBatches
-    from skyseg.metrics import iou_score
-    from skyseg.model import MODEL_BEST, MODEL_LAST, load_model
+    from skyseg.data.generators import PatchBatches
+    from skyseg.image.metrics import iou_score
+    from skyseg.io.run_folder import MODEL_BEST, MODEL_LAST
+    from skyseg.training.model import load_model
 
     data, result = averaged_run
     batches = PatchBatches(data, "val", batch_size=16, seed=0)
@@ -110,8 +111,9 @@ def test_validation_scores_the_averaged_weights(averaged_run):
 
 @pytest.mark.slow
 def test_the_average_is_saved_for_resume(averaged_run):
-    from skyseg.model import MODEL_LAST, read_model_arrays, read_model_attributes
-    from skyseg.train import AVERAGE_ARRAYS
+    from skyseg.io.run_folder import MODEL_LAST
+    from skyseg.training.model import read_model_arrays, read_model_attributes
+    from skyseg.training.train import AVERAGE_ARRAYS
 
     _, result = averaged_run
     arrays = read_model_arrays(result.run_dir / MODEL_LAST, AVERAGE_ARRAYS)
@@ -124,9 +126,10 @@ def test_the_average_is_saved_for_resume(averaged_run):
 @pytest.mark.slow
 def test_adamw_with_schedule_and_arrays_survive_save_and_load(tmp_path):
     """model_last.h5 keeps AdamW, its schedule, the decay exclusion and the average arrays."""
-    from skyseg import metrics
-    from skyseg.model import import_keras, load_model, read_model_arrays, save_model
-    from skyseg.recipe import exclude_from_decay, make_optimizer
+    from skyseg.backend import import_keras
+    from skyseg.image import metrics
+    from skyseg.training.model import load_model, read_model_arrays, save_model
+    from skyseg.training.recipe import exclude_from_decay, make_optimizer
 
     keras = import_keras()
     keras.utils.set_random_seed(0)

@@ -1,4 +1,4 @@
-"""Tests of skyseg.refine: the guided upsampling of a coarse sky probability."""
+"""Tests of skyseg.predict.refine: the guided upsampling of a coarse sky probability."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from skyseg import refine as refine_module
 from skyseg.errors import ConfigError
-from skyseg.preprocess import upsample_linear
-from skyseg.refine import (
+from skyseg.image.preprocess import upsample_linear
+from skyseg.predict.predictor import refine as refine_module
+from skyseg.predict.refine import (
     check_refine,
     downsample_guide,
     guide_floor,

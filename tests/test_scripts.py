@@ -79,7 +79,7 @@ def test_demo_levels_measure_exposure_sky_and_its_lead_over_the_ground():
 
 
 def test_demo_levels_place_real_panoramas_among_the_demo_scenes(tmp_path, capsys):
-    from skyseg.demo import make_demo_data
+    from skyseg.demo.synthetic import make_demo_data
     from skyseg.io import write_hdr
 
     check = _script("check_demo_levels")

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skyseg.cli import main
-from skyseg.dataset import build_dataset
+from skyseg.cli.commands import main
+from skyseg.data.dataset import build_dataset
+from skyseg.data.shards import outputs_complete, parse_shard, shard_paths, shard_range
 from skyseg.errors import ConfigError
 from skyseg.io import write_png
-from skyseg.shards import outputs_complete, parse_shard, shard_paths, shard_range
 
 from .test_dataset import ODD_SIZES, PATCH, STRIDE, make_labelled_set, tree
 

@@ -1,11 +1,11 @@
-"""Sky seen through gaps between branches: found, and only there (skyseg.sky_gaps)."""
+"""Sky seen through gaps between branches: found, and only there (skyseg.labels.sky_gaps)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from skyseg.sky_gaps import find_sky_gaps, ignore_sky_gaps, sky_coloured_not_sky
+from skyseg.labels.sky_gaps import find_sky_gaps, ignore_sky_gaps, sky_coloured_not_sky
 from tests.conftest import shared_path
 
 
@@ -80,8 +80,8 @@ def test_nothing_without_sky_and_size_mismatch():
 
 
 def test_real_camvid_crown():
-    from skyseg.annotations import load_coco
     from skyseg.io import read_image
+    from skyseg.labels.annotations import load_coco
 
     root = shared_path("camvid-sky")
     stem = "0006R0_f03510"  # bare trees against a white sky, labelled tree

@@ -7,8 +7,14 @@ import json
 import numpy as np
 import pytest
 
+from skyseg.data.generators import (
+    DataSource,
+    MixedBatches,
+    check_sources,
+    open_batches,
+    parse_sources,
+)
 from skyseg.errors import ConfigError, DatasetError
-from skyseg.generators import DataSource, MixedBatches, check_sources, open_batches, parse_sources
 from tests.synthetic_patches import write_dataset
 
 

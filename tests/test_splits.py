@@ -6,8 +6,7 @@ from collections import Counter
 
 import pytest
 
-from skyseg.errors import ConfigError, DatasetError
-from skyseg.splits import (
+from skyseg.data.splits import (
     assign_splits,
     check_groups_disjoint,
     group_keys,
@@ -15,6 +14,7 @@ from skyseg.splits import (
     parse_split_file_args,
     read_split_files,
 )
+from skyseg.errors import ConfigError, DatasetError
 
 STEMS = [f"seq{g}_{i:03d}" for g in range(7) for i in range(3 + 2 * g)]
 

@@ -7,9 +7,9 @@ import doctest
 import numpy as np
 import pytest
 
-from skyseg import tiling
 from skyseg.errors import ConfigError
-from skyseg.tiling import (
+from skyseg.predict.predictor import tiling
+from skyseg.predict.tiling import (
     TileAccumulator,
     axis_tiles,
     extract_tile,

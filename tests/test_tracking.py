@@ -8,17 +8,17 @@ import sys
 import numpy as np
 import pytest
 
-from skyseg.cli import main
+from skyseg.cli.commands import main
 from skyseg.errors import ConfigError
 from skyseg.io import write_png
-from skyseg.tracking import (
+from skyseg.io.run_folder import read_history
+from skyseg.training.tracking import (
     TRACKING_FILE,
     MlflowTracker,
     flatten_params,
     log_evaluation,
     resolve_tracking_uri,
 )
-from skyseg.train import read_history
 
 from .synthetic_patches import write_dataset
 
@@ -30,8 +30,7 @@ TRAIN_OPTIONS = ["--batch-size", "8", "--learning-rate", "1e-3", "--backbone", "
 def test_docstring_examples():
     import doctest
 
-    from skyseg import tracking
-
+    from skyseg.training import tracking
     assert doctest.testmod(tracking).failed == 0
 
 

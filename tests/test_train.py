@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from skyseg.data.generators import list_patches
 from skyseg.errors import ConfigError, DatasetError, ModelError
-from skyseg.generators import list_patches
-from skyseg.metrics import iou_score
-from skyseg.train import HISTORY_COLUMNS, read_history, train, train_model
+from skyseg.image.metrics import iou_score
+from skyseg.io.run_folder import HISTORY_COLUMNS, read_history
+from skyseg.training.train import train, train_model
 
 from .synthetic_patches import write_dataset
 
@@ -26,7 +27,7 @@ CLI_OPTIONS = ["--epochs", EPOCHS, "--batch-size", 8, "--learning-rate", 1e-3, "
 
 def kill_during(epoch: int, batch: int):
     """A callback that raises at ``batch`` of ``epoch`` (0-based), as a killed process."""
-    from skyseg.model import import_keras
+    from skyseg.backend import import_keras
 
     keras = import_keras()
 
@@ -85,9 +86,9 @@ def test_a_damaged_patch_is_skipped_and_training_goes_on(reference, dataset):
 
 @pytest.mark.slow
 def test_run_folder_holds_everything_predict_needs(reference, dataset):
+    from skyseg.image.preprocess import Preprocessing
     from skyseg.io import read_image
-    from skyseg.model import read_model_attributes
-    from skyseg.preprocess import Preprocessing
+    from skyseg.training.model import read_model_attributes
 
     run_dir = reference.run_dir
     for name in ("model_best.h5", "model_last.h5", "preprocessing.json", "config.json",
@@ -119,7 +120,7 @@ def test_load_run_reproduces_the_validation_iou(reference, dataset):
     import imagecodecs
     import tifffile
 
-    from skyseg.model import load_run
+    from skyseg.training.model import load_run
 
     loaded = load_run(reference.run_dir)
     pairs = list_patches(dataset, "val")
@@ -249,7 +250,7 @@ def test_package_exports_train_model_even_after_the_module_is_imported(tmp_path)
 
     import skyseg
 
-    importlib.import_module("skyseg.train")  # what the CLI does; rebinds skyseg.train
+    importlib.import_module("skyseg.training.train")  # what the CLI does; rebinds skyseg.training.train
     assert skyseg.train_model is train_model
     with pytest.raises(DatasetError, match="dataset folder not found"):
         skyseg.train_model(tmp_path / "nothing", tmp_path / "run")
@@ -257,7 +258,8 @@ def test_package_exports_train_model_even_after_the_module_is_imported(tmp_path)
 
 @pytest.mark.slow
 def test_short_epochs_and_batch_norm_momentum_are_kept(dataset, tmp_path):
-    from skyseg.model import import_keras, load_model
+    from skyseg.backend import import_keras
+    from skyseg.training.model import load_model
 
     result = train(dataset, tmp_path / "run", **{**OPTIONS, "epochs": 2, "bn_momentum": 0.8},
                    steps_per_epoch=3)
@@ -281,7 +283,7 @@ def test_bad_batch_norm_momentum(dataset, tmp_path):
 
 def fake_source(folder, *, backbone="resnet18", learning_rate=1e-3, **preprocessing):
     """A run folder as far as the checks before loading any weights look."""
-    from skyseg.preprocess import Preprocessing
+    from skyseg.image.preprocess import Preprocessing
 
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(
@@ -298,9 +300,10 @@ class ZeroSteps(Exception):
 @pytest.mark.slow
 def test_initialised_run_with_zero_steps_predicts_exactly_as_its_source(reference, dataset,
                                                                         tmp_path):
-    from skyseg.model import LoadedModel, import_keras, load_run
-    from skyseg.predict import predict_image
-    from skyseg.preprocess import Preprocessing
+    from skyseg.backend import import_keras
+    from skyseg.image.preprocess import Preprocessing
+    from skyseg.predict.predictor import predict_image
+    from skyseg.training.model import LoadedModel, load_run
 
     keras = import_keras()
     image = np.random.default_rng(3).uniform(0, 6, (40, 72, 3)).astype(np.float32)
@@ -336,8 +339,9 @@ def test_initialised_run_with_zero_steps_predicts_exactly_as_its_source(referenc
 @pytest.mark.slow
 def test_frozen_encoder_then_trainable_and_resume_in_the_frozen_phase(reference, dataset,
                                                                       tmp_path):
-    from skyseg.model import import_keras, load_model
-    from skyseg.train import _encoder_layer_names
+    from skyseg.backend import import_keras
+    from skyseg.training.model import load_model
+    from skyseg.training.train import _encoder_layer_names
 
     keras = import_keras()
     encoder = _encoder_layer_names("resnet18")
@@ -435,7 +439,7 @@ class FakeClock:
 
 
 def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
-    from skyseg.train import TimeBudget
+    from skyseg.training.train import TimeBudget
 
     clock = iter([0.0, 10.0, 70.0, 100.0, 190.0, 250.0])
     monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: next(clock)))
@@ -450,8 +454,8 @@ def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
 @pytest.mark.slow
 def test_max_minutes_stops_at_an_epoch_boundary_and_resumes(reference, dataset, tmp_path,
                                                              monkeypatch):
-    from skyseg.model import read_model_attributes
-    from skyseg.train import TimeBudget
+    from skyseg.training.model import read_model_attributes
+    from skyseg.training.train import TimeBudget
 
     # Every clock reading is a minute later: start, training start, then each epoch end.
     # 3.5 minutes: epoch 1 ends at 2 min (+1 fits), epoch 2 at 3 min (+1 does not).
@@ -483,12 +487,12 @@ class BeforeKeras(Exception):
 
 def written_config(monkeypatch, data, run_dir, **options) -> dict:
     """The config.json train_model writes, without importing TensorFlow."""
-    import skyseg.model
+    import skyseg.training.model
 
     def stop():
         raise BeforeKeras
 
-    monkeypatch.setattr(skyseg.model, "import_keras", stop)
+    monkeypatch.setattr(skyseg.training.model, "import_keras", stop)
     with pytest.raises(BeforeKeras):
         train(data, run_dir, **options)
     return json.loads((run_dir / "config.json").read_text())
@@ -524,8 +528,8 @@ def test_config_json_keys_values_and_order(small_dataset, tmp_path, monkeypatch)
         "data": str(small_dataset.resolve())}
     assert {key: config[key] for key in expected} == expected
     from skyseg import __version__
-    from skyseg.augmentation import Augmentation
-    from skyseg.preprocess import Preprocessing
+    from skyseg.data.augmentation import Augmentation
+    from skyseg.image.preprocess import Preprocessing
 
     assert config["skyseg_version"] == __version__
     assert config["augmentation"] == Augmentation().to_dict()
@@ -572,7 +576,7 @@ def test_resume_keeps_the_saved_total_steps(small_dataset, tmp_path, monkeypatch
 
 
 def test_run_settings_read_back_from_config_json(dataset, tmp_path, monkeypatch):
-    from skyseg.train import RunSettings
+    from skyseg.training.train import RunSettings
 
     source = fake_source(tmp_path / "source")
     config = written_config(monkeypatch, dataset, tmp_path / "run", init=source,
@@ -588,7 +592,7 @@ def test_run_settings_read_back_from_config_json(dataset, tmp_path, monkeypatch)
 
 def test_default_augmentation_follows_the_dataset_mode(tmp_path, monkeypatch):
     """LDR data gets the sky exposure and texture changes; HDR data the plain default."""
-    from skyseg.augmentation import Augmentation
+    from skyseg.data.augmentation import Augmentation
 
     configs = {}
     for mode in ("ldr", "hdr"):
@@ -609,8 +613,8 @@ def test_augment_set_changes_the_default_of_the_data_mode(tmp_path, monkeypatch)
     """``skyseg train --augment-set``: changes on top of the default of the dataset's mode."""
     import argparse
 
-    from skyseg.augmentation import Augmentation
-    from skyseg.train import _augmentation_from_args, add_arguments
+    from skyseg.data.augmentation import Augmentation
+    from skyseg.training.train import _augmentation_from_args, add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -652,9 +656,9 @@ def _record_images(root, stems_by_split: dict[str, list[str]], **extra) -> None:
 
 
 def test_two_sources_train_one_run_that_knows_what_it_learnt_from(tmp_path):
-    from skyseg.model import load_run
-    from skyseg.predict import accepts_ldr
-    from skyseg.train import run_images
+    from skyseg.predict.predictor import accepts_ldr
+    from skyseg.training.model import load_run
+    from skyseg.training.train import run_images
 
     panoramas = write_dataset(tmp_path / "panoramas", counts={"train": 8}, size=32, seed=1)
     photos = write_dataset(tmp_path / "photos", counts={"train": 16, "val": 8}, size=32, seed=2)

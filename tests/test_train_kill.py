@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from skyseg.io import TEMP_MARKER
-from skyseg.model import MODEL_LAST, TEST_PAUSE_IN_SAVE, read_model_attributes
-from skyseg.train import HISTORY_COLUMNS, read_history
+from skyseg.io.run_folder import HISTORY_COLUMNS, MODEL_LAST, read_history
+from skyseg.training.model import TEST_PAUSE_IN_SAVE, read_model_attributes
 
 from .conftest import ROOT, run_cli
 from .synthetic_patches import write_dataset
@@ -149,7 +149,7 @@ def mlflow_metric(store: Path, key: str) -> list:
 def test_sigkill_while_writing_a_checkpoint_never_leaves_a_truncated_one(data, reference,
                                                                          tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "train.log"
-    # Epoch 2's model_last.h5 stops half-written (the test hook of skyseg.model).
+    # Epoch 2's model_last.h5 stops half-written (the test hook of skyseg.training.model).
     process = start_training(data, run_dir, log, **{TEST_PAUSE_IN_SAVE: f"{MODEL_LAST}:2"})
     try:
         wait_for_log(process, log, "pausing in the middle of writing")

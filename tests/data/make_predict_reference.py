@@ -32,7 +32,7 @@ CASES = (
 
 def tiny_network():
     """Two 3x3 convolutions with seeded weights (relu, then sigmoid)."""
-    from skyseg.model import import_keras
+    from skyseg.backend import import_keras
 
     keras = import_keras()
     inputs = keras.Input((None, None, 3))
@@ -55,9 +55,9 @@ def case_image(mode: str, height: int, width: int, seed: int) -> np.ndarray:
 
 
 def main() -> int:
-    from skyseg.model import LoadedModel
-    from skyseg.predict import predict_image
-    from skyseg.preprocess import Preprocessing
+    from skyseg.image.preprocess import Preprocessing
+    from skyseg.predict.predictor import predict_image
+    from skyseg.training.model import LoadedModel
 
     network = tiny_network()
     arrays = {}
