@@ -8,7 +8,7 @@ import pytest
 
 from skyseg.errors import ConfigError
 from skyseg.image.preprocess import upsample_linear
-from skyseg.predict.predictor import refine as refine_module
+from skyseg.predict import refine as refine_module
 from skyseg.predict.refine import (
     check_refine,
     downsample_guide,

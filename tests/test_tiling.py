@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from skyseg.errors import ConfigError
-from skyseg.predict.predictor import tiling
+from skyseg.predict import tiling
 from skyseg.predict.tiling import (
     TileAccumulator,
     axis_tiles,

@@ -80,7 +80,6 @@ from skyseg.image.preprocess import (
 )
 from skyseg.io import (
     DEFAULT_MAX_PIXELS,
-    TEMP_MARKER,
     add_max_pixels_argument,
     atomic_output,
     check_max_pixels,
@@ -93,6 +92,7 @@ from skyseg.io import (
     write_text,
     write_tiff,
 )
+from skyseg.io.write import remove_temporaries
 from skyseg.labels.sky_gaps import ignore_sky_gaps
 from skyseg.log import BatchReport, progress
 
@@ -380,19 +380,11 @@ def _remove_item_files(out_dir: Path, item: _Item, digits: int) -> int:
 
 def _remove_temporaries(out_dir: Path) -> int:
     """Delete the temporary files a killed build leaves (they contain ``.tmp``)."""
-    removed = 0
     folders = [out_dir, out_dir / STATE_DIR, out_dir / STATE_DIR / "done"]
     for child in out_dir.glob("[XY]_*"):
         if child.is_dir():
             folders.extend(sub for sub in child.iterdir() if sub.is_dir())
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for path in folder.iterdir():
-            if TEMP_MARKER in path.name and path.is_file():
-                path.unlink()
-                removed += 1
-    return removed
+    return len(remove_temporaries(folders))
 
 
 def _check_out_dir(out_dir: Path, plan: dict) -> None:

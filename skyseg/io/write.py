@@ -20,7 +20,8 @@ import numpy as np
 from skyseg.errors import ImageWriteError
 
 __all__ = ["atomic_output", "write_png", "write_jpeg", "write_tiff", "write_exr", "write_hdr",
-           "write_bytes", "write_text", "prepare_output_folder", "TEMP_MARKER"]
+           "write_bytes", "write_text", "prepare_output_folder", "TEMP_MARKER",
+           "remove_temporaries"]
 
 #: Every temporary file skyseg writes contains this; resumable stages delete them.
 TEMP_MARKER = ".tmp"
@@ -205,3 +206,23 @@ def write_hdr(path: str | os.PathLike, image: np.ndarray) -> Path:
     from skyseg.io.radiance import encode_hdr
 
     return write_bytes(path, encode_hdr(image))
+
+
+def remove_temporaries(folders) -> list[Path]:
+    """Delete the half-written files (``.NAME.xxxx.tmp.ext``) a killed writer left in ``folders``.
+
+    Args:
+        folders: folders to look in (not recursively); missing ones are skipped.
+
+    Returns:
+        the files removed.
+    """
+    removed = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if TEMP_MARKER in path.name and path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed

@@ -857,12 +857,9 @@ def _prepare_run_folder(out_dir: Path, config: dict, resume: bool,
 
 def _remove_temporaries(out_dir: Path) -> None:
     """Delete the half-written files (``.NAME.xxxx.tmp.ext``) a killed run leaves behind."""
-    from skyseg.io import TEMP_MARKER
+    from skyseg.io.write import remove_temporaries
 
-    stale = [path for path in out_dir.iterdir()
-             if path.name.startswith(".") and TEMP_MARKER in path.name and path.is_file()]
-    for path in stale:
-        path.unlink()
+    stale = remove_temporaries([out_dir])
     if stale:
         logger.info("%s: removed %d half-written file(s) of the killed run: %s", out_dir,
                     len(stale), ", ".join(sorted(path.name for path in stale)))
