@@ -48,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -63,12 +64,14 @@ import numpy as np
 
 from skyseg.errors import AnnotationError, ConfigError, ImageReadError
 from skyseg.io import HDR_SUFFIXES, IMAGE_SUFFIXES, TEMP_MARKER, read_image_info
+from skyseg.options import option
 
 __all__ = [
     "Annotation",
     "ImageEntry",
     "CocoLabels",
     "load_coco",
+    "CategoryOptions",
     "original_name",
     "match_images",
     "DEFAULT_SKY_CATEGORIES",
@@ -82,6 +85,54 @@ DEFAULT_NON_SKY_CATEGORIES = ("non-sky",)
 
 SKY = "sky"
 NON_SKY = "non-sky"
+
+
+class _CategoryNames(argparse.Action):
+    """``--sky-category A B --sky-category C`` -> ``("A", "B", "C")``.
+
+    Repeatable, several names per use; the first use replaces the default rather than
+    adding to it (argparse's own ``extend`` would keep ``sky`` in the list).
+    """
+
+    def __init__(self, option_strings, dest, nargs="+", metavar="NAME", **settings):
+        super().__init__(option_strings, dest, nargs=nargs, metavar=metavar, **settings)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        given = () if current is self.default or current is None else tuple(current)
+        setattr(namespace, self.dest, given + tuple(values))
+
+
+@dataclass
+class CategoryOptions:
+    """Which COCO categories are sky and which are cut out of it, by name.
+
+    The options of every stage that reads a COCO export (``skyseg masks``,
+    ``build-dataset``, ``evaluate``) inherit from this class, so ``--sky-category``
+    and ``--non-sky-category`` are defined here once.
+
+    Example:
+        >>> CategoryOptions(non_sky_categories=("pole", "wire")).sky_categories
+        ('sky',)
+    """
+
+    sky_categories: tuple[str, ...] = option(
+        DEFAULT_SKY_CATEGORIES,
+        "category names that are sky, case-insensitive; repeatable "
+        f"(default: {' '.join(DEFAULT_SKY_CATEGORIES)})",
+        flag="--sky-category", action=_CategoryNames)
+    non_sky_categories: tuple[str, ...] = option(
+        DEFAULT_NON_SKY_CATEGORIES,
+        "category names cut out of the sky (poles, wires, branches); repeatable (default: "
+        f"{' '.join(DEFAULT_NON_SKY_CATEGORIES)}, may be absent from the file)",
+        flag="--non-sky-category", action=_CategoryNames)
+
+    def __post_init__(self):
+        # One name given as text (YAML ``sky_categories: sky``, or a Python call) is one name.
+        for name in ("sky_categories", "non_sky_categories"):
+            value = getattr(self, name)
+            setattr(self, name, (value,) if isinstance(value, str) else tuple(value))
+
 
 #: Label Studio prefixes every uploaded file with 8 random hex digits and '-'.
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-fA-F]{8}-(?=.)")
@@ -243,8 +294,8 @@ def _category_roles(path: Path, categories: list, sky_categories, non_sky_catego
     # The default non-sky name may be absent: projects that labelled no holes
     # export only 'sky'. Any other configured name must exist (typo guard).
     optional = set(non_sky_names) if tuple(non_sky_names) == DEFAULT_NON_SKY_CATEGORIES else set()
-    for configured, option in ((sky_names, "--sky-category"), (non_sky_names,
-                                                               "--non-sky-category")):
+    for configured, flag in ((sky_names, "--sky-category"),
+                             (non_sky_names, "--non-sky-category")):
         for name in configured:
             if name in in_file:
                 continue
@@ -252,9 +303,9 @@ def _category_roles(path: Path, categories: list, sky_categories, non_sky_catego
                 logger.info("%s: no %r category; no holes are cut out of the sky", path, name)
                 continue
             listed = ", ".join(repr(n) for n in sorted(set(names.values()))) or "none"
-            raise AnnotationError(f"{path}: category {name!r} ({option}) is not in the file, "
+            raise AnnotationError(f"{path}: category {name!r} ({flag}) is not in the file, "
                                   f"whose categories are {listed}; check the spelling or pass "
-                                  f"{option} with one of them")
+                                  f"{flag} with one of them")
     roles = {}
     for category_id, name in names.items():
         key = _normalise(name)
