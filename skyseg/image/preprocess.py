@@ -273,9 +273,9 @@ def srgb_decode(encoded: np.ndarray) -> np.ndarray:
     )
 
 
-def luminance(image: np.ndarray) -> np.ndarray:
-    """Rec.709 luminance of (..., 3) linear RGB."""
-    image = np.asarray(image, dtype=np.float32)
+def luminance(image: np.ndarray, *, dtype=np.float32) -> np.ndarray:
+    """Rec.709 luminance of (..., 3) linear RGB, computed in ``dtype`` (float64: exact colours)."""
+    image = np.asarray(image, dtype=dtype)
     return image[..., 0] * 0.2126 + image[..., 1] * 0.7152 + image[..., 2] * 0.0722
 
 
