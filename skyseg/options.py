@@ -7,7 +7,9 @@ a one-line help). From that one class come
 - its section of the pipeline's YAML file (:func:`from_mapping`, with the types checked and
   converted, unknown keys refused with the list of known ones),
 - the Python API's keyword arguments (``TrainOptions(epochs=5)``), and
-- a plain mapping for ``config.json`` and logs (:func:`to_mapping`).
+- a plain mapping for ``config.json`` and logs (:func:`to_mapping`), and
+- the command line that gives an object back (:func:`to_argv`: what ``skyseg pipeline``
+  logs for each step).
 
 Example:
     >>> from dataclasses import dataclass
@@ -31,10 +33,12 @@ from pathlib import Path
 from skyseg.errors import ConfigError
 
 __all__ = ["option", "option_fields", "add_options", "from_args", "from_mapping", "to_mapping",
-           "convert_value", "parse_bool"]
+           "to_argv", "option_flag", "convert_value", "parse_bool"]
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
+#: What an optional setting that is not text reads as None, on the command line and in YAML.
+_NONE = {"none", "null"}
 
 
 def parse_bool(value, *, name: str = "flag") -> bool:
@@ -115,7 +119,8 @@ def convert_value(name: str, value, kind, *, source: str = ""):
     """
     where = f"{source}: " if source else ""
     base, optional = _base_type(kind)
-    if value is None:
+    if value is None or (optional and base is not str and isinstance(value, str)
+                         and value.strip().lower() in _NONE):
         if optional or base is typing.Any:
             return None
         raise ConfigError(f"{where}{name} needs a value, got nothing")
@@ -155,29 +160,47 @@ def convert_value(name: str, value, kind, *, source: str = ""):
     return value
 
 
-def add_options(parser, cls, *, skip=(), group_title: str | None = None) -> None:
+def option_flag(field: dataclasses.Field) -> str:
+    """A field's command-line spelling: its ``flag``, else ``--field-name``."""
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def add_options(parser, cls, *, skip=(), only=None, flags=None, dest_prefix: str = "",
+                default=dataclasses.MISSING, group_title: str | None = None) -> None:
     """Add an options class's command-line options to an argparse parser.
 
     Each option's dest is its field name and its default the field's default, so
     ``from_args(cls, parser.parse_args(...))`` gives back the same object.
+
+    Args:
+        parser: the parser (or argument group) to add to.
+        cls: the options class.
+        skip: field names left out.
+        only: when given, the field names to add (in the class's order).
+        flags: field name -> another spelling of its flag (``{"scenes": "--demo-scenes"}``).
+        dest_prefix: put before each dest (``"training."``), for parsers that hold the
+            options of several classes.
+        default: every option's default instead of its field's (``argparse.SUPPRESS``: an
+            option not given is left out of the parsed namespace).
+        group_title: add the options as an argument group of this title.
     """
     target = parser.add_argument_group(group_title) if group_title else parser
     for field, kind in option_fields(cls):
         meta = field.metadata
-        if field.name in skip or not meta.get("cli", True):
+        if field.name in skip or not meta.get("cli", True) or (
+                only is not None and field.name not in only):
             continue
-        names = [meta.get("flag") or "--" + field.name.replace("_", "-")]
+        names = [(flags or {}).get(field.name) or option_flag(field)]
         if meta.get("short"):
             names.insert(0, meta["short"])
         settings = dict(meta.get("argparse") or {})
         settings.setdefault("help", meta.get("help", ""))
-        settings.setdefault("dest", field.name)
-        settings.setdefault("default", _default(field))
-        base, _ = _base_type(kind)
+        settings["dest"] = dest_prefix + settings.get("dest", field.name)
+        settings.setdefault("default", _default(field) if default is dataclasses.MISSING
+                            else default)
         if "action" not in settings:
-            if base is bool:
-                settings["action"] = ("store_false" if settings["default"]
-                                      else "store_true")
+            if _base_type(kind)[0] is bool:
+                settings["action"] = "store_false" if _default(field) else "store_true"
             else:
                 settings.setdefault("type", _cli_type(field.name, kind))
                 if meta.get("choices") is not None:
@@ -185,6 +208,68 @@ def add_options(parser, cls, *, skip=(), group_title: str | None = None) -> None
                 if meta.get("metavar"):
                     settings["metavar"] = meta["metavar"]
         target.add_argument(*names, **settings)
+
+
+def to_argv(options, *, skip=()) -> list[str]:
+    """The command-line options that give ``options`` back: one for each field whose value
+    differs from its default, in the class's order.
+
+    ``from_args(cls, parser.parse_args(to_argv(options)))`` equals ``options`` for a parser
+    made by :func:`add_options`; ``skyseg pipeline`` logs each step's command line this way.
+
+    Args:
+        options: an options object.
+        skip: field names left out (the caller gives them another way).
+
+    Raises:
+        ValueError: a field that differs from its default has no command-line option.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Sizes:
+        ...     tile_size: int = option(1088, "tile side in pixels")
+        ...     tta: bool = option(False, "average flipped predictions")
+        >>> to_argv(Sizes(tile_size=512, tta=True))
+        ['--tile-size', '512', '--tta']
+    """
+    argv: list[str] = []
+    for field, kind in option_fields(type(options)):
+        value = getattr(options, field.name)
+        if field.name in skip or value == _default(field):
+            continue
+        if not field.metadata.get("cli", True):
+            raise ValueError(f"{type(options).__name__}.{field.name} = {value!r} has no "
+                             "command-line option; leave it at its default or skip it")
+        argv += _arguments(option_flag(field), value, kind, field.metadata)
+    return argv
+
+
+def _arguments(flag: str, value, kind, meta) -> list[str]:
+    """``[flag, text ...]`` for one option's value (see :func:`to_argv`)."""
+    settings = meta.get("argparse") or {}
+    action = settings.get("action")
+    if action in ("store_true", "store_false") or (
+            action is None and _base_type(kind)[0] is bool):
+        return [flag]  # the value differs from the default: the flag flips it
+    items = [f"{k}={_text(v)}" for k, v in value.items()] if isinstance(value, dict) else value
+    if action == "append":
+        return [part for item in items for part in (flag, _text(item))]
+    if settings.get("nargs") not in (None, "?"):
+        return [flag, *(_text(item) for item in items)]
+    return [flag, _text(items)]
+
+
+def _text(value) -> str:
+    """A value as the command line spells it: ``none``, ``0.002``, ``a,b``."""
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        short = format(value, "g")
+        return short if float(short) == value else repr(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(_text(item) for item in value)
+    return str(value)
 
 
 def _cli_type(name: str, kind):

@@ -16,6 +16,7 @@ from skyseg.options import (
     from_mapping,
     option,
     parse_bool,
+    to_argv,
     to_mapping,
 )
 
@@ -123,3 +124,42 @@ def test_parse_bool(text, expected):
 def test_parse_bool_names_the_flag():
     with pytest.raises(ConfigError, match="TRAIN must be true or false, got 'sure'"):
         parse_bool("sure", name="TRAIN")
+
+
+def test_to_argv_gives_the_fields_that_differ_from_their_defaults():
+    options = Example(epochs=5, learning_rate=0.002, init=Path("runs/a"), wrap=False,
+                      sizes=[128, 64], tta=True)
+    argv = to_argv(options)
+    assert argv == ["--epochs", "5", "--learning-rate", "0.002", "--init", "runs/a", "--tta",
+                    "--no-wrap", "--sizes", "128,64"]
+    assert from_args(Example, parser().parse_args(argv)) == options
+    assert to_argv(Example()) == []
+    assert to_argv(options, skip=("epochs", "sizes"))[:2] == ["--learning-rate", "0.002"]
+
+
+@dataclass
+class Repeated:
+    split_files: dict[str, str] = option(default_factory=dict, help="NAME=FILE",
+                                         flag="--split-file", action="append")
+    cap: int | None = option(7, "at most this many (none: no limit)")
+
+
+def test_to_argv_repeats_appended_options_and_spells_none():
+    assert to_argv(Repeated(split_files={"train": "t.txt", "val": "v.txt"}, cap=None)) == [
+        "--split-file", "train=t.txt", "--split-file", "val=v.txt", "--cap", "none"]
+    assert convert_value("cap", "None", int | None) is None
+
+
+def test_to_argv_refuses_a_setting_the_command_line_cannot_give():
+    with pytest.raises(ValueError, match=r"Example\.internal = 3 has no command-line option"):
+        to_argv(Example(internal=3))
+    assert to_argv(Example(internal=3), skip=("internal",)) == []
+
+
+def test_add_options_subset_renamed_without_defaults():
+    result = argparse.ArgumentParser()
+    add_options(result, Example, only=("epochs", "tta"), flags={"epochs": "--train-epochs"},
+                dest_prefix="training.", default=argparse.SUPPRESS)
+    assert vars(result.parse_args([])) == {}
+    assert vars(result.parse_args(["--train-epochs", "4", "--tta"])) == {
+        "training.epochs": 4, "training.tta": True}
