@@ -30,6 +30,7 @@ STAGES = {
     "train": "skyseg.training.train",
     "predict": "skyseg.predict.predictor",
     "evaluate": "skyseg.evaluation.evaluate",
+    "check": "skyseg.evaluation.check",
     "pipeline": "skyseg.cli.pipeline",
 }
 
