@@ -13,6 +13,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from skyseg.cli.commands import STAGES
+from skyseg.demo.geometry import upper_envelope, wrap_polygon
 from skyseg.demo.scenes import NIGHT_LEVEL, SKY_LEVEL, tilt_rotation
 from skyseg.demo.synthetic import (
     EV_RANGE,
@@ -20,8 +21,6 @@ from skyseg.demo.synthetic import (
     SUN_RATIO,
     THEMES,
     _plan,
-    _skyline,
-    _wrap_polygon,
     make_demo_data,
     make_scene,
     polygon_coverage,
@@ -429,7 +428,7 @@ def test_seam_scene_has_the_sun_at_x0_and_a_continuous_skyline(demo):
 
 def test_wrap_polygon_splits_at_the_seam():
     square = np.array([[-3.0, 2.0], [5.0, 2.0], [5.0, 6.0], [-3.0, 6.0]])
-    parts = _wrap_polygon(square, 100.0, 50.0)
+    parts = wrap_polygon(square, 100.0, 50.0)
     assert sorted((p[:, 0].min(), p[:, 0].max()) for p in parts) == [(0.0, 5.0), (97.0, 100.0)]
     assert sum(_area(p) for p in parts) == pytest.approx(32.0)
 
@@ -439,7 +438,7 @@ def test_skyline_is_the_exact_upper_envelope(rng):
     for _ in range(12):  # as in scenes: each piece rises from below the horizon (y = 45)
         xs = np.sort(rng.uniform(-20, 120, 6))
         pieces.append((xs, np.r_[50.0, rng.uniform(5, 40, 4), 50.0]))
-    outline = _skyline(pieces, 100.0, 45.0)
+    outline = upper_envelope(pieces, 100.0, 45.0)
     assert outline[0, 0] == 0 and outline[-1, 0] == 100 and np.all(np.diff(outline[:, 0]) >= 0)
     dense = np.linspace(0, 100, 20001)
     brute = np.full_like(dense, 45.0)

@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from skyseg.demo.scenes import (
-    SKY_LEVEL,
-    DemoScene,
-    _angles,
-    _angles_to_pixels,
-    _clip_halfplane,
-    _direction,
-    _fbm,
-    _paint,
-    _polygon_area,
-    _quantize,
-    _sky_colour,
-    _smoothstep,
-    _wrap_polygon,
-    polygon_coverage,
+from skyseg.demo.geometry import (
+    angles,
+    angles_to_pixels,
+    clip_halfplane,
+    direction,
+    polygon_area,
+    to_preview_polygon,
+    unwrap_x,
+    wrap_polygon,
 )
+from skyseg.demo.painting import (
+    SKY_LEVEL,
+    fbm,
+    paint_polygon,
+    sky_alpha,
+    sky_colour,
+    smoothstep,
+)
+from skyseg.demo.records import DemoScene
 
 __all__ = ["make_room_scene", "render_room"]
 
@@ -71,12 +74,9 @@ def _project(corners: np.ndarray, width: int) -> np.ndarray:
         t = np.linspace(0.0, 1.0, 96, endpoint=False)[:, None]
         points.append(a + (b - a) * t)
     points = np.vstack(points)
-    azimuth, elevation = _angles(points / np.linalg.norm(points, axis=1, keepdims=True))
-    x, y = _angles_to_pixels(azimuth, elevation, width, width // 2)
-    steps = np.diff(x)
-    steps -= width * np.round(steps / width)
-    x = x[0] + np.r_[0.0, np.cumsum(steps)]
-    return np.column_stack([x, y])
+    azimuth, elevation = angles(points / np.linalg.norm(points, axis=1, keepdims=True))
+    x, y = angles_to_pixels(azimuth, elevation, width, width // 2)
+    return np.column_stack([unwrap_x(x, width), y])
 
 
 def _sky_parts(outline: np.ndarray, skyline: list, width: int) -> list[np.ndarray]:
@@ -88,13 +88,13 @@ def _sky_parts(outline: np.ndarray, skyline: list, width: int) -> list[np.ndarra
     points = [tuple(p) for p in outline]
     for shift in (-width, 0.0, width):
         for x0, x1, y_limit in skyline:
-            piece = _clip_halfplane(points, 0, x0 + shift, keep_below=False)
-            piece = _clip_halfplane(piece, 0, x1 + shift, keep_below=True)
-            piece = _clip_halfplane(piece, 1, y_limit, keep_below=True)
+            piece = clip_halfplane(points, 0, x0 + shift, keep_below=False)
+            piece = clip_halfplane(piece, 0, x1 + shift, keep_below=True)
+            piece = clip_halfplane(piece, 1, y_limit, keep_below=True)
             if len(piece) >= 3:
                 polygon = np.array(piece)
-                if _polygon_area(polygon) > 1e-3:
-                    parts.extend(_wrap_polygon(polygon, width, width // 2))
+                if polygon_area(polygon) > 1e-3:
+                    parts.extend(wrap_polygon(polygon, width, width // 2))
     return parts
 
 
@@ -209,14 +209,14 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
     sky, non_sky = [], []
     for window in room["windows"]:
         outline = _project(window["corners"], width)
-        window["outline"] = _wrap_polygon(outline, width, height)
+        window["outline"] = wrap_polygon(outline, width, height)
         for part in _sky_parts(outline, steps, width):
-            quantized = _quantize(part)
+            quantized = to_preview_polygon(part)
             if quantized is not None:
                 sky.append(quantized)
         for bar in window["bars"]:
-            for part in _wrap_polygon(_project(bar, width), width, height):
-                quantized = _quantize(part)
+            for part in wrap_polygon(_project(bar, width), width, height):
+                quantized = to_preview_polygon(part)
                 if quantized is not None:
                     non_sky.append(("frame", quantized))
     sun_azimuth, sun_elevation = float(rng.uniform(0.0, 360.0)), float(rng.uniform(10.0, 60.0))
@@ -244,7 +244,7 @@ def _in_rectangle(point: np.ndarray, corners: np.ndarray, soft: float) -> np.nda
         if hi[axis] - lo[axis] < 1e-9:
             continue
         distance = np.minimum(point[..., axis] - lo[axis], hi[axis] - point[..., axis])
-        inside *= _smoothstep(-soft, soft, distance)
+        inside *= smoothstep(-soft, soft, distance)
     return inside
 
 
@@ -255,24 +255,24 @@ def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.n
     rng = np.random.default_rng(scene.texture_seed)
     elevation = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
     azimuth = (np.arange(width) + 0.5) / width * 2 * np.pi
-    direction = _direction(azimuth[None, :], elevation[:, None]).astype(np.float32)
+    rays = direction(azimuth[None, :], elevation[:, None]).astype(np.float32)
     ext = room["extents"]
     bounds = [ext["x"], ext["y"], ext["z"]]
     with np.errstate(divide="ignore", invalid="ignore"):
-        hits = np.stack([np.where(direction[..., a] > 0, bounds[a][1] / direction[..., a],
-                                  bounds[a][0] / -direction[..., a]) for a in range(3)])
+        hits = np.stack([np.where(rays[..., a] > 0, bounds[a][1] / rays[..., a],
+                                  bounds[a][0] / -rays[..., a]) for a in range(3)])
     hits = np.where(np.isfinite(hits) & (hits > 0), hits, np.inf)
     face = np.argmin(hits, axis=0)
     distance = np.min(hits, axis=0)
-    point = direction * distance[..., None]
-    up = direction[..., 2] > 0
+    point = rays * distance[..., None]
+    up = rays[..., 2] > 0
     level = SKY_LEVEL * room["level"]
 
     # Texture: a little noise on every surface; planks on the floor.
     lattices = [rng.random((32, 32), dtype=np.float32) for _ in range(4)]
     u = (point[..., 0] + point[..., 2] * 0.7) * 3.0
     v = (point[..., 1] - point[..., 2] * 0.4) * 3.0
-    noise = _fbm(u, v, lattices, rng.uniform(0, 32, (4, 2)))
+    noise = fbm(u, v, lattices, rng.uniform(0, 32, (4, 2)))
     grain = (0.9 + 0.2 * noise)[..., None]
 
     wall = np.asarray(room["wall"], np.float32)
@@ -299,7 +299,7 @@ def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.n
                 edge = lamp["half"][0] - np.hypot(dx, dy)
             else:
                 edge = np.minimum(lamp["half"][0] - np.abs(dx), lamp["half"][1] - np.abs(dy))
-            inside = _smoothstep(-0.6 * pixel, 0.6 * pixel, edge) * ceiling
+            inside = smoothstep(-0.6 * pixel, 0.6 * pixel, edge) * ceiling
             pool = level * 1.5 / (1.0 + (dx * dx + dy * dy) / 0.8)
             image[ceiling] += (pool[ceiling])[:, None] * np.float32(1.0)
         glow = np.float32(SKY_LEVEL * lamp["radiance"]) * np.array([1.0, 0.97, 0.9], np.float32)
@@ -316,7 +316,7 @@ def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.n
     cos_gamma = (np.sin(elevation)[:, None] * np.sin(sun_el)
                  + np.cos(elevation)[:, None] * np.cos(sun_el) * np.cos(azimuth - sun_az)[None])
     gamma = np.arccos(np.clip(cos_gamma, -1.0, 1.0)).astype(np.float32)
-    sky = _sky_colour(sin_el, gamma, scene.sun_elevation, float(rng.uniform(0.0, 0.6)))
+    sky = sky_colour(sin_el, gamma, scene.sun_elevation, float(rng.uniform(0.0, 0.6)))
     sky *= np.float32(room["outside_level"])
     facade = np.array(rng.choice([(0.5, 0.45, 0.4), (0.15, 0.22, 0.1), (0.7, 0.7, 0.68)]),
                       np.float32) * outside_level * 1.5
@@ -324,16 +324,12 @@ def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.n
                      np.float32(0.5) * facade, facade) * grain
     for window in room["windows"]:
         for part in window["outline"]:
-            _paint(image, part, lambda r0, r1, below=below: below[r0:r1], subrows)
-    alpha = np.zeros((height, width), np.float32)
-    for polygon in scene.sky:
-        row0, block = polygon_coverage(polygon * 2.0, height, width, subrows=subrows)
-        rows = slice(row0, row0 + block.shape[0])
-        alpha[rows] = np.maximum(alpha[rows], block)
+            paint_polygon(image, part, lambda r0, r1, below=below: below[r0:r1], subrows)
+    alpha = sky_alpha([polygon * 2.0 for polygon in scene.sky], height, width, subrows)
     image = image * (1 - alpha[..., None]) + sky * alpha[..., None]
     frame = np.asarray(room["wall"], np.float32) * level
     for _, polygon in scene.non_sky:
-        row0, block = _paint(image, polygon * 2.0, lambda r0, r1: frame, subrows)
+        row0, block = paint_polygon(image, polygon * 2.0, lambda r0, r1: frame, subrows)
         rows = slice(row0, row0 + block.shape[0])
         alpha[rows] *= 1 - block
     return image.astype(np.float32), alpha

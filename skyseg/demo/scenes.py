@@ -45,10 +45,35 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
+from skyseg.demo.geometry import (
+    angles,
+    angles_to_pixels,
+    densify,
+    direction,
+    pixels_to_angles,
+    polygon_coverage,
+    tilt_rotation,
+    to_preview_polygon,
+    unwrap_x,
+    upper_envelope,
+    wrap_polygon,
+)
+from skyseg.demo.painting import (
+    SKY_LEVEL,
+    colour_luminance,
+    fbm,
+    paint_polygon,
+    sky_alpha,
+    sky_colour,
+    smoothstep,
+    sun_disc,
+    upsample2,
+)
+from skyseg.demo.records import OUTDOOR_THEMES, THEMES, DemoScene
+from skyseg.demo.rooms import make_room_scene, render_room
 from skyseg.errors import ConfigError
 
 __all__ = [
@@ -70,25 +95,12 @@ __all__ = [
 EV_RANGE = (-5.0, 2.0)
 #: Sun disc radiance / clear-sky radiance at the sun's position (glow excluded).
 SUN_RATIO = 3.5e4
-#: Luminance of the clear horizon sky at EV 0 (close to real panoramas in camera units).
-SKY_LEVEL = 0.18
 #: Night sky at the zenith relative to SKY_LEVEL (about 7 stops darker).
 NIGHT_LEVEL = 2.0 ** -7
 #: Moon disc radiance / night sky radiance at its position.
 MOON_RATIO = 3000.0
 #: Largest radiance written: half float ends at 65504.
 MAX_RADIANCE = 60000.0
-#: The day-sky themes of the first demo (their look is unchanged).
-CLASSIC_THEMES = ("town", "seam", "forest", "open")
-#: Every scene kind.
-THEMES = ("town", "seam", "forest", "open", "indoor", "overcast", "night", "lake", "cloudy",
-          "tilted")
-OUTDOOR_THEMES = tuple(theme for theme in THEMES if theme != "indoor")
-#: Themes whose sun disc is in the picture (the others: overcast, night, indoor).
-SUNNY_THEMES = ("town", "seam", "forest", "open", "lake", "cloudy", "tilted")
-
-_ZENITH = np.array([0.20, 0.36, 0.95], np.float32)
-_HORIZON = np.array([0.80, 0.88, 1.00], np.float32)
 _SUN_COLOUR = np.array([1.0, 0.93, 0.82], np.float32)
 _NON_SKY_COLOURS = {
     "crown": (0.05, 0.09, 0.035),
@@ -98,284 +110,6 @@ _NON_SKY_COLOURS = {
 }
 #: Emitters inside the sky (street lamps at night): radiance relative to SKY_LEVEL.
 _LAMP_RADIANCE = np.array([3.0, 2.3, 1.3], np.float32)
-
-
-# --------------------------------------------------------------------------- data records
-
-@dataclass(frozen=True)
-class DemoScene:
-    """One synthetic scene: its labels (the truth) and what it takes to render it.
-
-    Attributes:
-        name: ``scene_NNN``.
-        theme: one of :data:`THEMES`.
-        width, height: full size in pixels (``width == 2 * height``).
-        ev: exposure of the scene; radiance is multiplied by ``2 ** ev``.
-        sun_azimuth, sun_elevation, sun_radius: the sun (the moon at night) in
-            degrees in the level world frame; azimuth 0 is x = 0, elevation 0
-            the horizon (row ``height / 2``). Indoors: the sun outside.
-        sky: ``sky`` polygons, float64 (N, 2) x/y in preview pixels as stored
-            in the COCO file (2 decimals); may be empty (a room without window).
-        non_sky: ``(kind, polygon)`` pairs of ``non-sky`` polygons (kind
-            ``crown``, ``pole``, ``wire``, ``bird``, ``lamp``, ``frame``), preview pixels.
-        ground: ``(kind, polygon, colour)`` of ground silhouettes in full-size
-            pixels of the level frame, painted in order under the sky (not labels).
-        cloud_cover: 0 (clear) .. 1.5 (filled).
-        texture_seed: seed of the noise textures used by :func:`render_scene`.
-        tilt: ``(axis_azimuth, angle)`` in degrees: the camera is turned by
-            ``angle`` about the horizontal axis at ``axis_azimuth`` (0: level).
-        water: depth of the lake below the horizon in degrees (0: no lake).
-        room: an indoor scene's room (see :mod:`skyseg.demo.rooms`), else None.
-        level_labels: a tilted scene's ``(sky, non_sky)`` as a level camera sees
-            them (full-size pixels), what it is rendered from before the tilt.
-    """
-
-    name: str
-    theme: str
-    width: int
-    height: int
-    ev: float
-    sun_azimuth: float
-    sun_elevation: float
-    sun_radius: float
-    sky: tuple
-    non_sky: tuple
-    ground: tuple
-    cloud_cover: float
-    texture_seed: int
-    tilt: tuple = (0.0, 0.0)
-    water: float = 0.0
-    room: dict | None = None
-    level_labels: tuple = ()
-
-    @property
-    def sun_visible(self) -> bool:
-        """True when the sun disc is in the picture."""
-        return self.theme in SUNNY_THEMES
-
-    @property
-    def sun_xy(self) -> tuple[float, float]:
-        """Centre of the sun (moon) disc in full-size pixel coordinates (x, y) of the image."""
-        azimuth, elevation = self.sun_in_image
-        ppd = self.width / 360.0
-        return azimuth * ppd, self.height / 2 - elevation * ppd
-
-    @property
-    def sun_in_image(self) -> tuple[float, float]:
-        """Azimuth and elevation (degrees) of the sun as the (maybe tilted) camera sees it."""
-        if not self.tilt[1]:
-            return self.sun_azimuth, self.sun_elevation
-        vector = _direction(np.radians(self.sun_azimuth), np.radians(self.sun_elevation))
-        camera = tilt_rotation(*self.tilt) @ vector
-        azimuth, elevation = _angles(camera)
-        return float(np.degrees(azimuth) % 360.0), float(np.degrees(elevation))
-
-    def object_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for kind, *_ in (*self.ground, *self.non_sky):
-            counts[kind] = counts.get(kind, 0) + 1
-        for kind in ("window", "lamp_panel", "picture", "door"):
-            if self.room and self.room.get(kind + "s"):
-                counts[kind] = len(self.room[kind + "s"])
-        return dict(sorted(counts.items()))
-
-
-# --------------------------------------------------------------------------- directions
-
-def _direction(azimuth, elevation) -> np.ndarray:
-    """Unit vectors (..., 3): x towards azimuth 0, y towards azimuth 90 degrees, z up."""
-    azimuth, elevation = np.broadcast_arrays(np.asarray(azimuth), np.asarray(elevation))
-    cos_el = np.cos(elevation)
-    return np.stack([cos_el * np.cos(azimuth), cos_el * np.sin(azimuth), np.sin(elevation)],
-                    axis=-1)
-
-
-def _angles(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(azimuth, elevation) in radians of vectors (..., 3); azimuth in 0..2 pi."""
-    azimuth = np.mod(np.arctan2(vectors[..., 1], vectors[..., 0]), 2 * np.pi)
-    elevation = np.arcsin(np.clip(vectors[..., 2], -1.0, 1.0))
-    return azimuth, elevation
-
-
-def tilt_rotation(axis_azimuth: float, angle: float) -> np.ndarray:
-    """Rotation (3, 3) from the level world to a tilted camera: ``angle`` degrees about
-    the horizontal axis pointing at ``axis_azimuth`` degrees (Rodrigues' formula).
-
-    Example:
-        >>> np.round(tilt_rotation(0.0, 90.0) @ [0.0, 1.0, 0.0], 6).tolist()
-        [0.0, 0.0, 1.0]
-    """
-    phi, theta = np.radians(axis_azimuth), np.radians(angle)
-    k = np.array([np.cos(phi), np.sin(phi), 0.0])
-    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * cross + (1 - np.cos(theta)) * cross @ cross
-
-
-def _pixels_to_angles(x, y, width: int, height: int):
-    return (np.asarray(x) / width * 2 * np.pi, np.pi / 2 - np.asarray(y) / height * np.pi)
-
-
-def _angles_to_pixels(azimuth, elevation, width: int, height: int):
-    return (np.asarray(azimuth) / (2 * np.pi) * width,
-            (np.pi / 2 - np.asarray(elevation)) / np.pi * height)
-
-
-# --------------------------------------------------------------------------- small helpers
-
-def _smoothstep(edge0, edge1, x):
-    t = np.clip((np.asarray(x, dtype=np.float32) - edge0) / (edge1 - edge0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def _luminance(rgb) -> float:
-    rgb = np.asarray(rgb, dtype=np.float64)
-    return float(rgb[..., 0] * 0.2126 + rgb[..., 1] * 0.7152 + rgb[..., 2] * 0.0722)
-
-
-def _polygon_area(polygon: np.ndarray) -> float:
-    x, y = polygon[:, 0], polygon[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
-
-
-def _clip_halfplane(points: list, axis: int, limit: float, keep_below: bool) -> list:
-    """Sutherland-Hodgman against one axis-aligned line."""
-    if not points:
-        return points
-    out = []
-
-    def inside(p):
-        return p[axis] <= limit if keep_below else p[axis] >= limit
-
-    previous = points[-1]
-    for current in points:
-        if inside(current):
-            if not inside(previous):
-                out.append(_intersect(previous, current, axis, limit))
-            out.append(current)
-        elif inside(previous):
-            out.append(_intersect(previous, current, axis, limit))
-        previous = current
-    return out
-
-
-def _intersect(a, b, axis: int, limit: float):
-    t = (limit - a[axis]) / (b[axis] - a[axis])
-    point = [a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])]
-    point[axis] = limit
-    return tuple(point)
-
-
-def _clip_to_image(polygon: np.ndarray, width: float, height: float) -> np.ndarray | None:
-    points = [tuple(p) for p in polygon]
-    points = _clip_halfplane(points, 0, 0.0, keep_below=False)
-    points = _clip_halfplane(points, 0, width, keep_below=True)
-    points = _clip_halfplane(points, 1, 0.0, keep_below=False)
-    points = _clip_halfplane(points, 1, height, keep_below=True)
-    if len(points) < 3:
-        return None
-    clipped = np.array(points, dtype=np.float64)
-    return clipped if _polygon_area(clipped) > 1e-3 else None
-
-
-def _wrap_polygon(polygon: np.ndarray, width: float, height: float) -> list[np.ndarray]:
-    """The parts of a polygon (x may leave 0..width) on the cylinder, clipped to the image."""
-    parts = []
-    for shift in (-width, 0.0, width):
-        moved = polygon + np.array([shift, 0.0])
-        if moved[:, 0].max() <= 0 or moved[:, 0].min() >= width:
-            continue
-        clipped = _clip_to_image(moved, width, height)
-        if clipped is not None:
-            parts.append(clipped)
-    return parts
-
-
-def _quantize(polygon: np.ndarray) -> np.ndarray | None:
-    """Full-size pixels -> preview pixels as the COCO file stores them (2 decimals)."""
-    preview = np.round(polygon / 2.0, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
-    keep = np.ones(len(preview), dtype=bool)
-    keep[1:] = np.any(preview[1:] != preview[:-1], axis=1)
-    preview = preview[keep]
-    if len(preview) > 1 and np.all(preview[0] == preview[-1]):
-        preview = preview[:-1]
-    if len(preview) < 3 or _polygon_area(preview) < 1e-3:
-        return None
-    return preview
-
-
-# --------------------------------------------------------------------------- rasterising
-
-def polygon_coverage(polygon: np.ndarray, height: int, width: int, *,
-                     subrows: int = 4) -> tuple[int, np.ndarray]:
-    """Fraction of each pixel inside a polygon (anti-aliased rasterisation).
-
-    Pixel ``(row, col)`` is the square ``[col, col + 1) x [row, row + 1)``
-    (the COCO convention). The coverage is exact along each of ``subrows``
-    sample lines per pixel row (even-odd rule), so edges are smooth and the
-    pixels whose coverage exceeds 0.5 are those whose centre is inside, as in
-    pycocotools.
-
-    Args:
-        polygon: float (N, 2) x/y vertices in pixels, N >= 3.
-        height, width: the image size.
-        subrows: sample lines per pixel row (1 = no vertical anti-aliasing).
-
-    Returns:
-        ``(row0, block)``: ``block`` float32 (rows, width) in 0..1 is the
-        coverage of image rows ``row0 .. row0 + rows - 1``; ``rows`` may be 0.
-
-    Example:
-        >>> row0, block = polygon_coverage(np.array([[1, 1], [3, 1], [3, 2.5], [1, 2.5]]), 4, 4)
-        >>> row0, block.tolist()
-        (1, [[0.0, 1.0, 1.0, 0.0], [0.0, 0.5, 0.5, 0.0]])
-    """
-    polygon = np.asarray(polygon, dtype=np.float64)
-    row0 = int(np.clip(np.floor(polygon[:, 1].min()), 0, height))
-    row1 = int(np.clip(np.ceil(polygon[:, 1].max()), 0, height))
-    rows = max(row1 - row0, 0)
-    coverage = np.zeros((rows, width), dtype=np.float32)
-    if rows == 0:
-        return row0, coverage
-    x0, y0 = polygon[:, 0], polygon[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    sloped = y0 != y1
-    x0, y0, x1, y1 = x0[sloped], y0[sloped], x1[sloped], y1[sloped]
-    inverse_slope = (x1 - x0) / (y1 - y0)
-    # Sample lines in chunks so that an 8K-high polygon with thousands of
-    # edges never builds a gigantic (lines, edges) table at once.
-    chunk = max(1, 2_000_000 // max(len(x0), 1))
-    total = rows * subrows
-    for first in range(0, total, chunk):
-        lines = np.arange(first, min(first + chunk, total))
-        ys = row0 + (lines + 0.5) / subrows
-        crosses = (y0[None, :] <= ys[:, None]) != (y1[None, :] <= ys[:, None])
-        line_index, edge_index = np.nonzero(crosses)
-        if line_index.size == 0:
-            continue
-        xs = x0[edge_index] + (ys[line_index] - y0[edge_index]) * inverse_slope[edge_index]
-        order = np.lexsort((xs, line_index))
-        xs, line_index = np.clip(xs[order], 0.0, width), lines[line_index[order]]
-        starts, ends = xs[0::2], xs[1::2]
-        pixel_rows = line_index[0::2] // subrows
-        _add_spans(coverage, pixel_rows, starts, ends, width)
-    coverage /= subrows
-    np.clip(coverage, 0.0, 1.0, out=coverage)
-    return row0, coverage
-
-
-def _add_spans(coverage: np.ndarray, pixel_rows, starts, ends, width: int) -> None:
-    """Add the exact horizontal coverage of spans [start, end) on their rows."""
-    stride = width + 1
-    size = coverage.shape[0] * stride
-    start_cell = np.minimum(np.floor(starts), width).astype(np.int64)
-    end_cell = np.minimum(np.floor(ends), width).astype(np.int64)
-    base = pixel_rows.astype(np.int64) * stride
-    step = (np.bincount(base + start_cell, minlength=size)
-            - np.bincount(base + end_cell, minlength=size)).astype(np.float64)
-    partial = (np.bincount(base + end_cell, weights=ends - end_cell, minlength=size)
-               - np.bincount(base + start_cell, weights=starts - start_cell, minlength=size))
-    filled = np.cumsum(step.reshape(-1, stride), axis=1) + partial.reshape(-1, stride)
-    coverage += filled[:, :width].astype(np.float32)
 
 
 def scene_mask(scene: DemoScene) -> np.ndarray:
@@ -396,57 +130,6 @@ def scene_mask(scene: DemoScene) -> np.ndarray:
 
     sky = union(scene.sky) & ~union([polygon for _, polygon in scene.non_sky])
     return sky.astype(np.uint8)
-
-
-# --------------------------------------------------------------------------- noise
-
-def _value_noise(u: np.ndarray, v: np.ndarray, lattice: np.ndarray) -> np.ndarray:
-    """Smooth value noise in 0..1; periodic with the lattice's shape (rows ~ v, cols ~ u)."""
-    rows, cols = lattice.shape
-    iu, iv = np.floor(u), np.floor(v)
-    fu, fv = (u - iu).astype(np.float32), (v - iv).astype(np.float32)
-    iu, iv = iu.astype(np.int64) % cols, iv.astype(np.int64) % rows
-    iu1, iv1 = (iu + 1) % cols, (iv + 1) % rows
-    su, sv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)
-    top = lattice[iv, iu] * (1 - su) + lattice[iv, iu1] * su
-    bottom = lattice[iv1, iu] * (1 - su) + lattice[iv1, iu1] * su
-    return top * (1 - sv) + bottom * sv
-
-
-def _fbm(u: np.ndarray, v: np.ndarray, lattices: list[np.ndarray],
-         offsets: np.ndarray, gain: float = 0.5) -> np.ndarray:
-    """Fractal sum of value noise, one lattice per octave; about 0..1 around 0.5."""
-    total = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=np.float32)
-    amplitude, norm = 1.0, 0.0
-    for octave, lattice in enumerate(lattices):
-        scale = 2.0 ** octave
-        total += np.float32(amplitude) * _value_noise(u * scale + offsets[octave, 0],
-                                                      v * scale + offsets[octave, 1], lattice)
-        norm += amplitude
-        amplitude *= gain
-    return total / np.float32(norm)
-
-
-def _upsample2(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Linear 2x upsampling (x wraps around, y clamps) to (height, width)."""
-    def along(a, axis, wrap):
-        prev = np.roll(a, 1, axis=axis)
-        nxt = np.roll(a, -1, axis=axis)
-        if not wrap:
-            index = [slice(None)] * a.ndim
-            index[axis] = 0
-            prev[tuple(index)] = a[tuple(index)]
-            index[axis] = -1
-            nxt[tuple(index)] = a[tuple(index)]
-        even = 0.75 * a + 0.25 * prev
-        odd = 0.75 * a + 0.25 * nxt
-        out = np.stack([even, odd], axis=axis + 1)
-        shape = list(a.shape)
-        shape[axis] *= 2
-        return out.reshape(shape)
-
-    out = along(along(array, 1, wrap=True), 0, wrap=False)
-    return out[:height, :width]
 
 
 # --------------------------------------------------------------------------- geometry
@@ -573,12 +256,12 @@ class _Builder:
                                  xc + trunk / 2], [base, top, top, base], (0.07, 0.05, 0.035))
         radius = self.px(rng.uniform(2.5, 5.5), 3.0)
         centre_y = top - 0.45 * radius
-        angles = np.linspace(0, 2 * np.pi, 36, endpoint=False)
-        r = np.ones_like(angles)
+        turns = np.linspace(0, 2 * np.pi, 36, endpoint=False)
+        r = np.ones_like(turns)
         for k in range(2, 7):
-            r += rng.uniform(0.0, 0.07) * np.sin(k * angles + rng.uniform(0, 2 * np.pi))
-        crown = np.column_stack([xc + radius * r * np.cos(angles),
-                                 centre_y - 0.85 * radius * r * np.sin(angles)])
+            r += rng.uniform(0.0, 0.07) * np.sin(k * turns + rng.uniform(0, 2 * np.pi))
+        crown = np.column_stack([xc + radius * r * np.cos(turns),
+                                 centre_y - 0.85 * radius * r * np.sin(turns)])
         self.non_sky.append(("crown", crown))
 
     # ---- things inside the sky
@@ -641,68 +324,6 @@ class _Builder:
         self.non_sky.append(("bird", shape @ rotation.T + np.array([xc, yc])))
 
 
-def _wrap_piece(xs: np.ndarray, ys: np.ndarray, width: float) -> list:
-    """A height-field piece on the cylinder: its parts inside 0..width."""
-    parts = []
-    for shift in (-width, 0.0, width):
-        x = xs + shift
-        if x[-1] <= 0 or x[0] >= width:
-            continue
-        inside = (x > 0) & (x < width)
-        px, py = list(x[inside]), list(ys[inside])
-        if x[0] <= 0:
-            px.insert(0, 0.0)
-            py.insert(0, float(np.interp(0.0, x, ys)))
-        if x[-1] >= width:
-            px.append(float(width))
-            py.append(float(np.interp(width, x, ys)))
-        if len(px) >= 2:
-            parts.append((np.array(px), np.array(py)))
-    return parts
-
-
-def _skyline(pieces: list, width: float, horizon: float) -> np.ndarray:
-    """Exact upper envelope (smallest y) of piecewise-linear height fields over 0..width.
-
-    Each piece is ``(xs, ys)`` with increasing xs (x may leave 0..width: it
-    wraps) and must start and end at or below the horizon (y >= horizon), as
-    every silhouette stands on the ground: the envelope is then continuous and
-    exact between the returned points.
-
-    Returns float64 (N, 2) points from x = 0 to x = width, collinear points removed.
-    """
-    parts = [(np.array([0.0, width]), np.array([horizon, horizon]))]
-    for xs, ys in pieces:
-        parts.extend(_wrap_piece(xs, ys, width))
-    breaks = np.unique(np.concatenate([xs for xs, _ in parts]))
-
-    def values(at):
-        return np.stack([np.interp(at, xs, ys, left=np.inf, right=np.inf) for xs, ys in parts])
-
-    table = values(breaks)
-    left, right = table[:, :-1], table[:, 1:]
-    present = np.isfinite(left) & np.isfinite(right)
-    with np.errstate(invalid="ignore"):
-        d_left = left[:, None, :] - left[None, :, :]
-        d_right = right[:, None, :] - right[None, :, :]
-        crossing = present[:, None, :] & present[None, :, :] & (d_left * d_right < 0)
-    a, b, interval = np.nonzero(crossing)
-    keep = a < b
-    a, b, interval = a[keep], b[keep], interval[keep]
-    t = d_left[a, b, interval] / (d_left[a, b, interval] - d_right[a, b, interval])
-    crossings = breaks[interval] + t * (breaks[interval + 1] - breaks[interval])
-    xs = np.unique(np.concatenate([breaks, crossings]))
-    ys = values(xs).min(axis=0)
-    points = np.column_stack([xs, ys])
-    # Drop points on a straight run: the polygon gets shorter, not different.
-    prev, nxt = points[:-2], points[2:]
-    mid = points[1:-1]
-    cross = ((mid[:, 0] - prev[:, 0]) * (nxt[:, 1] - prev[:, 1])
-             - (mid[:, 1] - prev[:, 1]) * (nxt[:, 0] - prev[:, 0]))
-    keep = np.r_[True, np.abs(cross) > 1e-9, True]
-    return points[keep]
-
-
 def _x_free(x_lo: float, x_hi: float, window: tuple[float, float], width: float) -> bool:
     """True when [x_lo, x_hi] (any x, on the cylinder) avoids the window (lo, hi)."""
     for shift in (-width, 0.0, width):
@@ -736,8 +357,6 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
     if theme not in THEMES:
         raise ConfigError(f"theme must be one of {THEMES}, got {theme!r}")
     if theme == "indoor":
-        from skyseg.demo.rooms import make_room_scene
-
         return make_room_scene(name, rng, width=width, ev=ev)
     # What stands under the sky: the classic themes, or the one a new theme borrows.
     content = {"overcast": "town", "night": "town", "lake": "open"}.get(theme, theme)
@@ -800,7 +419,7 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
                 b.tree(xc)
                 break
 
-    skyline = _skyline(b.pieces, float(width), b.horizon)
+    skyline = upper_envelope(b.pieces, float(width), b.horizon)
 
     def skyline_y(x):
         return np.interp(np.mod(x, width), skyline[:, 0], skyline[:, 1])
@@ -809,7 +428,7 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
     near_x = np.linspace(sun_window[0], sun_window[1], 64)
     highest = skyline_y(near_x).min()
     for _, polygon in b.non_sky:
-        for part in _wrap_polygon(polygon, width, height):
+        for part in wrap_polygon(polygon, width, height):
             if not _x_free(part[:, 0].min(), part[:, 0].max(), sun_window, width):
                 highest = min(highest, part[:, 1].min())
     lowest_sun = max((b.horizon - highest) / b.ppd + 8.0 * sun_radius + 1.0, 4.0)
@@ -845,9 +464,9 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
     sky_outline[:, 1] = np.maximum(sky_outline[:, 1], 0.0)
     level_labels = ()
     if tilt[1]:
-        level_labels = (tuple(_wrap_polygon(sky_outline, width, height)),
+        level_labels = (tuple(wrap_polygon(sky_outline, width, height)),
                         tuple((kind, part) for kind, polygon in b.non_sky
-                              for part in _wrap_polygon(polygon, width, height)))
+                              for part in wrap_polygon(polygon, width, height)))
         rotation = tilt_rotation(*tilt)
         sky_parts = _tilt_sky(skyline, rotation, width)
         objects = [(kind, part) for kind, polygon in b.non_sky
@@ -855,13 +474,13 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
     else:
         sky_parts = [sky_outline]
         objects = [(kind, part) for kind, polygon in b.non_sky
-                   for part in _wrap_polygon(polygon, width, height)]
-    sky = [q for q in (_quantize(part) for part in sky_parts) if q is not None]
-    non_sky = [(kind, q) for kind, q in ((kind, _quantize(part)) for kind, part in objects)
+                   for part in wrap_polygon(polygon, width, height)]
+    sky = [q for q in (to_preview_polygon(part) for part in sky_parts) if q is not None]
+    non_sky = [(kind, q) for kind, q in ((kind, to_preview_polygon(part)) for kind, part in objects)
                if q is not None]
     ground = []
     for kind, polygon, colour in b.ground:
-        for part in _wrap_polygon(polygon, width, height):
+        for part in wrap_polygon(polygon, width, height):
             ground.append((kind, part, colour))
     cover_range = {"cloudy": (1.2, 1.5), "overcast": (0.0, 0.0), "night": (0.0, 0.5)}
     cloud_cover = float(rng.uniform(*cover_range.get(theme, (0.05, 0.85))))
@@ -875,36 +494,19 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
     )
 
 
-def _densify(polygon: np.ndarray, step: float, closed: bool = True) -> np.ndarray:
-    """Extra vertices so that no edge is longer than ``step`` pixels."""
-    points = np.vstack([polygon, polygon[:1]]) if closed else polygon
-    out = []
-    for a, b in zip(points[:-1], points[1:], strict=True):
-        count = max(1, int(np.ceil(np.hypot(*(b - a)) / step)))
-        t = np.arange(count)[:, None] / count
-        out.append(a + (b - a) * t)
-    if not closed:
-        out.append(points[-1:])
-    return np.vstack(out)
-
-
 def _map_points(points: np.ndarray, rotation: np.ndarray, width: int) -> np.ndarray:
     """Level-frame pixel coordinates -> the tilted camera's, x unwrapped along the path."""
     height = width // 2
-    azimuth, elevation = _pixels_to_angles(points[:, 0], points[:, 1], width, height)
-    camera = _direction(azimuth, elevation) @ rotation.T
-    x, y = _angles_to_pixels(*_angles(camera), width, height)
-    # Unwrap: consecutive points never jump by half the panorama.
-    steps = np.diff(x)
-    steps -= width * np.round(steps / width)
-    x = x[0] + np.r_[0.0, np.cumsum(steps)]
-    return np.column_stack([x, y])
+    azimuth, elevation = pixels_to_angles(points[:, 0], points[:, 1], width, height)
+    camera = direction(azimuth, elevation) @ rotation.T
+    x, y = angles_to_pixels(*angles(camera), width, height)
+    return np.column_stack([unwrap_x(x, width), y])
 
 
 def _tilt_polygon(polygon: np.ndarray, rotation: np.ndarray, width: int) -> list[np.ndarray]:
     """A level-frame polygon (small, away from the poles) as the tilted camera sees it."""
-    mapped = _map_points(_densify(polygon, 3.0), rotation, width)
-    return _wrap_polygon(mapped, width, width // 2)
+    mapped = _map_points(densify(polygon, 3.0), rotation, width)
+    return wrap_polygon(mapped, width, width // 2)
 
 
 def _tilt_sky(skyline: np.ndarray, rotation: np.ndarray, width: int) -> list[np.ndarray]:
@@ -914,31 +516,15 @@ def _tilt_sky(skyline: np.ndarray, rotation: np.ndarray, width: int) -> list[np.
     camera column still meets the skyline once or more with sky above it; the
     outline is the mapped skyline closed along the camera's top row.
     """
-    mapped = _map_points(_densify(skyline, 3.0, closed=False), rotation, width)
+    mapped = _map_points(densify(skyline, 3.0, closed=False), rotation, width)
     if mapped[-1, 0] < mapped[0, 0]:  # the map may reverse x (turned around): keep it left to right
         mapped = mapped[::-1]
     start, end = mapped[0], mapped[-1]
     outline = np.vstack([mapped, [[end[0], 0.0], [start[0], 0.0]]])
-    return _wrap_polygon(outline, width, width // 2)
+    return wrap_polygon(outline, width, width // 2)
 
 
 # --------------------------------------------------------------------------- rendering
-
-def _sky_colour(sin_elevation, gamma, sun_elevation_deg: float, haze: float) -> np.ndarray:
-    """Clear-sky radiance at EV 0 (..., 3): blue zenith, bright horizon, brighter near the sun."""
-    # float32 throughout: these are full-image arrays.
-    mu = np.clip(np.asarray(sin_elevation, np.float32), 0.0, 1.0)
-    gamma = np.asarray(gamma, np.float32)
-    towards_horizon = ((1.0 - mu) ** np.float32(3.0 - 1.5 * haze))[..., None]
-    horizon = _HORIZON * np.float32(1 - haze) + np.float32(0.95 * haze)
-    colour = _ZENITH * (1 - towards_horizon) + horizon * towards_horizon
-    colour = colour / np.float32(_luminance(horizon))
-    brighter = 1.0 + 1.2 * np.exp(-gamma / 0.5)
-    low_sun = float(np.clip(1.0 - sun_elevation_deg / 30.0, 0.0, 1.0))
-    warmth = low_sun * towards_horizon[..., 0] * np.exp(-gamma / 0.8)
-    tint = 1.0 + warmth[..., None] * np.array([0.45, 0.05, -0.35], np.float32)
-    return (colour * (brighter[..., None] * SKY_LEVEL) * tint).astype(np.float32)
-
 
 def render_scene(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Render a scene from its polygons.
@@ -959,8 +545,6 @@ def render_scene(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.
         ((32, 64, 3), (32, 64))
     """
     if scene.theme == "indoor":
-        from skyseg.demo.rooms import render_room
-
         image, alpha = render_room(scene, subrows=subrows)
     else:
         tilted = bool(scene.tilt[1])
@@ -970,14 +554,6 @@ def render_scene(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.
     image *= np.float32(2.0 ** scene.ev)
     np.clip(image, 0.0, MAX_RADIANCE, out=image)
     return image.astype(np.float32), alpha
-
-
-def _sun_disc(gamma, radius: float, height: int) -> np.ndarray:
-    """Anti-aliased, limb-darkened disc of angular ``radius`` (0..1) at angles ``gamma``."""
-    pixel_angle = np.pi / height
-    edge = np.clip((radius - gamma) / pixel_angle + 0.5, 0.0, 1.0)
-    limb = 1.0 - 0.5 * (1.0 - np.sqrt(np.clip(1.0 - (gamma / radius) ** 2, 0.0, 1.0)))
-    return (edge * limb).astype(np.float32)
 
 
 def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
@@ -1005,7 +581,7 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
         level = SKY_LEVEL * rng.uniform(1.8, 3.0)
         tone = np.array([0.93, 0.96, 1.0], np.float32) * rng.uniform(0.97, 1.03, 3).astype(
             np.float32)
-        tone /= np.float32(_luminance(tone))
+        tone /= np.float32(colour_luminance(tone))
         profile = (1.0 + 2.0 * np.clip(sin_el, 0.0, 1.0)) / 3.0 * level
         sky = np.broadcast_to(tone * profile[..., None].astype(np.float32),
                               (height, width, 3)).copy()
@@ -1018,7 +594,7 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
         mu = np.clip(np.asarray(sin_el, np.float32), 0.0, 1.0)
         towards_horizon = ((1.0 - mu) ** 4)[..., None]
         zenith = np.array([0.05, 0.08, 0.22], np.float32)
-        zenith /= np.float32(_luminance(zenith))
+        zenith /= np.float32(colour_luminance(zenith))
         glow_colour = np.array([1.0, 0.62, 0.32], np.float32) * rng.uniform(2.0, 6.0)
         sky = np.broadcast_to(level * (zenith * (1 - towards_horizon)
                                        + glow_colour * towards_horizon),
@@ -1034,13 +610,13 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
         sky[rows, cols] += (level * brightness)[:, None] * np.float32(1.0)
         sky += (level * 2.0 * np.exp(-gamma / (3 * radius)))[..., None]  # the moon's halo
         if with_disc:
-            sky += (MOON_RATIO * level * _sun_disc(gamma, radius, height))[..., None] * np.array(
+            sky += (MOON_RATIO * level * sun_disc(gamma, radius, height))[..., None] * np.array(
                 [1.0, 0.98, 0.93], np.float32)
         light = np.float32(level * 2.5)
     else:
-        sky = _sky_colour(sin_el, gamma, scene.sun_elevation, haze)
+        sky = sky_colour(sin_el, gamma, scene.sun_elevation, haze)
         clouds, thick = _clouds(scene, rng, upper)
-        near_sun = _smoothstep(6 * radius, 14 * radius, gamma[:upper])
+        near_sun = smoothstep(6 * radius, 14 * radius, gamma[:upper])
         clouds *= near_sun
         thick *= near_sun
         filled = float(np.clip(scene.cloud_cover - 0.85, 0.0, 0.65)) / 0.65
@@ -1053,16 +629,16 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
         low_sun = max(0.0, 1.0 - scene.sun_elevation / 25.0)
         cloud_colour *= (1.0 + low_sun * np.array([0.25, 0.0, -0.2], np.float32))
         sky[:upper] = sky[:upper] * (1 - clouds[..., None]) + cloud_colour * clouds[..., None]
-        base = _sky_colour(np.sin(sun_el), np.float32(0.0), scene.sun_elevation, haze)
-        base_luminance = _luminance(base)
+        base = sky_colour(np.sin(sun_el), np.float32(0.0), scene.sun_elevation, haze)
+        base_luminance = colour_luminance(base)
         glow = base_luminance * (14.0 * np.exp(-gamma / (1.5 * radius))
                                  + 1.5 * np.exp(-gamma / (5.0 * radius)))
         sky += glow[..., None] * _SUN_COLOUR
         sun_colour = _SUN_COLOUR * (1.0 + low_sun * np.array([0.0, -0.1, -0.3], np.float32))
-        sun_colour = sun_colour / np.float32(_luminance(sun_colour))
+        sun_colour = sun_colour / np.float32(colour_luminance(sun_colour))
         sun.update(luminance=SUN_RATIO * base_luminance, colour=sun_colour)
         if with_disc:
-            sky += (sun["luminance"] * _sun_disc(gamma, radius, height))[..., None] * sun_colour
+            sky += (sun["luminance"] * sun_disc(gamma, radius, height))[..., None] * sun_colour
         light = np.float32(SKY_LEVEL * (2.0 + 6.0 * np.sin(sun_el)) * (1 - 0.6 * filled))
 
     # ---- the ground: lit by sun and sky, painted back to front
@@ -1077,7 +653,7 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
             haze_mix *= 0.3
         shade = _shader(kind, polygon, albedo * light * (1 - haze_mix),
                         horizon_colour * haze_mix, texture, rng, width, night=night)
-        _paint(image, polygon, shade, subrows)
+        paint_polygon(image, polygon, shade, subrows)
 
     # ---- the sky where the labels say sky, then the things inside it
     if scene.level_labels:
@@ -1085,11 +661,7 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
     else:  # the labels themselves, scaled from preview pixels
         sky_polygons = [polygon * 2.0 for polygon in scene.sky]
         objects = [(kind, polygon * 2.0) for kind, polygon in scene.non_sky]
-    alpha = np.zeros((height, width), np.float32)
-    for polygon in sky_polygons:
-        row0, block = polygon_coverage(polygon, height, width, subrows=subrows)
-        rows = slice(row0, row0 + block.shape[0])
-        alpha[rows] = np.maximum(alpha[rows], block)
+    alpha = sky_alpha(sky_polygons, height, width, subrows)
     image = image * (1 - alpha[..., None]) + sky * alpha[..., None]
     for kind, polygon in objects:
         if kind == "lamp":
@@ -1097,7 +669,7 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
         else:
             colour = np.asarray(_NON_SKY_COLOURS[kind], np.float32) * light
         shade = _shader(kind, polygon, colour, 0.0, texture, rng, width)
-        row0, block = _paint(image, polygon, shade, subrows)
+        row0, block = paint_polygon(image, polygon, shade, subrows)
         rows = slice(row0, row0 + block.shape[0])
         alpha[rows] *= 1 - block
     if scene.water:
@@ -1122,7 +694,7 @@ def _lake(image: np.ndarray, scene: DemoScene, rng: np.random.Generator, light) 
     lattices = [rng.random((16, 64), dtype=np.float32) for _ in range(3)]
     u = np.arange(width)[None, :] / width * 64
     v = (r - upper)[:, None] / max(rows, 1) * 16 * 4
-    wobble = _fbm(u * np.ones_like(v), v * np.ones_like(u), lattices, np.zeros((3, 2))) - 0.5
+    wobble = fbm(u * np.ones_like(v), v * np.ones_like(u), lattices, np.zeros((3, 2))) - 0.5
     amplitude = 1.0 + 3.0 * (r - upper)[:, None] / max(rows, 1) * width / 1024
     source_rows = np.clip(height - 1 - r[:, None] + np.round(wobble * amplitude).astype(int),
                           0, upper - 1)
@@ -1143,9 +715,9 @@ def _tilt_image(scene: DemoScene, image: np.ndarray, alpha: np.ndarray, sun: dic
     rotation = tilt_rotation(*scene.tilt)
     xs = (np.arange(width) + 0.5)[None, :]
     ys = (np.arange(height) + 0.5)[:, None]
-    azimuth, elevation = _pixels_to_angles(xs, ys, width, height)
-    camera = _direction(*np.broadcast_arrays(azimuth, elevation))
-    level_x, level_y = _angles_to_pixels(*_angles(camera @ rotation), width, height)
+    azimuth, elevation = pixels_to_angles(xs, ys, width, height)
+    camera = direction(*np.broadcast_arrays(azimuth, elevation))
+    level_x, level_y = angles_to_pixels(*angles(camera @ rotation), width, height)
     pad = 2
     map_x = (level_x - 0.5 + pad).astype(np.float32)
     map_y = (level_y - 0.5).astype(np.float32)
@@ -1158,8 +730,8 @@ def _tilt_image(scene: DemoScene, image: np.ndarray, alpha: np.ndarray, sun: dic
     tilted, tilted_alpha = resample(image), resample(alpha)
     if sun["luminance"]:
         sun_azimuth, sun_elevation = (np.radians(v) for v in scene.sun_in_image)
-        cos_gamma = np.clip(camera @ _direction(sun_azimuth, sun_elevation), -1.0, 1.0)
-        disc = _sun_disc(np.arccos(cos_gamma), sun["radius"], height) * tilted_alpha
+        cos_gamma = np.clip(camera @ direction(sun_azimuth, sun_elevation), -1.0, 1.0)
+        disc = sun_disc(np.arccos(cos_gamma), sun["radius"], height) * tilted_alpha
         tilted += (sun["luminance"] * disc)[..., None] * sun["colour"]
     return tilted.astype(np.float32), tilted_alpha.astype(np.float32)
 
@@ -1179,13 +751,13 @@ def _clouds(scene: DemoScene, rng: np.random.Generator, rows: int, cover: float 
     v = distance * np.sin(azimuth)[None, :] * rng.uniform(0.5, 1.0)
     lattices = [rng.random((64, 64), dtype=np.float32) for _ in range(6)]
     offsets = rng.uniform(0, 64, (6, 2))
-    noise = _fbm(u, v, lattices, offsets, gain=0.55)
+    noise = fbm(u, v, lattices, offsets, gain=0.55)
     threshold = 0.62 - 0.22 * cover
-    density = _smoothstep(threshold, threshold + 0.12, noise)
-    thickness = _smoothstep(threshold + 0.08, threshold + 0.25, noise)
-    fade = _smoothstep(np.radians(0.5), np.radians(9.0), elevation)[:, None]
-    density = _upsample2(density * fade, rows, width)
-    thickness = _upsample2(thickness, rows, width)
+    density = smoothstep(threshold, threshold + 0.12, noise)
+    thickness = smoothstep(threshold + 0.08, threshold + 0.25, noise)
+    fade = smoothstep(np.radians(0.5), np.radians(9.0), elevation)[:, None]
+    density = upsample2(density * fade, rows, width)
+    thickness = upsample2(thickness, rows, width)
     return density.astype(np.float32), thickness.astype(np.float32)
 
 
@@ -1203,17 +775,17 @@ def _ground_plane(scene, rng, light) -> np.ndarray:
     v = distance * np.sin(azimuth)[None, :] * 12.0
     lattices = [rng.random((64, 64), dtype=np.float32) for _ in range(4)]
     offsets = rng.uniform(0, 64, (4, 2))
-    noise = _fbm(u, v, lattices, offsets)
+    noise = fbm(u, v, lattices, offsets)
     # Far away the texture would alias into sparkle: fade it out towards the horizon.
-    detail = _smoothstep(0.02, 0.12, depression)
-    noise = _upsample2(0.5 + (noise - 0.5) * detail, rows, width)
+    detail = smoothstep(0.02, 0.12, depression)
+    noise = upsample2(0.5 + (noise - 0.5) * detail, rows, width)
     grass = np.array([0.09, 0.13, 0.045], np.float32) * rng.uniform(0.8, 1.2)
     soil = np.array([0.16, 0.13, 0.09], np.float32) * rng.uniform(0.8, 1.2)
     if scene.theme == "open" and rng.random() < 0.5:
         # A lake or the sea: blue-grey like the sky, the hard case below the horizon.
         grass = np.array([0.10, 0.14, 0.20], np.float32) * rng.uniform(0.8, 1.2)
         soil = np.array([0.14, 0.17, 0.22], np.float32) * rng.uniform(0.8, 1.2)
-    mix = _smoothstep(0.4, 0.75, noise)[..., None]
+    mix = smoothstep(0.4, 0.75, noise)[..., None]
     colour = grass * (1 - mix) + soil * mix
     colour *= (0.8 + 0.4 * noise)[..., None]
     image[height // 2:] = colour * light
@@ -1226,8 +798,8 @@ def _texture(rng, height: int, width: int) -> np.ndarray:
     lattices = [rng.random((32, 128 * 2 ** k), dtype=np.float32) for k in range(3)]
     u = (np.arange(width // 2) * 2 + 1.0)[None, :] / width * 128
     v = (np.arange((height + 1) // 2) * 2 + 1.0)[:, None] / width * 128
-    noise = _fbm(u, v, lattices, np.zeros((3, 2)), gain=0.6)
-    return _upsample2(0.7 + 0.6 * noise, height, width).astype(np.float32)
+    noise = fbm(u, v, lattices, np.zeros((3, 2)), gain=0.6)
+    return upsample2(0.7 + 0.6 * noise, height, width).astype(np.float32)
 
 
 def _shader(kind: str, polygon, colour, haze, texture, rng, width: int, night: bool = False):
@@ -1264,14 +836,4 @@ def _shader(kind: str, polygon, colour, haze, texture, rng, width: int, night: b
         return colour * texture[row0:row1, :, None] + haze
     return flat
 
-
-def _paint(image: np.ndarray, polygon: np.ndarray, shade, subrows: int):
-    """Composite ``shade`` over ``image`` where the polygon covers it; returns the coverage."""
-    height, width = image.shape[:2]
-    row0, block = polygon_coverage(polygon, height, width, subrows=subrows)
-    if block.shape[0]:
-        rows = slice(row0, row0 + block.shape[0])
-        weight = block[..., None]
-        image[rows] = image[rows] * (1 - weight) + shade(row0, row0 + block.shape[0]) * weight
-    return row0, block
 

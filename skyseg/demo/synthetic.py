@@ -46,14 +46,12 @@ from pathlib import Path
 
 import numpy as np
 
-from skyseg.demo.scenes import (  # noqa: F401  (re-exported: the public names of skyseg.demo.synthetic)
+from skyseg.demo.geometry import polygon_area
+from skyseg.demo.scenes import (
     EV_RANGE,
     SUN_RATIO,
     THEMES,
     DemoScene,
-    _polygon_area,
-    _skyline,
-    _wrap_polygon,
     make_scene,
     polygon_coverage,
     render_scene,
@@ -189,7 +187,7 @@ def _plan(scenes: int, width: int, seed: int):
             # The room held out with the most window sky: a score on a few pixels says little.
             rooms = [i for i, scene in enumerate(records)
                      if scene.theme == "indoor" and i not in picks]
-            fits = sorted(rooms, key=lambda i: -sum(_polygon_area(p) for p in records[i].sky))[:1]
+            fits = sorted(rooms, key=lambda i: -sum(polygon_area(p) for p in records[i].sky))[:1]
         fits = fits or [int(i) for i in chunk if records[i].theme not in taken]
         picks.append(fits[0] if fits else int(chunk[(run + offset) % len(chunk)]))
     val = [names[i] for i in picks]
@@ -211,7 +209,7 @@ def _coco(records: list[DemoScene], prefixes: list[str]) -> dict:
                 "segmentation": [[float(v) for v in polygon.ravel()]],
                 "bbox": [round(float(x_min), 2), round(float(y_min), 2),
                          round(float(x_max - x_min), 2), round(float(y_max - y_min), 2)],
-                "ignore": 0, "iscrowd": 0, "area": round(_polygon_area(polygon), 2),
+                "ignore": 0, "iscrowd": 0, "area": round(polygon_area(polygon), 2),
             })
     return {
         "info": {"description": "skyseg demo-data: synthetic HDR sky panoramas, labelled on "
