@@ -1,19 +1,22 @@
 """Logging set-up, progress bars and the failure report of batch commands.
 
 The library only logs through ``logging.getLogger("skyseg")``; the CLI calls
-:func:`configure_logging`. Batch stages collect per-file failures in a
-:class:`BatchReport`, go on with the other files and list the failures at
-the end.
+:func:`configure_logging`. Batch stages run :func:`for_each` over their files:
+it collects per-file failures in a :class:`BatchReport` and goes on with the
+other files; the stage lists the failures at the end (:meth:`BatchReport.log_summary`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["logger", "configure_logging", "progress", "BatchReport"]
+from skyseg.errors import SkysegError
+
+__all__ = ["logger", "configure_logging", "progress", "BatchReport", "for_each"]
 
 logger = logging.getLogger("skyseg")
 
@@ -89,6 +92,56 @@ class BatchReport:
 
     def to_dict(self) -> dict:
         return {"done": self.done, "failed": [{"item": i, "error": m} for i, m in self.failures]}
+
+
+def for_each(items: Iterable, action: Callable, report: BatchReport, *, desc: str,
+             unit: str = "image", name: Callable | None = None,
+             record_success: bool = True) -> list:
+    """Run ``action`` on each item behind a progress bar; one item's failure fails only it.
+
+    A :class:`~skyseg.errors.SkysegError` raised by ``action(item)`` goes into
+    ``report`` (and the log) under the item's name and the loop goes on; any
+    other exception is a bug and stops it. The caller calls
+    :meth:`BatchReport.log_summary` when the stage is done.
+
+    Args:
+        items: the inputs, in order (a sized collection gives the bar its total).
+        action: does the work of one item; its return value is collected.
+        report: takes the failures, and the successes unless ``record_success`` is False.
+        desc, unit: the progress bar's label and unit.
+        name: item -> what the report calls it (default: the item itself).
+        record_success: False when a later step decides whether the item is done.
+
+    Returns:
+        ``action``'s results for the items that worked, in order.
+
+    Example:
+        >>> from skyseg.errors import ImageReadError
+        >>> def size(path):
+        ...     if path.endswith(".bad"):
+        ...         raise ImageReadError(f"{path}: damaged")
+        ...     return len(path)
+        >>> report = BatchReport("demo")
+        >>> for_each(["a.exr", "b.bad", "cc.exr"], size, report, desc="demo")
+        [5, 6]
+        >>> report.done, report.failures
+        (['a.exr', 'cc.exr'], [('b.bad', 'b.bad: damaged')])
+    """
+    results = []
+    bar = progress(items, desc=desc, unit=unit)
+    try:
+        for item in bar:
+            label = item if name is None else name(item)
+            try:
+                results.append(action(item))
+            except SkysegError as exc:
+                report.failed(label, exc)
+                continue
+            if record_success:
+                report.succeeded(label)
+    finally:
+        bar.close()
+    return results
 
 
 def display_path(path) -> str:

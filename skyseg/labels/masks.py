@@ -16,12 +16,14 @@ listed at the end and the others are written (exit status 1).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from skyseg.errors import ImageReadError, SkysegError
+from skyseg.errors import ImageReadError
 from skyseg.image.overlay import tint
 from skyseg.image.preprocess import tonemap
 from skyseg.io import (
@@ -34,16 +36,11 @@ from skyseg.io import (
     refuse_too_large,
     write_png,
 )
-from skyseg.labels.annotations import (
-    DEFAULT_NON_SKY_CATEGORIES,
-    DEFAULT_SKY_CATEGORIES,
-    CocoLabels,
-    load_coco,
-    match_images,
-)
-from skyseg.log import BatchReport, logger, progress
+from skyseg.labels.annotations import CategoryOptions, CocoLabels, load_coco, match_images
+from skyseg.log import BatchReport, for_each, logger
+from skyseg.options import add_options, from_args, option
 
-__all__ = ["export_masks", "CLI_HELP", "add_arguments", "run"]
+__all__ = ["export_masks", "MasksOptions", "CLI_HELP", "add_arguments", "run"]
 
 CLI_HELP = "sky masks (and tinted check images) from a Label Studio COCO export"
 
@@ -82,28 +79,47 @@ def _export_one(labels: CocoLabels, path: Path, stem: str, mask_path: Path,
         write_png(labels_path, overlay, level=1)
 
 
+@dataclass
+class MasksOptions(CategoryOptions):
+    """The options of ``skyseg masks`` (and of :func:`export_masks`).
+
+    Example:
+        >>> MasksOptions(labels_overlay=False).sky_categories
+        ('sky',)
+    """
+
+    mode: str | None = option(
+        None, "when several files share a name (scene.exr, scene.jpg), use the HDR one or the "
+        "LDR one (default: hdr)", choices=("hdr", "ldr"))
+    labels_overlay: bool = option(
+        True, "write only the masks, not the tinted <stem>_labels.png images (faster: reads "
+        "image headers only)", flag="--no-labels-overlay")
+    overwrite: bool = option(
+        False, "rewrite outputs that are newer than their image and the COCO file")
+    max_pixels: float | None = option(
+        DEFAULT_MAX_PIXELS, "images whose header claims more pixels are listed as failures, "
+        "not decoded (None: no limit)", cli=False)  # the CLI's --max-pixels is io's
+
+
 def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.PathLike,
-                 out_dir: str | os.PathLike, *, sky_categories=DEFAULT_SKY_CATEGORIES,
-                 non_sky_categories=DEFAULT_NON_SKY_CATEGORIES, mode: str | None = None,
-                 labels_overlay: bool = True, overwrite: bool = False,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> BatchReport:
+                 out_dir: str | os.PathLike, options: MasksOptions | None = None,
+                 **overrides) -> BatchReport:
     """Write ``<stem>_mask.png`` (and ``<stem>_labels.png``) for each labelled image.
 
     Args:
         coco: the COCO file, or labels already loaded by :func:`load_coco`
-            (then the category arguments are not used).
+            (then the category options are not used).
         images_dir: folder with the images (EXR, HDR, TIFF, JPEG, PNG).
         out_dir: output folder (created).
-        sky_categories: category names that are sky.
-        non_sky_categories: category names cut out of the sky.
-        mode: which file wins when several share a stem, see
-            :func:`~skyseg.labels.annotations.match_images`.
-        labels_overlay: also write the tinted ``_labels.png`` check image
-            (reads and tonemaps every image; masks alone read headers only).
-        overwrite: rewrite outputs newer than both the image and the COCO file
-            (otherwise they are kept).
-        max_pixels: images whose header claims more pixels are listed as
-            failures, not decoded or masked (None: no limit).
+        options: a :class:`MasksOptions`: the category names, ``mode`` (which
+            file wins when several share a stem, see
+            :func:`~skyseg.labels.annotations.match_images`), ``labels_overlay``
+            (also write the tinted ``_labels.png`` check image: reads and
+            tonemaps every image; masks alone read headers only), ``overwrite``
+            (rewrite outputs newer than both the image and the COCO file) and
+            ``max_pixels`` (images whose header claims more pixels are listed
+            as failures, not decoded or masked; None: no limit).
+        overrides: fields of :class:`MasksOptions` to change (``labels_overlay=False``).
 
     Returns:
         a :class:`~skyseg.log.BatchReport`: done = image paths written,
@@ -115,6 +131,7 @@ def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.Path
             :func:`~skyseg.labels.annotations.load_coco`).
         ConfigError: ``images_dir`` is not a folder; bad category settings; a
             bad ``max_pixels``.
+        TypeError: an override that is not a field of :class:`MasksOptions`.
 
     Outputs: ``<stem>_mask.png`` uint8 (H, W) 0/255 at the size of the image
     on disk; ``<stem>_labels.png`` uint8 (H, W, 3).
@@ -124,11 +141,13 @@ def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.Path
         >>> report.exit_code  # doctest: +SKIP
         0
     """
-    max_pixels = check_max_pixels(max_pixels)
+    options = dataclasses.replace(options or MasksOptions(), **overrides)
+    max_pixels = check_max_pixels(options.max_pixels)
     labels = coco if isinstance(coco, CocoLabels) else load_coco(
-        coco, sky_categories=sky_categories, non_sky_categories=non_sky_categories)
+        coco, sky_categories=options.sky_categories,
+        non_sky_categories=options.non_sky_categories)
     images_dir, out_dir = Path(images_dir), Path(out_dir)
-    matched, missing = match_images(labels, images_dir, mode=mode)
+    matched, missing = match_images(labels, images_dir, mode=options.mode)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = BatchReport("masks")
     for stem in missing:
@@ -141,25 +160,25 @@ def export_masks(coco: str | os.PathLike | CocoLabels, images_dir: str | os.Path
     if on_disk > len(matched):
         logger.info("%s: %d files have no labels in %s (not masked)", images_dir,
                     on_disk - len(matched), labels.path.name)
-    for path, stem in progress(matched, desc="masks", unit="image"):
+
+    def export(match: tuple[Path, str]) -> None:
+        path, stem = match
         mask_path = out_dir / f"{stem}{MASK_SUFFIX}"
-        labels_path = out_dir / f"{stem}{LABELS_SUFFIX}" if labels_overlay else None
+        labels_path = out_dir / f"{stem}{LABELS_SUFFIX}" if options.labels_overlay else None
         targets = [mask_path] + ([labels_path] if labels_path is not None else [])
-        try:
-            if not overwrite and _up_to_date(targets, [path, labels.path]):
-                logger.debug("%s: masks are up to date", stem)
-            else:
-                _export_one(labels, path, stem, mask_path, labels_path, max_pixels)
-            report.succeeded(path)
-        except SkysegError as exc:
-            report.failed(path, exc)
+        if not options.overwrite and _up_to_date(targets, [path, labels.path]):
+            logger.debug("%s: masks are up to date", stem)
+        else:
+            _export_one(labels, path, stem, mask_path, labels_path, max_pixels)
+
+    for_each(matched, export, report, desc="masks", unit="image", name=lambda match: match[0])
     report.log_summary()
     return report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS keeps the help formatter from appending "(default: None)" where the
-    # real default is written in the help text; run() fills the defaults in.
+    # real default is written in the help text.
     hidden = argparse.SUPPRESS
     parser.add_argument("--coco", required=True, type=Path, metavar="FILE", default=hidden,
                         help="Label Studio export in COCO format (result.json)")
@@ -167,36 +186,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with the labelled images (or their EXR/HDR originals)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", default=hidden,
                         help="folder for <stem>_mask.png and <stem>_labels.png")
-    parser.add_argument("--sky-category", nargs="+", action="extend", metavar="NAME",
-                        dest="sky_categories", default=hidden,
-                        help="category names that are sky, case-insensitive; repeatable "
-                             f"(default: {' '.join(DEFAULT_SKY_CATEGORIES)})")
-    parser.add_argument("--non-sky-category", nargs="+", action="extend", metavar="NAME",
-                        dest="non_sky_categories", default=hidden,
-                        help="category names cut out of the sky (poles, wires, branches); "
-                             "repeatable (default: "
-                             f"{' '.join(DEFAULT_NON_SKY_CATEGORIES)}, may be absent from the "
-                             "file)")
-    parser.add_argument("--mode", choices=("hdr", "ldr"), default=hidden,
-                        help="when several files share a name (scene.exr, scene.jpg), use the "
-                             "HDR one or the LDR one (default: hdr)")
-    parser.add_argument("--no-labels-overlay", action="store_false", dest="labels_overlay",
-                        default=hidden,
-                        help="write only the masks, not the tinted <stem>_labels.png images "
-                             "(faster: reads image headers only)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="rewrite outputs that are newer than their image and the COCO file")
+    add_options(parser, MasksOptions)
     add_max_pixels_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = export_masks(
-        args.coco, args.images, args.out,
-        sky_categories=tuple(getattr(args, "sky_categories", DEFAULT_SKY_CATEGORIES)),
-        non_sky_categories=tuple(getattr(args, "non_sky_categories",
-                                         DEFAULT_NON_SKY_CATEGORIES)),
-        mode=getattr(args, "mode", None), labels_overlay=getattr(args, "labels_overlay", True),
-        overwrite=args.overwrite, max_pixels=args.max_pixels or None,
-    )
+    options = from_args(MasksOptions, args, max_pixels=args.max_pixels or None)
+    report = export_masks(args.coco, args.images, args.out, options)
     logger.info("masks in %s", args.out)
     return report.exit_code
