@@ -255,8 +255,9 @@ def _arguments(flag: str, value, kind, meta) -> list[str]:
     items = [f"{k}={_text(v)}" for k, v in value.items()] if isinstance(value, dict) else value
     if action == "append":
         return [part for item in items for part in (flag, _text(item))]
-    if settings.get("nargs") not in (None, "?"):
-        return [flag, *(_text(item) for item in items)]
+    if isinstance(items, (list, tuple)) and (settings.get("nargs") not in (None, "?")
+                                             or action is not None):
+        return [flag, *(_text(item) for item in items)]  # nargs, or an action taking several
     return [flag, _text(items)]
 
 

@@ -163,3 +163,16 @@ def test_add_options_subset_renamed_without_defaults():
     assert vars(result.parse_args([])) == {}
     assert vars(result.parse_args(["--train-epochs", "4", "--tta"])) == {
         "training.epochs": 4, "training.tta": True}
+
+
+@dataclass
+class Names:
+    names: tuple[str, ...] = option(("sky",), "category names", flag="--name", nargs="+")
+
+
+def test_to_argv_gives_several_values_to_an_option_that_takes_several():
+    result = argparse.ArgumentParser()
+    add_options(result, Names)
+    argv = to_argv(Names(names=("sky", "cloud")))
+    assert argv == ["--name", "sky", "cloud"]
+    assert from_args(Names, result.parse_args(argv)).names == ["sky", "cloud"]
