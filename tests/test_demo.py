@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
@@ -20,7 +21,9 @@ from skyseg.demo.synthetic import (
     SCENE_CYCLE,
     SUN_RATIO,
     THEMES,
+    DemoOptions,
     _plan,
+    add_arguments,
     make_demo_data,
     make_scene,
     polygon_coverage,
@@ -32,6 +35,7 @@ from skyseg.image.preprocess import luminance
 from skyseg.io import read_image, write_jpeg
 from skyseg.labels.annotations import load_coco, match_images
 from skyseg.labels.previews import make_preview
+from skyseg.options import from_args
 
 
 @pytest.fixture(scope="module")
@@ -574,6 +578,24 @@ def test_output_folder_that_cannot_be_written(tmp_path):
         make_demo_data(tmp_path / "file", scenes=1, width=64)
     with pytest.raises(ImageWriteError, match="demo: cannot create the output folder.*writable --out"):
         make_demo_data(tmp_path / "file" / "demo", scenes=1, width=64)
+
+
+def test_options_object_keywords_and_command_line_agree(tmp_path):
+    options = DemoOptions(scenes=2, width=64, seed=5)
+    by_object = make_demo_data(tmp_path / "a", options)
+    by_keywords = make_demo_data(tmp_path / "b", scenes=2, width=64, seed=5)
+    assert _files(by_object.out_dir) == _files(by_keywords.out_dir)
+    overridden = make_demo_data(tmp_path / "c", options, seed=6)
+    assert json.loads((overridden.out_dir / "demo.json").read_text())["settings"]["seed"] == 6
+    assert options.seed == 5  # the caller's object is not changed
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", "d", "--scenes", "2", "--width", "64", "--seed", "5"])
+    assert from_args(DemoOptions, args) == options
+    assert from_args(DemoOptions, parser.parse_args(["--out", "d"])) == DemoOptions(
+        scenes=64, width=1024, seed=0, overwrite=False)
+    with pytest.raises(TypeError, match="colour"):
+        make_demo_data(tmp_path / "d", colour="blue")
 
 
 @pytest.mark.parametrize(("settings", "message"), [

@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -67,10 +68,12 @@ from skyseg.io import (
     write_text,
 )
 from skyseg.log import display_path, logger, progress
+from skyseg.options import add_options, from_args, option
 
 __all__ = [
     "make_demo_data",
     "report_demo_data",
+    "DemoOptions",
     "make_scene",
     "render_scene",
     "scene_mask",
@@ -90,9 +93,6 @@ CLI_HELP = "write a small seeded, labelled set of synthetic HDR sky panoramas (t
 
 #: Format of the folder; a folder written by another format is not reused.
 FORMAT_VERSION = 4
-DEFAULT_SCENES = 64
-DEFAULT_WIDTH = 1024
-DEFAULT_SEED = 0
 #: Scene i has theme SCENE_CYCLE[i % 12]: a quarter indoor, every outdoor kind at least once.
 SCENE_CYCLE = ("town", "indoor", "seam", "overcast", "forest", "indoor", "night", "lake",
                "open", "indoor", "cloudy", "tilted")
@@ -103,7 +103,25 @@ _OWN_ENTRIES = {"images", "previews", "masks", "result.json", "train.txt", "val.
 _SCENE_FILE = re.compile(r"^scene_\d{3,}\.(exr|jpg|png)$")
 
 
-# --------------------------------------------------------------------------- data records
+# --------------------------------------------------------------------------- options, records
+
+@dataclass
+class DemoOptions:
+    """The options of ``skyseg demo-data`` (and of the pipeline's synthetic demo step).
+
+    Example:
+        >>> DemoOptions(scenes=4, width=256)
+        DemoOptions(scenes=4, width=256, seed=0, overwrite=False)
+    """
+
+    scenes: int = option(64, "number of scenes")
+    width: int = option(1024, "panorama width in pixels, a multiple of 4 (height = width / 2)")
+    seed: int = option(0, "random seed; the same settings give identical files")
+    overwrite: bool = option(False, "regenerate everything, also into a folder made with other "
+                                    "settings; without it existing files are reused and a folder "
+                                    "made with other settings is refused")
+
+
 @dataclass
 class DemoData:
     """What :func:`make_demo_data` made or found.
@@ -138,7 +156,6 @@ class DemoData:
     @property
     def masks(self) -> Path:
         return self.out_dir / "masks"
-
 
 
 # --------------------------------------------------------------------------- the stage
@@ -339,18 +356,17 @@ def _tidy(out_dir: Path, names: set[str], remove_stale: bool) -> None:
                 path.unlink()
 
 
-def make_demo_data(out_dir: str | os.PathLike, *, scenes: int = DEFAULT_SCENES,
-                   width: int = DEFAULT_WIDTH, seed: int = DEFAULT_SEED,
-                   overwrite: bool = False) -> DemoData:
+def make_demo_data(out_dir: str | os.PathLike, options: DemoOptions | None = None,
+                   **overrides) -> DemoData:
     """Write the labelled synthetic HDR demo set into ``out_dir`` (see the module doc).
 
     Args:
         out_dir: the folder (created if missing).
-        scenes: number of scenes.
-        width: full width in pixels, a multiple of 4 (height = width / 2;
-            previews are half size).
-        seed: everything follows from it; same settings -> identical bytes.
-        overwrite: regenerate into a folder made with any settings.
+        options: the :class:`DemoOptions` (default: their defaults).
+        **overrides: :class:`DemoOptions` fields to change: ``scenes`` (number of scenes),
+            ``width`` (full width in pixels, a multiple of 4; height = width / 2, previews
+            half size), ``seed`` (everything follows from it; same settings -> identical
+            bytes), ``overwrite`` (regenerate into a folder made with any settings).
 
     Returns:
         a :class:`DemoData` with the names, the split and what was written.
@@ -359,19 +375,19 @@ def make_demo_data(out_dir: str | os.PathLike, *, scenes: int = DEFAULT_SCENES,
         ConfigError: a setting out of range; ``out_dir`` holds demo data made
             with other settings (without ``overwrite``) or other files.
         ImageWriteError: ``out_dir`` cannot be created or written.
+        TypeError: an override that is not a :class:`DemoOptions` field.
 
     Example:
         >>> demo = make_demo_data("demo", scenes=3, width=128, seed=1)  # doctest: +SKIP
         >>> sorted(p.name for p in demo.images.iterdir())  # doctest: +SKIP
         ['scene_000.exr', 'scene_001.exr', 'scene_002.exr']
     """
-    from skyseg.labels.previews import make_preview
-
-    _check_settings(scenes, width, seed)
-    scenes, width, seed = int(scenes), int(width), int(seed)
+    options = dataclasses.replace(options or DemoOptions(), **overrides)
+    _check_settings(options.scenes, options.width, options.seed)
+    scenes, width, seed = int(options.scenes), int(options.width), int(options.seed)
     out_dir = Path(out_dir)
     settings = {"scenes": scenes, "width": width, "height": width // 2, "seed": seed}
-    regenerate = _prepare_folder(out_dir, settings, overwrite)
+    regenerate = _prepare_folder(out_dir, settings, options.overwrite)
     records, prefixes, train, val = _plan(scenes, width, seed)
     names = [scene.name for scene in records]
     result = DemoData(out_dir=out_dir, scenes=names, train=train, val=val)
@@ -381,67 +397,71 @@ def make_demo_data(out_dir: str | os.PathLike, *, scenes: int = DEFAULT_SCENES,
     for folder in ("images", "previews", "masks"):
         (out_dir / folder).mkdir(exist_ok=True)
     _tidy(out_dir, set(names), remove_stale=regenerate)
-
     for scene in progress(records, desc="demo-data", unit="scene"):
-        exr = out_dir / "images" / f"{scene.name}.exr"
-        preview = out_dir / "previews" / f"{scene.name}.jpg"
-        mask_path = out_dir / "masks" / f"{scene.name}.png"
-        if regenerate or not exr.is_file():
-            image, _ = render_scene(scene)
-            write_exr(exr, image)
-            result.written.append(exr)
-            del image
-        else:
-            result.reused.append(exr)
-        if regenerate or not preview.is_file():
-            # Exactly what `skyseg previews --max-size W/2` makes of the EXR.
-            write_jpeg(preview, make_preview(exr, max_size=width // 2))
-            result.written.append(preview)
-        else:
-            result.reused.append(preview)
-        if regenerate or not mask_path.is_file():
-            write_png(mask_path, scene_mask(scene))
-            result.written.append(mask_path)
-        else:
-            result.reused.append(mask_path)
-
-    coco = json.dumps(_coco(records, prefixes), separators=(",", ":")) + "\n"
-    outputs = {
-        "result.json": coco,
-        "train.txt": "".join(f"{name}\n" for name in train),
-        "val.txt": "".join(f"{name}\n" for name in val),
-        "README.md": _README.format(scenes=scenes, width=width, height=width // 2, seed=seed,
-                                    sun=SUN_RATIO, ev_lo=EV_RANGE[0], ev_hi=EV_RANGE[1],
-                                    n_train=len(train), n_val=len(val)),
-    }
-    for name, text in outputs.items():
-        if regenerate and (out_dir / name).is_file():
-            (out_dir / name).unlink()
-        _write_if_changed(out_dir / name, text, result)
+        _write_scene(out_dir, scene, regenerate, result)
+    _write_index(out_dir, records, prefixes, settings, regenerate, result)
     logger.info("demo-data: %d scenes (%d train, %d val) %dx%d in %s: %d files written, "
                 "%d reused", scenes, len(train), len(val), width, width // 2,
                 display_path(out_dir), len(result.written), len(result.reused))
     return result
 
 
+def _write_scene(out_dir: Path, scene: DemoScene, regenerate: bool, result: DemoData) -> None:
+    """The EXR, preview and mask of one scene (those missing, or all on ``regenerate``)."""
+    from skyseg.labels.previews import make_preview
+
+    exr = out_dir / "images" / f"{scene.name}.exr"
+    preview = out_dir / "previews" / f"{scene.name}.jpg"
+    mask_path = out_dir / "masks" / f"{scene.name}.png"
+    if regenerate or not exr.is_file():
+        image, _ = render_scene(scene)
+        write_exr(exr, image)
+        result.written.append(exr)
+        del image
+    else:
+        result.reused.append(exr)
+    if regenerate or not preview.is_file():
+        # Exactly what `skyseg previews --max-size W/2` makes of the EXR.
+        write_jpeg(preview, make_preview(exr, max_size=scene.width // 2))
+        result.written.append(preview)
+    else:
+        result.reused.append(preview)
+    if regenerate or not mask_path.is_file():
+        write_png(mask_path, scene_mask(scene))
+        result.written.append(mask_path)
+    else:
+        result.reused.append(mask_path)
+
+
+def _write_index(out_dir: Path, records: list[DemoScene], prefixes: list[str], settings: dict,
+                 regenerate: bool, result: DemoData) -> None:
+    """``result.json``, ``train.txt``, ``val.txt`` and ``README.md``."""
+    train, val = result.train, result.val
+    coco = json.dumps(_coco(records, prefixes), separators=(",", ":")) + "\n"
+    outputs = {
+        "result.json": coco,
+        "train.txt": "".join(f"{name}\n" for name in train),
+        "val.txt": "".join(f"{name}\n" for name in val),
+        "README.md": _README.format(**settings, sun=SUN_RATIO, ev_lo=EV_RANGE[0],
+                                    ev_hi=EV_RANGE[1], n_train=len(train), n_val=len(val)),
+    }
+    for name, text in outputs.items():
+        if regenerate and (out_dir / name).is_file():
+            (out_dir / name).unlink()
+        _write_if_changed(out_dir / name, text, result)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line of ``skyseg demo-data``: ``--out`` and the :class:`DemoOptions`."""
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for images/, previews/, masks/, result.json, train.txt, "
                              "val.txt")
-    parser.add_argument("--scenes", type=int, default=DEFAULT_SCENES, help="number of scenes")
-    parser.add_argument("--width", type=int, default=DEFAULT_WIDTH,
-                        help="panorama width in pixels, a multiple of 4 (height = width / 2)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help="random seed; the same settings give identical files")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="regenerate everything, also into a folder made with other "
-                             "settings; without it existing files are reused and a folder "
-                             "made with other settings is refused")
+    add_options(parser, DemoOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-    return report_demo_data(make_demo_data(args.out, scenes=args.scenes, width=args.width,
-                                           seed=args.seed, overwrite=args.overwrite))
+    """``skyseg demo-data``: make the demo data the parsed command line describes."""
+    return report_demo_data(make_demo_data(args.out, from_args(DemoOptions, args)))
 
 
 def report_demo_data(demo: DemoData) -> int:
