@@ -202,7 +202,7 @@ def add_options(parser, cls, *, skip=(), only=None, flags=None, dest_prefix: str
             if _base_type(kind)[0] is bool:
                 settings["action"] = "store_false" if _default(field) else "store_true"
             else:
-                settings.setdefault("type", _cli_type(field.name, kind))
+                settings.setdefault("type", _cli_type(field.name, _one_value_kind(kind, settings)))
                 if meta.get("choices") is not None:
                     settings["choices"] = meta["choices"]
                 if meta.get("metavar"):
@@ -273,6 +273,16 @@ def _text(value) -> str:
     return str(value)
 
 
+def _one_value_kind(kind, settings: dict):
+    """The type of one command-line value: a sequence's item type when the option takes
+    several values or is repeated (``nargs``, ``append``), else the field's."""
+    base, _ = _base_type(kind)
+    several = settings.get("nargs") not in (None, "?") or settings.get("action") == "append"
+    if several and typing.get_origin(base) in (list, tuple):
+        return (typing.get_args(base) or (str,))[0]
+    return kind
+
+
 def _cli_type(name: str, kind):
     def parse(text):
         try:
@@ -286,10 +296,16 @@ def _cli_type(name: str, kind):
 
 def from_args(cls, args: argparse.Namespace, **overrides):
     """The options object a parsed command line describes (fields not on it: defaults)."""
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(cls)
-              if hasattr(args, field.name)}
+    values = {field.name: _as_tuple(getattr(args, field.name), kind)
+              for field, kind in option_fields(cls) if hasattr(args, field.name)}
     values.update(overrides)
     return cls(**values)
+
+
+def _as_tuple(value, kind):
+    """argparse's list of several values as a tuple field's tuple."""
+    is_tuple = typing.get_origin(_base_type(kind)[0]) is tuple
+    return tuple(value) if is_tuple and isinstance(value, list) else value
 
 
 def from_mapping(cls, values, *, source: str, base: Path | None = None, start=None):

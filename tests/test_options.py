@@ -175,4 +175,4 @@ def test_to_argv_gives_several_values_to_an_option_that_takes_several():
     add_options(result, Names)
     argv = to_argv(Names(names=("sky", "cloud")))
     assert argv == ["--name", "sky", "cloud"]
-    assert from_args(Names, result.parse_args(argv)).names == ["sky", "cloud"]
+    assert from_args(Names, result.parse_args(argv)) == Names(names=("sky", "cloud"))
