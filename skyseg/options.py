@@ -324,7 +324,7 @@ def from_mapping(cls, values, *, source: str, base: Path | None = None, start=No
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of settings, got "
                           f"{type(values).__name__}")
-    known = {field.name: kind for field, kind in option_fields(cls)
+    known = {field.name: (field, kind) for field, kind in option_fields(cls)
              if field.metadata.get("yaml", True)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -332,9 +332,20 @@ def from_mapping(cls, values, *, source: str, base: Path | None = None, start=No
                           f"{', '.join(sorted(known))}")
     changes = {}
     for key, value in values.items():
-        value = convert_value(key, value, known[key], source=source)
+        field, kind = known[key]
+        value = convert_value(key, value, kind, source=source)
+        _check_choice(key, value, field.metadata.get("choices"), source)
         changes[key] = _relative_to(value, base)
     return dataclasses.replace(start if start is not None else cls(), **changes)
+
+
+def _check_choice(name: str, value, choices, source: str) -> None:
+    if choices is None or value is None:
+        return
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if item not in choices:
+            raise ConfigError(f"{source}: {name} = {item!r}; choose one of "
+                              f"{', '.join(map(str, choices))}")
 
 
 def _relative_to(value, base: Path | None):

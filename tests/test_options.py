@@ -81,6 +81,7 @@ def test_yaml_section_converts_types_and_paths_relative_to_the_file(tmp_path):
     ({"epochs": True}, r"epochs = True is not a valid int"),
     ({"tta": "maybe"}, r"c\.yml: tta must be true or false, got 'maybe'"),
     ({"epochs": None}, r"epochs needs a value"),
+    ({"backbone": "vgg"}, r"c\.yml: backbone = 'vgg'; choose one of resnet34, lite0"),
 ])
 def test_yaml_section_refuses_bad_settings(values, match):
     with pytest.raises(ConfigError, match=match):
