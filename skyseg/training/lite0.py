@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from skyseg.errors import ModelError
+from skyseg.resources import RESOURCES
 
 __all__ = ["BACKBONE", "ENCODER_PREFIX", "IMAGENET_WEIGHTS", "BLOCKS", "build_lite0_unet",
            "load_encoder_arrays"]
@@ -32,8 +33,7 @@ logger = logging.getLogger("skyseg")
 BACKBONE = "efficientnetlite0"
 ENCODER_PREFIX = "lite0_"
 #: The converted ImageNet weights of the encoder (npz: layer/weight name -> array).
-IMAGENET_WEIGHTS = (Path(__file__).resolve().parent / "resources" / "weights"
-                    / "efficientnet_lite0_imagenet.npz")
+IMAGENET_WEIGHTS = RESOURCES / "weights" / "efficientnet_lite0_imagenet.npz"
 
 #: (kernel, stride, expand ratio, output channels) of the 16 MBConv blocks.
 BLOCKS = (
