@@ -29,6 +29,7 @@ __all__ = [
     "sky_colour",
     "sun_disc",
     "paint_polygon",
+    "paint_non_sky",
     "sky_alpha",
 ]
 
@@ -166,3 +167,19 @@ def sky_alpha(polygons, height: int, width: int, subrows: int) -> np.ndarray:
         rows = slice(row0, row0 + block.shape[0])
         alpha[rows] = np.maximum(alpha[rows], block)
     return alpha
+
+
+def paint_non_sky(image: np.ndarray, alpha: np.ndarray, polygon: np.ndarray, shade,
+                  subrows: int) -> None:
+    """Paint a non-sky polygon over ``image`` and take its coverage out of the sky ``alpha``.
+
+    Args:
+        image: float32 (H, W, 3), painted in place.
+        alpha: float32 (H, W) sky coverage, reduced in place where the polygon covers it.
+        polygon: float (N, 2) x/y in pixels of ``image``.
+        shade: ``(row0, row1) -> colours`` as for :func:`paint_polygon`.
+        subrows: anti-aliasing sample lines per pixel row.
+    """
+    row0, block = paint_polygon(image, polygon, shade, subrows)
+    rows = slice(row0, row0 + block.shape[0])
+    alpha[rows] *= 1 - block

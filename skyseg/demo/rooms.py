@@ -31,6 +31,7 @@ from skyseg.demo.geometry import (
 from skyseg.demo.painting import (
     SKY_LEVEL,
     fbm,
+    paint_non_sky,
     paint_polygon,
     sky_alpha,
     sky_colour,
@@ -329,7 +330,5 @@ def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.n
     image = image * (1 - alpha[..., None]) + sky * alpha[..., None]
     frame = np.asarray(room["wall"], np.float32) * level
     for _, polygon in scene.non_sky:
-        row0, block = paint_polygon(image, polygon * 2.0, lambda r0, r1: frame, subrows)
-        rows = slice(row0, row0 + block.shape[0])
-        alpha[rows] *= 1 - block
+        paint_non_sky(image, alpha, polygon * 2.0, lambda r0, r1: frame, subrows)
     return image.astype(np.float32), alpha

@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,6 +66,7 @@ from skyseg.demo.painting import (
     SKY_LEVEL,
     colour_luminance,
     fbm,
+    paint_non_sky,
     paint_polygon,
     sky_alpha,
     sky_colour,
@@ -358,20 +360,63 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
         raise ConfigError(f"theme must be one of {THEMES}, got {theme!r}")
     if theme == "indoor":
         return make_room_scene(name, rng, width=width, ev=ev)
-    # What stands under the sky: the classic themes, or the one a new theme borrows.
+    # Every draw from rng below happens in this order: the scene depends on nothing else.
+    content = _content(theme, rng)
+    b = _builder(theme, rng, width)
+    # The sun's disc is at least 1.6 pixels in radius so it survives small sizes.
+    sun_radius = max(1.0, 1.6 / b.ppd)
+    sun_azimuth, sun_window = _sun_azimuth(theme, rng, b, sun_radius)
+    _add_hills(b, theme, content)
+    _add_buildings(b, theme, content)
+    _add_trees(b, theme, content, sun_window)
+    skyline = upper_envelope(b.pieces, float(width), b.horizon)
+
+    def skyline_y(x):
+        return np.interp(np.mod(x, width), skyline[:, 0], skyline[:, 1])
+
+    sun_elevation = _sun_elevation(b, skyline_y, sun_window, sun_radius)
+    _add_poles(b, content, sun_window, skyline_y)
+    _add_birds(b, theme, content, sun_window, skyline_y)
+    tilt = (0.0, 0.0)
+    if theme == "tilted":
+        tilt = (float(rng.uniform(0.0, 360.0)), float(rng.uniform(6.0, 20.0)))
+    sky, non_sky, level_labels = _labels(b, skyline, tilt)
+    ground = tuple((kind, part, colour) for kind, polygon, colour in b.ground
+                   for part in wrap_polygon(polygon, width, b.height))
+    cover_range = {"cloudy": (1.2, 1.5), "overcast": (0.0, 0.0), "night": (0.0, 0.5)}
+    cloud_cover = float(rng.uniform(*cover_range.get(theme, (0.05, 0.85))))
+    water = float(rng.uniform(10.0, 35.0)) if theme == "lake" else 0.0
+    return DemoScene(
+        name=name, theme=theme, width=width, height=b.height, ev=float(ev),
+        sun_azimuth=sun_azimuth, sun_elevation=sun_elevation, sun_radius=float(sun_radius),
+        sky=sky, non_sky=non_sky, ground=ground,
+        cloud_cover=cloud_cover, texture_seed=int(rng.integers(0, 2**31 - 1)),
+        tilt=tilt, water=water, level_labels=level_labels,
+    )
+
+
+def _content(theme: str, rng: np.random.Generator) -> str:
+    """What stands under the sky: a classic theme's, or the one a newer theme borrows."""
     content = {"overcast": "town", "night": "town", "lake": "open"}.get(theme, theme)
     if theme in ("cloudy", "tilted"):
         content = str(rng.choice(["town", "open", "forest"] if theme == "cloudy"
                                  else ["town", "open"]))
+    return content
+
+
+def _builder(theme: str, rng: np.random.Generator, width: int) -> _Builder:
+    """A builder styled for the theme: white tall buildings when overcast, lamps at night."""
     b = _Builder(rng, width)
-    height = b.height
     if theme == "overcast":
         b.building_palette = "white"
         b.tall = 1.6
     if theme == "night":
         b.lamps = True
-    # The sun's disc is at least 1.6 pixels in radius so it survives small sizes.
-    sun_radius = max(1.0, 1.6 / b.ppd)
+    return b
+
+
+def _sun_azimuth(theme: str, rng: np.random.Generator, b: _Builder, sun_radius: float):
+    """The sun's azimuth (degrees) and the x window around it kept free of non-sky things."""
     if theme == "seam":
         sun_azimuth = float(rng.uniform(-2.0, 2.0) * sun_radius) % 360.0
     else:
@@ -379,8 +424,12 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
     sun_x = sun_azimuth * b.ppd
     # Nothing non-sky within this azimuth window, so the sun and its glow are clear.
     reach = (10.0 * sun_radius + 4.0) * b.ppd
-    sun_window = (sun_x - reach, sun_x + reach)
+    return sun_azimuth, (sun_x - reach, sun_x + reach)
 
+
+def _add_hills(b: _Builder, theme: str, content: str) -> None:
+    """Far hills (up to 40 degrees for a tilted camera), and near hills."""
+    rng = b.rng
     far = np.array([0.10, 0.14, 0.07]) * rng.uniform(0.7, 1.3)
     # Tilted cameras also see skylines from a few degrees (a plain) to 40 (mountains) high.
     far_height = rng.uniform(2.0, 40.0) if theme == "tilted" else rng.uniform(5.0, 25.0)
@@ -389,23 +438,35 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
         near = np.array([0.07, 0.11, 0.04]) * rng.uniform(0.7, 1.3)
         b.ridge("near_hills", rng.uniform(3.0, 10.0), rng.uniform(0.2, 0.6), near)
 
-    def spot(span_deg: float) -> float:
-        return float(rng.uniform(0, b.width)) - span_deg * b.ppd / 2
 
-    if content in ("town", "seam"):
-        # seam: the first building straddles x = 0 (under the sun); town: anywhere.
-        x = 0.0 if content == "seam" else spot(30)
-        straddle = rng.uniform(0.25, 0.75) if content == "seam" else 0.0
-        many = (5, 12) if theme in ("overcast", "night") else (3, 8)
-        for _ in range(int(rng.integers(*many) if content == "town" else rng.integers(2, 5))):
-            x = b.building(x, straddle=straddle) + rng.uniform(0.0, 1.5) * b.ppd
-            straddle = 0.0
+def _spot(b: _Builder, span_deg: float) -> float:
+    """A random x where a row of things ``span_deg`` degrees wide may start."""
+    return float(b.rng.uniform(0, b.width)) - span_deg * b.ppd / 2
+
+
+def _add_buildings(b: _Builder, theme: str, content: str) -> None:
+    """A row of buildings; in a ``seam`` scene the first straddles x = 0 (under the sun)."""
+    rng = b.rng
+    if content not in ("town", "seam"):
+        return
+    x = 0.0 if content == "seam" else _spot(b, 30)
+    straddle = rng.uniform(0.25, 0.75) if content == "seam" else 0.0
+    many = (5, 12) if theme in ("overcast", "night") else (3, 8)
+    for _ in range(int(rng.integers(*many) if content == "town" else rng.integers(2, 5))):
+        x = b.building(x, straddle=straddle) + rng.uniform(0.0, 1.5) * b.ppd
+        straddle = 0.0
+
+
+def _add_trees(b: _Builder, theme: str, content: str, sun_window) -> None:
+    """Conifers in a row (a forest around the camera, sometimes), then round trees away
+    from the sun."""
+    rng = b.rng
     conifers = {"town": (0, 3), "seam": (1, 5), "forest": (8, 20), "open": (0, 2)}[content]
-    x = spot(40)
+    x = _spot(b, 40)
     if theme == "forest" and rng.random() < 0.5:
         # Standing in the forest: tall trees all around, sky between their tops.
         conifers = (25, 45)
-        x = spot(360)
+        x = _spot(b, 360)
     for index in range(int(rng.integers(*conifers))):
         b.tree_scale = rng.uniform(2.0, 4.5) if conifers[0] >= 25 and index % 2 else 1.0
         b.conifer(x)
@@ -419,32 +480,41 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
                 b.tree(xc)
                 break
 
-    skyline = upper_envelope(b.pieces, float(width), b.horizon)
 
-    def skyline_y(x):
-        return np.interp(np.mod(x, width), skyline[:, 0], skyline[:, 1])
-
-    # The sun stands clear above everything near its azimuth (crowns included).
+def _sun_elevation(b: _Builder, skyline_y: Callable, sun_window, sun_radius: float) -> float:
+    """An elevation (degrees) where the sun stands clear above everything near its azimuth
+    (tree crowns included)."""
     near_x = np.linspace(sun_window[0], sun_window[1], 64)
     highest = skyline_y(near_x).min()
     for _, polygon in b.non_sky:
-        for part in wrap_polygon(polygon, width, height):
-            if not _x_free(part[:, 0].min(), part[:, 0].max(), sun_window, width):
+        for part in wrap_polygon(polygon, b.width, b.height):
+            if not _x_free(part[:, 0].min(), part[:, 0].max(), sun_window, b.width):
                 highest = min(highest, part[:, 1].min())
     lowest_sun = max((b.horizon - highest) / b.ppd + 8.0 * sun_radius + 1.0, 4.0)
-    sun_elevation = float(rng.uniform(lowest_sun, max(lowest_sun + 5.0, 50.0)))
+    return float(b.rng.uniform(lowest_sun, max(lowest_sun + 5.0, 50.0)))
 
-    if content in ("town", "open"):
-        count = int(rng.integers(3, 6))
-        across_seam = content == "town" and rng.random() < 0.5
-        for attempt in range(40):
-            # Half the town scenes try to run their poles across the seam first.
-            start = (-rng.uniform(0.3, 0.6) * count * 8 * b.ppd if across_seam and attempt < 5
-                     else float(rng.uniform(0, width)))
-            span = count * 12 * b.ppd
-            if _x_free(start - 3 * b.ppd, start + span, sun_window, width):
-                b.pole_line(start, count, skyline_y)
-                break
+
+def _add_poles(b: _Builder, content: str, sun_window, skyline_y: Callable) -> None:
+    """A line of poles with wires, clear of the sun (half the towns across the seam)."""
+    rng, width = b.rng, b.width
+    if content not in ("town", "open"):
+        return
+    count = int(rng.integers(3, 6))
+    across_seam = content == "town" and rng.random() < 0.5
+    for attempt in range(40):
+        # Half the town scenes try to run their poles across the seam first.
+        start = (-rng.uniform(0.3, 0.6) * count * 8 * b.ppd if across_seam and attempt < 5
+                 else float(rng.uniform(0, width)))
+        span = count * 12 * b.ppd
+        if _x_free(start - 3 * b.ppd, start + span, sun_window, width):
+            b.pole_line(start, count, skyline_y)
+            break
+
+
+def _add_birds(b: _Builder, theme: str, content: str, sun_window,
+               skyline_y: Callable) -> None:
+    """Birds in the sky, clear of the sun and above the skyline (none at night)."""
+    rng, width = b.rng, b.width
     birds = {"town": (0, 3), "seam": (1, 4), "forest": (2, 6), "open": (1, 5)}[content]
     if theme == "night":
         birds = (0, 0)
@@ -457,9 +527,11 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
                 b.bird(xc, yc)
                 break
 
-    tilt = (0.0, 0.0)
-    if theme == "tilted":
-        tilt = (float(rng.uniform(0.0, 360.0)), float(rng.uniform(6.0, 20.0)))
+
+def _labels(b: _Builder, skyline: np.ndarray, tilt: tuple[float, float]):
+    """``(sky, non_sky, level_labels)`` of a :class:`DemoScene`: the sky above the skyline
+    and the non-sky things, as the (maybe tilted) camera sees them, in preview pixels."""
+    width, height = b.width, b.height
     sky_outline = np.vstack([[[0.0, 0.0], [float(width), 0.0]], skyline[::-1]])
     sky_outline[:, 1] = np.maximum(sky_outline[:, 1], 0.0)
     level_labels = ()
@@ -476,22 +548,9 @@ def make_scene(name: str, rng: np.random.Generator, *, width: int, theme: str,
         objects = [(kind, part) for kind, polygon in b.non_sky
                    for part in wrap_polygon(polygon, width, height)]
     sky = [q for q in (to_preview_polygon(part) for part in sky_parts) if q is not None]
-    non_sky = [(kind, q) for kind, q in ((kind, to_preview_polygon(part)) for kind, part in objects)
-               if q is not None]
-    ground = []
-    for kind, polygon, colour in b.ground:
-        for part in wrap_polygon(polygon, width, height):
-            ground.append((kind, part, colour))
-    cover_range = {"cloudy": (1.2, 1.5), "overcast": (0.0, 0.0), "night": (0.0, 0.5)}
-    cloud_cover = float(rng.uniform(*cover_range.get(theme, (0.05, 0.85))))
-    water = float(rng.uniform(10.0, 35.0)) if theme == "lake" else 0.0
-    return DemoScene(
-        name=name, theme=theme, width=width, height=height, ev=float(ev),
-        sun_azimuth=sun_azimuth, sun_elevation=sun_elevation, sun_radius=float(sun_radius),
-        sky=tuple(sky), non_sky=tuple(non_sky), ground=tuple(ground),
-        cloud_cover=cloud_cover, texture_seed=int(rng.integers(0, 2**31 - 1)),
-        tilt=tilt, water=water, level_labels=level_labels,
-    )
+    non_sky = [(kind, q) for kind, q in ((kind, to_preview_polygon(part))
+                                         for kind, part in objects) if q is not None]
+    return tuple(sky), tuple(non_sky), level_labels
 
 
 def _map_points(points: np.ndarray, rotation: np.ndarray, width: int) -> np.ndarray:
@@ -558,93 +617,155 @@ def render_scene(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.
 
 def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
     """The scene seen by a level camera at EV 0: (image, sky alpha, sun facts)."""
-    height, width = scene.height, scene.width
+    # Every draw from rng below happens in this order: the look depends on texture_seed only.
     rng = np.random.default_rng(scene.texture_seed)
-    elevation = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
-    azimuth = (np.arange(width) + 0.5) / width * 2 * np.pi
-    sun_el, sun_az = np.radians(scene.sun_elevation), np.radians(scene.sun_azimuth)
-    # Angle to the sun; float32 over the image, float64 for the per-row/column terms.
-    cos_gamma = ((np.sin(elevation) * np.sin(sun_el)).astype(np.float32)[:, None]
-                 + (np.cos(elevation) * np.cos(sun_el)).astype(np.float32)[:, None]
-                 * np.cos(azimuth - sun_az).astype(np.float32)[None, :])
-    gamma = np.arccos(np.clip(cos_gamma, -1.0, 1.0))
-    sin_el = np.sin(elevation)[:, None]
-    radius = np.radians(scene.sun_radius)
-    haze = float(rng.uniform(0.0, 0.6))
-    upper = height // 2
-    night = scene.theme == "night"
-    sun = {"radius": radius, "luminance": 0.0, "colour": _SUN_COLOUR}
-
-    # ---- the sky
+    view = _SkyView.of(scene, haze=float(rng.uniform(0.0, 0.6)))
+    sun = {"radius": view.radius, "luminance": 0.0, "colour": _SUN_COLOUR}
     if scene.theme == "overcast":
-        # CIE overcast sky: three times brighter at the zenith than at the horizon, no sun.
-        level = SKY_LEVEL * rng.uniform(1.8, 3.0)
-        tone = np.array([0.93, 0.96, 1.0], np.float32) * rng.uniform(0.97, 1.03, 3).astype(
-            np.float32)
-        tone /= np.float32(colour_luminance(tone))
-        profile = (1.0 + 2.0 * np.clip(sin_el, 0.0, 1.0)) / 3.0 * level
-        sky = np.broadcast_to(tone * profile[..., None].astype(np.float32),
-                              (height, width, 3)).copy()
-        structure, _ = _clouds(scene, rng, upper, cover=1.0)
-        # Darker and lighter patches of the cloud deck.
-        sky[:upper] *= (0.7 + 0.45 * structure)[..., None]
-        light = np.float32(level * 0.42)
-    elif night:
-        level = SKY_LEVEL * NIGHT_LEVEL
-        mu = np.clip(np.asarray(sin_el, np.float32), 0.0, 1.0)
-        towards_horizon = ((1.0 - mu) ** 4)[..., None]
-        zenith = np.array([0.05, 0.08, 0.22], np.float32)
-        zenith /= np.float32(colour_luminance(zenith))
-        glow_colour = np.array([1.0, 0.62, 0.32], np.float32) * rng.uniform(2.0, 6.0)
-        sky = np.broadcast_to(level * (zenith * (1 - towards_horizon)
-                                       + glow_colour * towards_horizon),
-                              (height, width, 3)).astype(np.float32).copy()
-        clouds, _ = _clouds(scene, rng, upper)
-        cloud_colour = level * np.array([2.2, 1.7, 1.2], np.float32)  # lit by the city below
-        sky[:upper] = sky[:upper] * (1 - clouds[..., None]) + cloud_colour * clouds[..., None]
-        # Stars: single pixels, fainter towards the hazy horizon and hidden by clouds.
-        count = int(rng.integers(200, 600) * (width / 1024) ** 2) + 3
-        rows = rng.integers(0, max(int(upper * 0.85), 1), count)
-        cols = rng.integers(0, width, count)
-        brightness = rng.uniform(4.0, 40.0, count) * (1 - clouds[rows, cols])
-        sky[rows, cols] += (level * brightness)[:, None] * np.float32(1.0)
-        sky += (level * 2.0 * np.exp(-gamma / (3 * radius)))[..., None]  # the moon's halo
-        if with_disc:
-            sky += (MOON_RATIO * level * sun_disc(gamma, radius, height))[..., None] * np.array(
-                [1.0, 0.98, 0.93], np.float32)
-        light = np.float32(level * 2.5)
+        sky, light = _overcast_sky(scene, rng, view)
+    elif scene.theme == "night":
+        sky, light = _night_sky(scene, rng, view, with_disc)
     else:
-        sky = sky_colour(sin_el, gamma, scene.sun_elevation, haze)
-        clouds, thick = _clouds(scene, rng, upper)
-        near_sun = smoothstep(6 * radius, 14 * radius, gamma[:upper])
-        clouds *= near_sun
-        thick *= near_sun
-        filled = float(np.clip(scene.cloud_cover - 0.85, 0.0, 0.65)) / 0.65
-        lit = SKY_LEVEL * (1.25 + 2.5 * np.exp(-gamma[:upper] / 0.35)) * (1 - 0.5 * filled)
-        # Thick cores are in their own shadow: darker and a little blue, edges bright.
-        thick = thick[..., None]
-        dark = np.array([0.5, 0.54, 0.62], np.float32) * np.float32(1 - 0.4 * filled)
-        cloud_colour = (np.array([1.0, 0.98, 0.96], np.float32) * (1 - thick)
-                        + dark * thick) * lit[..., None]
-        low_sun = max(0.0, 1.0 - scene.sun_elevation / 25.0)
-        cloud_colour *= (1.0 + low_sun * np.array([0.25, 0.0, -0.2], np.float32))
-        sky[:upper] = sky[:upper] * (1 - clouds[..., None]) + cloud_colour * clouds[..., None]
-        base = sky_colour(np.sin(sun_el), np.float32(0.0), scene.sun_elevation, haze)
-        base_luminance = colour_luminance(base)
-        glow = base_luminance * (14.0 * np.exp(-gamma / (1.5 * radius))
-                                 + 1.5 * np.exp(-gamma / (5.0 * radius)))
-        sky += glow[..., None] * _SUN_COLOUR
-        sun_colour = _SUN_COLOUR * (1.0 + low_sun * np.array([0.0, -0.1, -0.3], np.float32))
-        sun_colour = sun_colour / np.float32(colour_luminance(sun_colour))
-        sun.update(luminance=SUN_RATIO * base_luminance, colour=sun_colour)
-        if with_disc:
-            sky += (sun["luminance"] * sun_disc(gamma, radius, height))[..., None] * sun_colour
-        light = np.float32(SKY_LEVEL * (2.0 + 6.0 * np.sin(sun_el)) * (1 - 0.6 * filled))
+        sky, light = _day_sky(scene, rng, view, sun, with_disc)
+    image, texture = _paint_ground(scene, rng, light, sky[view.upper - 1].mean(axis=0), subrows)
+    image, alpha = _paint_sky(scene, rng, image, sky, light, texture, subrows)
+    if scene.water:
+        _lake(image, scene, rng, light)
+    return image.astype(np.float32), alpha, sun
 
-    # ---- the ground: lit by sun and sky, painted back to front
+
+@dataclass(frozen=True)
+class _SkyView:
+    """Where each pixel looks, measured from the sun: what the sky functions draw with.
+
+    Attributes:
+        gamma: float32 (H, W), the angle (radians) between each pixel and the sun (moon).
+        sin_el: float64 (H, 1), the sine of each row's elevation.
+        radius: the sun's (moon's) angular radius in radians.
+        haze: 0 (clear) .. 0.6 (a hazy horizon).
+        upper: the rows above the horizon.
+    """
+
+    gamma: np.ndarray
+    sin_el: np.ndarray
+    radius: float
+    haze: float
+    upper: int
+
+    @classmethod
+    def of(cls, scene: DemoScene, haze: float) -> _SkyView:
+        """The view of a scene's level camera."""
+        height, width = scene.height, scene.width
+        elevation = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
+        azimuth = (np.arange(width) + 0.5) / width * 2 * np.pi
+        sun_el, sun_az = np.radians(scene.sun_elevation), np.radians(scene.sun_azimuth)
+        # Angle to the sun; float32 over the image, float64 for the per-row/column terms.
+        cos_gamma = ((np.sin(elevation) * np.sin(sun_el)).astype(np.float32)[:, None]
+                     + (np.cos(elevation) * np.cos(sun_el)).astype(np.float32)[:, None]
+                     * np.cos(azimuth - sun_az).astype(np.float32)[None, :])
+        return cls(gamma=np.arccos(np.clip(cos_gamma, -1.0, 1.0)),
+                   sin_el=np.sin(elevation)[:, None], radius=np.radians(scene.sun_radius),
+                   haze=haze, upper=height // 2)
+
+
+def _overcast_sky(scene: DemoScene, rng: np.random.Generator, view: _SkyView):
+    """CIE overcast sky: three times brighter at the zenith than at the horizon, no sun.
+
+    Returns ``(sky, light)``: float32 (H, W, 3) and the light on the ground.
+    """
+    upper = view.upper
+    level = SKY_LEVEL * rng.uniform(1.8, 3.0)
+    tone = np.array([0.93, 0.96, 1.0], np.float32) * rng.uniform(0.97, 1.03, 3).astype(
+        np.float32)
+    tone /= np.float32(colour_luminance(tone))
+    profile = (1.0 + 2.0 * np.clip(view.sin_el, 0.0, 1.0)) / 3.0 * level
+    sky = np.broadcast_to(tone * profile[..., None].astype(np.float32),
+                          (scene.height, scene.width, 3)).copy()
+    structure, _ = _clouds(scene, rng, upper, cover=1.0)
+    # Darker and lighter patches of the cloud deck.
+    sky[:upper] *= (0.7 + 0.45 * structure)[..., None]
+    return sky, np.float32(level * 0.42)
+
+
+def _night_sky(scene: DemoScene, rng: np.random.Generator, view: _SkyView, with_disc: bool):
+    """A dark sky with city skyglow, clouds lit from below, stars, the moon and its halo.
+
+    Returns ``(sky, light)``: float32 (H, W, 3) and the light on the ground.
+    """
+    height, width, upper = scene.height, scene.width, view.upper
+    gamma, radius = view.gamma, view.radius
+    level = SKY_LEVEL * NIGHT_LEVEL
+    mu = np.clip(np.asarray(view.sin_el, np.float32), 0.0, 1.0)
+    towards_horizon = ((1.0 - mu) ** 4)[..., None]
+    zenith = np.array([0.05, 0.08, 0.22], np.float32)
+    zenith /= np.float32(colour_luminance(zenith))
+    glow_colour = np.array([1.0, 0.62, 0.32], np.float32) * rng.uniform(2.0, 6.0)
+    sky = np.broadcast_to(level * (zenith * (1 - towards_horizon)
+                                   + glow_colour * towards_horizon),
+                          (height, width, 3)).astype(np.float32).copy()
+    clouds, _ = _clouds(scene, rng, upper)
+    cloud_colour = level * np.array([2.2, 1.7, 1.2], np.float32)  # lit by the city below
+    sky[:upper] = sky[:upper] * (1 - clouds[..., None]) + cloud_colour * clouds[..., None]
+    # Stars: single pixels, fainter towards the hazy horizon and hidden by clouds.
+    count = int(rng.integers(200, 600) * (width / 1024) ** 2) + 3
+    rows = rng.integers(0, max(int(upper * 0.85), 1), count)
+    cols = rng.integers(0, width, count)
+    brightness = rng.uniform(4.0, 40.0, count) * (1 - clouds[rows, cols])
+    sky[rows, cols] += (level * brightness)[:, None] * np.float32(1.0)
+    sky += (level * 2.0 * np.exp(-gamma / (3 * radius)))[..., None]  # the moon's halo
+    if with_disc:
+        sky += (MOON_RATIO * level * sun_disc(gamma, radius, height))[..., None] * np.array(
+            [1.0, 0.98, 0.93], np.float32)
+    return sky, np.float32(level * 2.5)
+
+
+def _day_sky(scene: DemoScene, rng: np.random.Generator, view: _SkyView, sun: dict,
+             with_disc: bool):
+    """A clear sky with clouds (clear around the sun), the sun's glow and disc.
+
+    Sets the sun's luminance and colour in ``sun``. Returns ``(sky, light)``: float32
+    (H, W, 3) and the light on the ground.
+    """
+    upper, gamma, radius = view.upper, view.gamma, view.radius
+    sky = sky_colour(view.sin_el, gamma, scene.sun_elevation, view.haze)
+    clouds, thick = _clouds(scene, rng, upper)
+    near_sun = smoothstep(6 * radius, 14 * radius, gamma[:upper])
+    clouds *= near_sun
+    thick *= near_sun
+    filled = float(np.clip(scene.cloud_cover - 0.85, 0.0, 0.65)) / 0.65
+    lit = SKY_LEVEL * (1.25 + 2.5 * np.exp(-gamma[:upper] / 0.35)) * (1 - 0.5 * filled)
+    # Thick cores are in their own shadow: darker and a little blue, edges bright.
+    thick = thick[..., None]
+    dark = np.array([0.5, 0.54, 0.62], np.float32) * np.float32(1 - 0.4 * filled)
+    cloud_colour = (np.array([1.0, 0.98, 0.96], np.float32) * (1 - thick)
+                    + dark * thick) * lit[..., None]
+    low_sun = max(0.0, 1.0 - scene.sun_elevation / 25.0)
+    cloud_colour *= (1.0 + low_sun * np.array([0.25, 0.0, -0.2], np.float32))
+    sky[:upper] = sky[:upper] * (1 - clouds[..., None]) + cloud_colour * clouds[..., None]
+    sun_el = np.radians(scene.sun_elevation)
+    base = sky_colour(np.sin(sun_el), np.float32(0.0), scene.sun_elevation, view.haze)
+    base_luminance = colour_luminance(base)
+    glow = base_luminance * (14.0 * np.exp(-gamma / (1.5 * radius))
+                             + 1.5 * np.exp(-gamma / (5.0 * radius)))
+    sky += glow[..., None] * _SUN_COLOUR
+    sun_colour = _SUN_COLOUR * (1.0 + low_sun * np.array([0.0, -0.1, -0.3], np.float32))
+    sun_colour = sun_colour / np.float32(colour_luminance(sun_colour))
+    sun.update(luminance=SUN_RATIO * base_luminance, colour=sun_colour)
+    if with_disc:
+        sky += (sun["luminance"] * sun_disc(gamma, radius, scene.height))[..., None] * sun_colour
+    light = np.float32(SKY_LEVEL * (2.0 + 6.0 * np.sin(sun_el)) * (1 - 0.6 * filled))
+    return sky, light
+
+
+def _paint_ground(scene: DemoScene, rng: np.random.Generator, light, horizon_colour,
+                  subrows: int):
+    """The ground plane and the silhouettes, lit by sun and sky, painted back to front.
+
+    Returns ``(image, texture)``: the texture is what the non-sky things are shaded with.
+    """
+    night = scene.theme == "night"
     image = _ground_plane(scene, rng, light)
-    texture = _texture(rng, height, width)
-    horizon_colour = sky[upper - 1].mean(axis=0)
+    texture = _texture(rng, scene.height, scene.width)
     for kind, polygon, colour in scene.ground:
         albedo = np.asarray(colour, np.float32)
         # Distant silhouettes fade into the horizon sky (aerial perspective).
@@ -652,29 +773,30 @@ def _render_level(scene: DemoScene, subrows: int, with_disc: bool):
         if night:
             haze_mix *= 0.3
         shade = _shader(kind, polygon, albedo * light * (1 - haze_mix),
-                        horizon_colour * haze_mix, texture, rng, width, night=night)
+                        horizon_colour * haze_mix, texture, rng, scene.width, night=night)
         paint_polygon(image, polygon, shade, subrows)
+    return image, texture
 
-    # ---- the sky where the labels say sky, then the things inside it
+
+def _paint_sky(scene: DemoScene, rng: np.random.Generator, image: np.ndarray, sky, light,
+               texture, subrows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sky where the labels say sky, then the things inside it: (image, sky alpha)."""
     if scene.level_labels:
         sky_polygons, objects = scene.level_labels
     else:  # the labels themselves, scaled from preview pixels
         sky_polygons = [polygon * 2.0 for polygon in scene.sky]
         objects = [(kind, polygon * 2.0) for kind, polygon in scene.non_sky]
-    alpha = sky_alpha(sky_polygons, height, width, subrows)
+    alpha = sky_alpha(sky_polygons, scene.height, scene.width, subrows)
     image = image * (1 - alpha[..., None]) + sky * alpha[..., None]
     for kind, polygon in objects:
         if kind == "lamp":
-            colour = _LAMP_RADIANCE * np.float32(SKY_LEVEL * (1.0 if night else 0.05))
+            colour = _LAMP_RADIANCE * np.float32(SKY_LEVEL * (1.0 if scene.theme == "night"
+                                                              else 0.05))
         else:
             colour = np.asarray(_NON_SKY_COLOURS[kind], np.float32) * light
-        shade = _shader(kind, polygon, colour, 0.0, texture, rng, width)
-        row0, block = paint_polygon(image, polygon, shade, subrows)
-        rows = slice(row0, row0 + block.shape[0])
-        alpha[rows] *= 1 - block
-    if scene.water:
-        _lake(image, scene, rng, light)
-    return image.astype(np.float32), alpha, sun
+        shade = _shader(kind, polygon, colour, 0.0, texture, rng, scene.width)
+        paint_non_sky(image, alpha, polygon, shade, subrows)
+    return image, alpha
 
 
 def _lake(image: np.ndarray, scene: DemoScene, rng: np.random.Generator, light) -> None:
