@@ -23,9 +23,9 @@ from skyseg.image.preprocess import Preprocessing
 from skyseg.io import read_image, write_exr, write_png
 from skyseg.io import write as write_module
 from skyseg.predict import predictor as predict_module
+from skyseg.predict.options import check_tile_size
 from skyseg.predict.predictor import (
     Prediction,
-    check_tile_size,
     overlay_background,
     predict_files,
     predict_image,
@@ -448,9 +448,9 @@ def test_background_reads_and_writes_stay_within_the_memory_budget(runs, rng, tm
         events.append(("read", path.stem, threading.current_thread().name))
         return real_read(path, **kwargs)
 
-    def predict(loaded, image, **kwargs):
+    def predict(loaded, image, *args, **kwargs):
         events.append(("predict", kwargs["name"][0], ""))
-        return real_predict(loaded, image, **kwargs)
+        return real_predict(loaded, image, *args, **kwargs)
 
     def write(out_dir, stem, probability, **kwargs):
         result = real_write(out_dir, stem, probability, **kwargs)

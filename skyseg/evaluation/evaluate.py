@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import heapq
 import io
 import json
@@ -55,8 +56,6 @@ from skyseg.image import metrics
 from skyseg.image.metrics import IGNORE
 from skyseg.image.overlay import error_overlay, resize_mask
 from skyseg.io import (
-    DEFAULT_MAX_PIXELS,
-    check_max_pixels,
     find_images,
     prepare_output_folder,
     read_image,
@@ -65,23 +64,21 @@ from skyseg.io import (
 )
 from skyseg.labels import sky_gaps
 from skyseg.log import BatchReport, progress
+from skyseg.options import add_options, from_args, option
+from skyseg.predict.options import PredictionOptions, image_options, with_overrides
 from skyseg.predict.predictor import (
-    DEFAULT_THRESHOLD,
-    add_prediction_arguments,
-    check_options,
     load_for_cli,
     load_predictor,
     model_label,
     overlay_background,
     predict_image,
-    prediction_options,
     resolve_model_argument,
 )
 
 __all__ = [
     "METRICS",
     "DEFAULT_TOLERANCE",
-    "DEFAULT_WORST",
+    "EvaluateOptions",
     "truth_from_mask",
     "read_truth_mask",
     "boundary_scores",
@@ -103,8 +100,6 @@ CLI_HELP = "score a model on labelled images (IoU, Dice, boundary F) and show th
 METRICS = ("iou", "dice", "precision", "recall", "boundary_f")
 #: Boundary pixels within this distance (pixels, Euclidean) count as matched.
 DEFAULT_TOLERANCE = 2
-#: How many of the worst images get an error overlay.
-DEFAULT_WORST = 5
 #: Long side of the error overlays.
 DEFAULT_ERROR_OVERLAY_SIZE = 1024
 _MASK_NAMES = ("{stem}_mask.png", "{stem}.png")
@@ -378,6 +373,27 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     write_text(path, buffer.getvalue())
 
 
+@dataclass
+class EvaluateOptions(PredictionOptions):
+    """The options of ``skyseg evaluate``: the prediction options plus what is scored."""
+
+    only: Path | None = option(None, "score only the images named in this file, one per line "
+                                     "(e.g. the val.txt of a split)", flag="--list",
+                               metavar="FILE")
+    worst: int = option(5, "error overlays of this many lowest-IoU images")
+    tolerance: float = option(DEFAULT_TOLERANCE, "boundary F-score matching distance in pixels")
+    ignore_sky_gaps: bool = option(False, "leave sky-coloured not-sky pixels between bare "
+                                          "branches (labelled tree by some, sky by others) out "
+                                          "of the scores")
+    mlflow: bool = option(False, "log the summary to the MLflow run of the training run "
+                                 "(skyseg train --mlflow; found through MODEL's run folder)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.worst < 0:
+            raise ConfigError(f"--worst must be >= 0, got {self.worst}")
+
+
 def _stems_to_keep(only) -> set[str]:
     """Stems from an iterable, or from a list file (comments and extensions ignored)."""
     if isinstance(only, (str, os.PathLike)):
@@ -393,20 +409,15 @@ def _stems_to_keep(only) -> set[str]:
 def evaluate_model(
     model,
     images: str | os.PathLike,
+    options: EvaluateOptions | None = None,
     *,
     masks: str | os.PathLike | None = None,
     coco: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
-    worst: int = DEFAULT_WORST,
-    mode: str | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
     sky_categories=("sky",),
     non_sky_categories=("non-sky",),
-    only=None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    ignore_sky_gaps: bool = False,
-    **options,
+    show_progress: bool = False,
+    **overrides,
 ) -> Evaluation:
     """Predict every labelled image in ``images`` at full size and score it.
 
@@ -421,11 +432,14 @@ def evaluate_model(
             sky polygons minus non-sky polygons, matched by original name).
         out_dir: where to write ``metrics.csv``, ``summary.json`` and the
             worst overlays; None writes nothing.
+        sky_categories, non_sky_categories: COCO category names.
+        show_progress: a progress bar over each image's tiles.
+        options: an :class:`EvaluateOptions`; None: the defaults. Keyword
+            arguments override its fields, for instance:
         threshold: probability above which a pixel is predicted sky.
         worst: how many of the lowest-IoU images get an error overlay.
         mode: preprocessing of a bare model file (``"hdr"``/``"ldr"``).
         tolerance: boundary matching distance in pixels.
-        sky_categories, non_sky_categories: COCO category names.
         only: score only these image stems: an iterable of stems, or the path
             of a list file (one stem or file name per line, like val.txt).
         max_pixels: images whose header claims more pixels are refused
@@ -435,14 +449,16 @@ def evaluate_model(
             beside them (:mod:`skyseg.labels.sky_gaps`, on the image at full size),
             which labellers call tree or sky. A score of the model, not of one
             labelling convention; the default scores the labels as drawn.
-        **options: :func:`skyseg.predict.predictor.predict_image` options (tiling,
-            ``refine``, ``max_side``).
+        tile_size, tta, refine, ...: :func:`skyseg.predict.predictor.predict_image`'s
+            options (:class:`~skyseg.predict.options.ImageOptions`).
 
     Returns:
         an :class:`Evaluation`.
 
     Raises:
-        ConfigError: neither or both of ``masks``/``coco``; no labelled image found.
+        TypeError: a keyword that is not an option.
+        ConfigError: neither or both of ``masks``/``coco``; no labelled image found; a bad
+            option.
         ModelError: the model cannot be loaded.
 
     Example:
@@ -452,16 +468,16 @@ def evaluate_model(
     """
     if (masks is None) == (coco is None):
         raise ConfigError("give exactly one source of truth: --masks DIR or --coco FILE")
-    if worst < 0:
-        raise ConfigError(f"--worst must be >= 0, got {worst}")
-    check_options(options, threshold=threshold, caller="evaluate_model")
-    max_pixels = check_max_pixels(max_pixels)
+    options = with_overrides(EvaluateOptions, options, overrides, caller="evaluate_model")
+    threshold, worst, tolerance, only, max_pixels, ignore_sky_gaps = (
+        options.threshold, options.worst, options.tolerance, options.only, options.max_pixels,
+        options.ignore_sky_gaps)
     images = Path(images)
     if not images.is_dir():
         raise ConfigError(f"{images}: images folder not found; check --images")
-    options.setdefault("show_progress", False)
     output = prepare_output_folder(out_dir) if out_dir is not None else None
-    loaded = load_predictor(model, mode=mode)
+    loaded = load_predictor([model, *options.ensemble] if options.ensemble else model,
+                            mode=options.mode, which=options.which)
     if masks is not None:
         pairs, missing = _mask_pairs(images, Path(masks))
         source = f"masks in {masks}"
@@ -486,8 +502,8 @@ def evaluate_model(
             truth = truth_of(*image.shape[:2])
             if ignore_sky_gaps:
                 truth, _ = sky_gaps.ignore_sky_gaps(image, truth)
-            probability = predict_image(loaded, image, is_hdr=info.is_hdr, name=path.name,
-                                        **options)
+            probability = predict_image(loaded, image, options, is_hdr=info.is_hdr,
+                                        name=path.name, show_progress=show_progress)
         except SkysegError as exc:
             report.failed(path, exc)
             continue
@@ -509,7 +525,7 @@ def evaluate_model(
     summary.update(model=model_label(loaded), threshold=threshold, tolerance_px=tolerance,
                    truth=source, ignore_sky_gaps=bool(ignore_sky_gaps),
                    missing_truth=missing, failed=[item for item, _ in report.failures],
-                   options={k: v for k, v in options.items() if k != "show_progress"})
+                   options=image_options(options))
     worst_list = _write_worst(heap, output)
     summary["worst"] = [{"stem": s, "iou": v, "overlay": str(p) if p else None}
                         for s, v, p in worst_list]
@@ -589,48 +605,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "1 sky, 255 ignore (a mask without 1 is 0/255 with 255 = sky)")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for metrics.csv, summary.json and worst/ overlays")
-    parser.add_argument("--list", type=Path, default=None, dest="only", metavar="FILE",
-                        help="score only the images named in this file, one per line "
-                             "(e.g. the val.txt of a split)")
-    parser.add_argument("--worst", type=int, default=DEFAULT_WORST,
-                        help="error overlays of this many lowest-IoU images")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="boundary F-score matching distance in pixels")
     parser.add_argument("--sky-category", action="append", dest="sky_categories",
                         help="COCO category name that is sky (repeatable; default: sky)")
     parser.add_argument("--non-sky-category", action="append", dest="non_sky_categories",
                         help="COCO category cut out of the sky (repeatable; default: non-sky)")
-    parser.add_argument("--ignore-sky-gaps", action="store_true",
-                        help="leave sky-coloured not-sky pixels between bare branches (labelled "
-                             "tree by some, sky by others) out of the scores")
-    parser.add_argument("--mlflow", action="store_true",
-                        help="log the summary to the MLflow run of the training run "
-                             "(skyseg train --mlflow; found through MODEL's run folder)")
-    add_prediction_arguments(parser)
+    add_options(parser, EvaluateOptions, skip=_SHARED)
+    add_options(parser, PredictionOptions, group_title="prediction")
+
+
+#: The options ``evaluate`` shares with ``predict`` (shown as the "prediction" group).
+_SHARED = frozenset(field.name for field in dataclasses.fields(PredictionOptions))
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.images.is_dir():
         raise ConfigError(f"{args.images}: images folder not found; check --images")
+    options = from_args(EvaluateOptions, args)
     resolve_model_argument(args)
-    if getattr(args, "mlflow", False):
+    if options.mlflow:
         from skyseg.training.tracking import find_training_run
 
         find_training_run(args.model)  # before the evaluation: mlflow installed, run known
-    loaded = load_for_cli(args)
+    loaded = load_for_cli(args, options)
     result = evaluate_model(
-        loaded, args.images, masks=args.masks, coco=args.coco, out_dir=args.out,
-        threshold=args.threshold, worst=args.worst, mode=args.mode, tolerance=args.tolerance,
+        loaded, args.images, dataclasses.replace(options, ensemble=[]),  # loaded has them
+        masks=args.masks, coco=args.coco, out_dir=args.out,
         sky_categories=tuple(args.sky_categories or ("sky",)),
-        non_sky_categories=tuple(args.non_sky_categories or ("non-sky",)),
-        only=args.only, max_pixels=args.max_pixels or None,
-        ignore_sky_gaps=args.ignore_sky_gaps, **prediction_options(args),
-    )
-    summary = result.summary
-    if getattr(args, "mlflow", False):
+        non_sky_categories=tuple(args.non_sky_categories or ("non-sky",)))
+    if options.mlflow:
         from skyseg.training.tracking import log_evaluation
 
-        log_evaluation(args.model, summary, args.out)
+        log_evaluation(args.model, result.summary, args.out)
     return report_evaluation(result)
 
 

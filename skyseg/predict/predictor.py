@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import os
@@ -88,10 +89,7 @@ from skyseg.image.preprocess import (
     upsample_linear,
 )
 from skyseg.io import (
-    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
-    add_max_pixels_argument,
-    check_max_pixels,
     find_images,
     prepare_output_folder,
     read_image,
@@ -106,23 +104,26 @@ from skyseg.io.run_folder import (
     resolve_model_path,
 )
 from skyseg.log import BatchReport, progress
-from skyseg.predict.outputs import DEFAULT_SAVE, SAVE_CHOICES, output_paths, parse_save
-from skyseg.predict.refine import REFINE_CHOICES, check_refine, guided_upsample
+from skyseg.options import add_options, from_args
+from skyseg.predict.options import (
+    ImageOptions,
+    PredictionOptions,
+    PredictOptions,
+    default_overlap,
+    image_options,
+    with_overrides,
+)
+from skyseg.predict.outputs import DEFAULT_SAVE, output_paths
+from skyseg.predict.refine import guided_upsample
 from skyseg.predict.tiling import predict_tiled, resolve_overlap, tile_grid
 from skyseg.training.model import LoadedModel, ModelEnsemble, load_run
 
 __all__ = [
-    "DEFAULT_TILE_SIZE",
-    "DEFAULT_OVERLAP",
-    "DEFAULT_BATCH_SIZE",
-    "DEFAULT_THRESHOLD",
-    "DEFAULT_OVERLAY_MAX_SIZE",
+    "PredictOptions",
     "Prediction",
     "load_predictor",
     "model_label",
     "keras_predictor",
-    "check_tile_size",
-    "check_options",
     "load_for_cli",
     "add_model_argument",
     "resolve_model_argument",
@@ -138,8 +139,6 @@ __all__ = [
     "prepare_output_folder",
     "CLI_HELP",
     "add_arguments",
-    "add_prediction_arguments",
-    "prediction_options",
     "default_prediction_options",
     "report_predictions",
     "run",
@@ -149,43 +148,9 @@ logger = logging.getLogger("skyseg")
 
 CLI_HELP = "predict sky masks (and overlays) for images of any size, 8K panoramas included"
 
-#: Tile side fed to the network (see the module docstring for why 1088).
-DEFAULT_TILE_SIZE = 1088
-#: Pixels shared by neighbouring tiles when --overlap is not given (at most a
-#: quarter of the tile, so small test tiles keep most of their pixels).
-DEFAULT_OVERLAP = 64
-#: Tiles per call of the network.
-DEFAULT_BATCH_SIZE = 1
-#: Probability above which a pixel is sky (strictly, as in skyseg.image.metrics and Keras).
-DEFAULT_THRESHOLD = THRESHOLD
-#: Long side of the overlay PNG (an 8K overlay PNG is ~100 MB and slow to open).
-DEFAULT_OVERLAY_MAX_SIZE = 2048
-
 #: Largest value a half-float EXR channel holds; brighter suns need float32.
 _HALF_MAX = 65504.0
 _CHUNK_ROWS = 512
-
-
-def check_tile_size(tile_size: int) -> int:
-    """Validate ``--tile-size``: a positive multiple of 32.
-
-    Raises:
-        ConfigError: naming the nearest valid sizes.
-
-    Example:
-        >>> check_tile_size(1088)
-        1088
-    """
-    if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)):
-        raise ConfigError(f"--tile-size must be a whole number of pixels, got {tile_size!r}")
-    if tile_size < 32 or tile_size % 32:
-        lower, upper = max(32, tile_size // 32 * 32), max(32, -(-tile_size // 32) * 32)
-        nearest = f"{lower}" if lower == upper else f"{lower} or {upper}"
-        raise ConfigError(
-            f"--tile-size {tile_size} is not a multiple of 32 (the U-Net halves the tile "
-            f"5 times); use {nearest}"
-        )
-    return int(tile_size)
 
 
 def is_panorama(height: int, width: int) -> bool:
@@ -208,55 +173,6 @@ def _resolve_wrap(wrap: str | bool, height: int, width: int) -> bool:
     raise ConfigError(f"--wrap must be auto, on or off, got {wrap!r}")
 
 
-def default_overlap(tile_size: int) -> int:
-    """The overlap used when none is given: 64 px, at most a quarter of the tile.
-
-    Example:
-        >>> default_overlap(1088), default_overlap(128)
-        (64, 32)
-    """
-    return min(DEFAULT_OVERLAP, tile_size // 4)
-
-
-def check_options(options: dict, *, threshold: float = DEFAULT_THRESHOLD,
-                  caller: str = "predict") -> None:
-    """Validate :func:`predict_image` keyword options before any slow work.
-
-    Raises:
-        TypeError: an option :func:`predict_image` does not take.
-        ConfigError: a bad value (tile size, overlap, batch size, wrap, threshold).
-    """
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}")
-    _check_settings(tile_size=options.get("tile_size", DEFAULT_TILE_SIZE),
-                    overlap=options.get("overlap"),
-                    batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE),
-                    wrap=options.get("wrap", "auto"), threshold=threshold,
-                    refine=options.get("refine", "auto"), max_side=options.get("max_side"))
-
-
-_OPTIONS = frozenset({"tile_size", "overlap", "batch_size", "wrap", "tta", "convert",
-                      "show_progress", "refine", "max_side"})
-
-
-def _check_settings(*, tile_size, overlap, batch_size, wrap, threshold=DEFAULT_THRESHOLD,
-                    refine="auto", max_side=None) -> None:
-    check_tile_size(tile_size)
-    resolve_overlap(default_overlap(tile_size) if overlap is None else overlap, tile_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-            batch_size < 1):
-        raise ConfigError(f"--batch-size must be a positive whole number, got {batch_size!r}")
-    if not isinstance(wrap, bool) and wrap not in ("auto", "on", "off"):
-        raise ConfigError(f"--wrap must be auto, on or off, got {wrap!r}")
-    if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
-        raise ConfigError(f"--threshold must be between 0 and 1 (exclusive), got {threshold!r}")
-    check_refine(refine)
-    if max_side is not None and (isinstance(max_side, bool) or not isinstance(
-            max_side, (int, np.integer)) or max_side < 32):
-        raise ConfigError(f"--max-side must be a whole number of pixels >= 32, got {max_side!r}")
-
-
 def working_size(height: int, width: int, *, scale: float = 1.0,
                  max_side: int | None = None) -> tuple[int, int]:
     """(height, width) the network runs at: the run's ``scale``, then at most ``max_side``.
@@ -273,7 +189,7 @@ def working_size(height: int, width: int, *, scale: float = 1.0,
 
 def load_predictor(model, *, mode: str | None = None,
                    which: str = "best") -> LoadedModel | ModelEnsemble:
-    """The model to predict with: a :class:`~skyseg.training.model.LoadedModel`, a run folder or a file.
+    """The model to predict with: a ``LoadedModel``, a run folder or a model file.
 
     Args:
         model: a ``LoadedModel`` or ``ModelEnsemble`` (returned as is), a run
@@ -441,19 +357,13 @@ class Prediction:
 def predict_image(
     loaded,
     image: np.ndarray,
+    options: ImageOptions | None = None,
     *,
     is_hdr: bool | None = None,
-    tile_size: int = DEFAULT_TILE_SIZE,
-    overlap: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    wrap: str | bool = "auto",
-    tta: bool = False,
-    convert: bool = False,
-    refine: str = "auto",
-    max_side: int | None = None,
     name: str = "image",
     show_progress: bool = False,
     details: bool = False,
+    **overrides,
 ):
     """Sky probability of a whole image, predicted tile by tile and merged seamlessly.
 
@@ -464,8 +374,8 @@ def predict_image(
             probabilities are averaged (members x the time).
         image: float32 (H, W, 3) as :func:`skyseg.read_image` returns it
             (radiance for HDR, 0..255 for LDR), any size.
-        is_hdr: whether ``image`` is radiance; None: assume it is what the
-            model expects. A mismatch needs ``convert``.
+        options: an :class:`~skyseg.predict.options.ImageOptions` (or a subclass);
+            None: the defaults. Keyword arguments override its fields:
         tile_size: tile side fed to the network, a multiple of 32.
         overlap: overlap of neighbouring tiles: pixels (>= 1) or a fraction of
             the tile (< 1); None: :func:`default_overlap` (64 px).
@@ -485,6 +395,8 @@ def predict_image(
             probability predicted at full size; ``"auto"`` leaves that alone.
         max_side: run the network on the image shrunk so that its long side
             is at most this (after the run's scale); None: the run's scale only.
+        is_hdr: whether ``image`` is radiance; None: assume it is what the
+            model expects. A mismatch needs ``convert``.
         name: how messages call the image.
         show_progress: a progress bar over the tiles.
         details: return a :class:`Prediction` instead of the array.
@@ -493,6 +405,7 @@ def predict_image(
         float32 ``(H, W)`` sky probability in 0..1 (or a :class:`Prediction`).
 
     Raises:
+        TypeError: a keyword that is not an option.
         ConfigError: bad tile size, overlap, batch size or wrap.
         ModelError: the model does not fit, or HDR/LDR mismatch without ``convert``.
 
@@ -502,17 +415,16 @@ def predict_image(
         >>> probability = predict_image(loaded, image, is_hdr=info.is_hdr)  # doctest: +SKIP
         >>> mask = probability >= 0.5  # doctest: +SKIP
     """
-    _check_settings(tile_size=tile_size, overlap=overlap, batch_size=batch_size, wrap=wrap,
-                    refine=refine, max_side=max_side)
+    options = with_overrides(ImageOptions, options, overrides, caller="predict_image")
+    tile_size, overlap, batch_size, wrap, tta, convert, refine, max_side = (
+        image_options(options).values())
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise ConfigError(f"{name}: expected an image (H, W, 3), got shape {image.shape}")
     loaded = load_predictor(loaded)
     if isinstance(loaded, ModelEnsemble):
-        return _predict_ensemble(loaded, image, details=details, is_hdr=is_hdr,
-                                 tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                                 wrap=wrap, tta=tta, convert=convert, refine=refine,
-                                 max_side=max_side, name=name, show_progress=show_progress)
+        return _predict_ensemble(loaded, image, options, details=details, is_hdr=is_hdr,
+                                 name=name, show_progress=show_progress)
     preprocessing = loaded.preprocessing
     if is_hdr is not None:
         image = _network_input(image, image_is_hdr=bool(is_hdr), preprocessing=preprocessing,
@@ -580,14 +492,14 @@ def predict_image(
                       passes, (height, width), upsampling)
 
 
-def _predict_ensemble(ensemble: ModelEnsemble, image: np.ndarray, *, details: bool,
-                      **options):
+def _predict_ensemble(ensemble: ModelEnsemble, image: np.ndarray, options: ImageOptions, *,
+                      details: bool, **settings):
     """:func:`predict_image` of each member, averaged (one full-size sum held at a time)."""
     first = None
     for number, member in enumerate(ensemble.members, 1):
-        logger.info("%s: ensemble member %d of %d (%s)", options["name"], number,
+        logger.info("%s: ensemble member %d of %d (%s)", settings["name"], number,
                     len(ensemble.members), member.path)
-        prediction = predict_image(member, image, details=True, **options)
+        prediction = predict_image(member, image, options, details=True, **settings)
         if first is None:
             first, probability, tiles = prediction, prediction.probability, prediction.tiles
         else:
@@ -601,7 +513,7 @@ def _predict_ensemble(ensemble: ModelEnsemble, image: np.ndarray, *, details: bo
                       first.passes, first.working_shape, first.upsampling)
 
 
-def probability_to_mask(probability: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *,
+def probability_to_mask(probability: np.ndarray, threshold: float = THRESHOLD, *,
                         value: int = 255) -> np.ndarray:
     """uint8 (H, W): ``value`` where ``probability > threshold``, else 0.
 
@@ -617,7 +529,7 @@ def probability_to_mask(probability: np.ndarray, threshold: float = DEFAULT_THRE
 
 
 def overlay_background(image: np.ndarray, *, is_hdr: bool,
-                       max_size: int | None = DEFAULT_OVERLAY_MAX_SIZE) -> np.ndarray:
+                       max_size: int | None) -> np.ndarray:
     """The picture under the overlay: uint8 (h, w, 3), long side at most ``max_size``.
 
     HDR images are box-averaged in radiance first and tonemapped small, which
@@ -660,7 +572,7 @@ def _sky_exr(image: np.ndarray, probability: np.ndarray, is_hdr: bool) -> np.nda
 
 
 def write_outputs(out_dir: str | os.PathLike, stem: str, probability: np.ndarray, *,
-                  save=DEFAULT_SAVE, threshold: float = DEFAULT_THRESHOLD,
+                  save=DEFAULT_SAVE, threshold: float = THRESHOLD,
                   background: np.ndarray | None = None, image: np.ndarray | None = None,
                   is_hdr: bool = True) -> dict[str, Path]:
     """Write the chosen outputs of one image (atomically).
@@ -706,16 +618,10 @@ def predict_files(
     model,
     inputs,
     out_dir: str | os.PathLike,
+    options: PredictOptions | None = None,
     *,
-    save=DEFAULT_SAVE,
-    threshold: float = DEFAULT_THRESHOLD,
-    overlay_max_size: int | None = DEFAULT_OVERLAY_MAX_SIZE,
-    mode: str | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    image_url_prefix: str = "",
-    labelstudio_from_name: str = "label",
-    labelstudio_to_name: str = "image",
-    **options,
+    show_progress: bool = True,
+    **overrides,
 ) -> BatchReport:
     """Predict every input and write its outputs; bad files are reported, not fatal.
 
@@ -730,25 +636,24 @@ def predict_files(
             their probabilities averaged).
         inputs: image files, folders or glob patterns (any mix of formats).
         out_dir: output folder (created).
-        save: outputs to write, from :data:`SAVE_CHOICES` (list or "a,b").
-        threshold: probability above which a pixel is sky.
-        overlay_max_size: long side of the overlay (None: full size).
-        mode: ``"hdr"``/``"ldr"`` for a bare model file without preprocessing.json.
-        max_pixels: a file whose header claims more pixels is refused before
-            decoding (reported like any bad file); None: no limit.
-        image_url_prefix: ``labelstudio``: put before each file name in
-            ``data.image`` (HDR inputs are named by their ``skyseg previews``
-            JPG, ``<stem>.jpg``, which is what Label Studio shows).
-        labelstudio_from_name, labelstudio_to_name: ``labelstudio``: the
-            names of the project's ``PolygonLabels`` and ``Image`` tags.
-        **options: :func:`predict_image`'s options (``tile_size``, ``overlap``,
-            ``batch_size``, ``wrap``, ``tta``, ``convert``, ``refine``,
-            ``max_side``).
+        options: a :class:`~skyseg.predict.options.PredictOptions`; None: the defaults.
+        show_progress: a progress bar over each image's tiles.
+        **overrides: fields of the options to change, for instance
+            ``save`` (from :data:`SAVE_CHOICES`, list or "a,b"), ``threshold``,
+            ``overlay_max_size`` (None: full size), ``mode`` (of a bare model
+            file), ``max_pixels`` (a file whose header claims more pixels is
+            refused before decoding, reported like any bad file; None: no
+            limit), ``image_url_prefix`` (``labelstudio``: put before each file
+            name in ``data.image``; HDR inputs are named by their ``skyseg
+            previews`` JPG, ``<stem>.jpg``, which is what Label Studio shows),
+            :func:`predict_image`'s options (``tile_size``, ``tta``, ...);
+            ``ensemble``: more models whose probabilities are averaged with ``model``'s.
 
     Returns:
         a :class:`~skyseg.log.BatchReport` (``exit_code`` 1 when some failed).
 
     Raises:
+        TypeError: a keyword that is not an option.
         ConfigError: bad options, or no images found.
         ModelError: the model cannot be loaded.
         ImageWriteError: the output folder cannot be written.
@@ -758,20 +663,16 @@ def predict_files(
         >>> report.exit_code  # doctest: +SKIP
         0
     """
-    save = parse_save(save)
-    check_options(options, threshold=threshold, caller="predict_files")
-    max_pixels = check_max_pixels(max_pixels)
-    options.setdefault("show_progress", True)
-    if overlay_max_size is not None and overlay_max_size < 16:
-        raise ConfigError(f"--overlay-max-size must be at least 16 pixels, got {overlay_max_size}")
+    options = with_overrides(PredictOptions, options, overrides, caller="predict_files")
+    save, threshold, max_pixels = options.outputs, options.threshold, options.max_pixels
     paths = find_images(inputs)
     if not paths:
         raise ConfigError(f"no images found in {[str(i) for i in inputs]}; pass files, folders "
                           "or glob patterns of .exr/.hdr/.jpg/.png/.tif images")
     out_dir = prepare_output_folder(out_dir)
-    collector = _labelstudio_collector(save, threshold, image_url_prefix,
-                                       labelstudio_from_name, labelstudio_to_name)
-    loaded = load_predictor(model, mode=mode)
+    collector = _labelstudio_collector(options)
+    loaded = load_predictor([model, *options.ensemble] if options.ensemble else model,
+                            mode=options.mode, which=options.which)
     if collector is not None and loaded.path is not None:
         collector.model_version = f"skyseg {model_label(loaded)}"
     report = BatchReport("predict")
@@ -800,11 +701,12 @@ def predict_files(
                 read_ahead(index + 1)
             background = None
             if "overlay" in save:
-                background = writes.executor.submit(overlay_background, image, is_hdr=info.is_hdr,
-                                           max_size=overlay_max_size)
+                background = writes.executor.submit(
+                    overlay_background, image, is_hdr=info.is_hdr,
+                    max_size=options.overlay_max_size)
             try:
-                probability = predict_image(loaded, image, is_hdr=info.is_hdr,
-                                            name=path.name, **options)
+                probability = predict_image(loaded, image, options, is_hdr=info.is_hdr,
+                                            name=path.name, show_progress=show_progress)
             except SkysegError as exc:
                 if background is not None:
                     background.cancel()
@@ -869,14 +771,15 @@ class _WriteQueue:
             self.report.failed(done_path, exc)
 
 
-def _labelstudio_collector(save, threshold, image_url_prefix, from_name, to_name):
+def _labelstudio_collector(options: PredictOptions):
     """The Label Studio task collector when ``labelstudio`` is saved, else None."""
-    if "labelstudio" not in save:
+    if "labelstudio" not in options.outputs:
         return None
     from skyseg.labels.labelstudio import TaskCollector
 
-    return TaskCollector(image_url_prefix=image_url_prefix, from_name=from_name,
-                         to_name=to_name, threshold=threshold)
+    return TaskCollector(image_url_prefix=options.image_url_prefix,
+                         from_name=options.labelstudio_from_name,
+                         to_name=options.labelstudio_to_name, threshold=options.threshold)
 
 
 def _write_labelstudio(collector, out_dir: Path, report: BatchReport, task_names: dict) -> None:
@@ -929,80 +832,16 @@ def _write_job(out_dir, stem, probability, save, threshold, background, image, i
     return written
 
 
-def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options ``predict`` and ``evaluate`` share (tiling, TTA, threshold, model)."""
-    group = parser.add_argument_group("prediction")
-    group.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
-                       help="tile side fed to the network, a multiple of 32 (independent of the "
-                            "training patch size)")
-    group.add_argument("--overlap", type=float, default=None,
-                       help="overlap of neighbouring tiles: pixels (>= 1) or a fraction of the "
-                            f"tile (< 1); default {DEFAULT_OVERLAP} px, at most a quarter of "
-                            "the tile")
-    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                       help="tiles per network call")
-    group.add_argument("--wrap", choices=("auto", "on", "off"), default="auto",
-                       help="wrap around horizontally (no seam at x = 0); auto: when the width "
-                            "is exactly twice the height (equirectangular panorama)")
-    group.add_argument("--tta", action="store_true",
-                       help="test-time augmentation: left-right flip, plus a half-width roll for "
-                            "wrapping panoramas (2x or 4x slower); never vertical flips")
-    group.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                       help="sky where the probability is above this")
-    group.add_argument("--convert", action="store_true",
-                       help="allow LDR images into an HDR model (sRGB to linear) and HDR images "
-                            "into an LDR model (tonemapped)")
-    group.add_argument("--mode", choices=("hdr", "ldr"), default=None,
-                       help="preprocessing of a bare model file that has no preprocessing.json "
-                            "beside it")
-    group.add_argument("--which", choices=("best", "last"), default="best",
-                       help="checkpoint of a run folder")
-    group.add_argument("--ensemble", action="append", default=[], metavar="RUN",
-                       help="another run folder (or model file) whose sky probability is "
-                            "averaged with MODEL's; repeat for more (each adds one "
-                            "prediction's time): runs of other seeds are steadier together")
-    group.add_argument("--refine", choices=REFINE_CHOICES, default="auto",
-                       help="how a probability predicted below the image's resolution comes "
-                            "back to full size: guided (edge-aware guided filter on the "
-                            "full-resolution image), none (linear upsampling, as before "
-                            "refinement existed); auto: guided when the network runs below "
-                            "the image's resolution (the run's --scale or --max-side)")
-    group.add_argument("--max-side", type=int, default=None, metavar="N",
-                       help="run the network on the image shrunk to at most N pixels on its "
-                            "long side (after the run's scale; refined back to full size)")
-    add_max_pixels_argument(group)
-
-
 def default_prediction_options(**values) -> dict:
-    """:func:`predict_image` options as the command line gives them, with ``values`` set.
+    """:func:`predict_image` options with ``values`` set (the :class:`ImageOptions` fields).
 
-    Every option has the value of :func:`add_prediction_arguments`' default
-    unless given; what ``skyseg evaluate`` records in ``summary.json``.
-
-    Raises:
-        TypeError: a name that is not such an option.
+    Kept for callers of the keyword form; new code builds a :class:`PredictOptions`.
 
     Example:
         >>> default_prediction_options(tta=True)["tta"], default_prediction_options()["tile_size"]
         (True, 1088)
     """
-    options = dict(tile_size=DEFAULT_TILE_SIZE, overlap=None, batch_size=DEFAULT_BATCH_SIZE,
-                   wrap="auto", tta=False, convert=False, refine="auto", max_side=None)
-    unknown = sorted(set(values) - set(options))
-    if unknown:
-        raise TypeError(f"default_prediction_options() got unexpected keyword arguments {unknown}")
-    options.update(values)
-    return options
-
-
-def prediction_options(args: argparse.Namespace) -> dict:
-    """:func:`predict_image` keyword arguments from parsed ``add_prediction_arguments``."""
-    overlap = args.overlap
-    if overlap is not None and overlap >= 1 and overlap == int(overlap):
-        overlap = int(overlap)
-    return default_prediction_options(
-        tile_size=args.tile_size, overlap=overlap, batch_size=args.batch_size, wrap=args.wrap,
-        tta=args.tta, convert=args.convert, refine=args.refine, max_side=args.max_side)
+    return image_options(ImageOptions(**values))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1012,42 +851,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "skyseg predict RUN INPUT...)")
     add_model_argument(parser)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--save", default=",".join(DEFAULT_SAVE),
-                        help=f"outputs to write, comma-separated from {','.join(SAVE_CHOICES)}")
-    parser.add_argument("--overlay-max-size", type=int, default=DEFAULT_OVERLAY_MAX_SIZE,
-                        help="long side of the overlay PNG in pixels (0: full size)")
-    parser.add_argument("--image-url-prefix", default="", metavar="PREFIX",
-                        help="labelstudio: put before each file name in the tasks' data.image, "
-                             "e.g. /data/local-files/?d=sky/ or https://host/folder/")
-    parser.add_argument("--labelstudio-from-name", default="label", metavar="NAME",
-                        help="labelstudio: name of the project's PolygonLabels tag")
-    parser.add_argument("--labelstudio-to-name", default="image", metavar="NAME",
-                        help="labelstudio: name of the project's Image tag")
-    parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="job arrays: predict only block I of N (1-based) of the sorted "
-                             "inputs, skipping inputs whose outputs are complete")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="with --shard: predict again inputs whose outputs exist")
-    add_prediction_arguments(parser)
+    add_options(parser, PredictOptions, skip=_SHARED)
+    add_options(parser, PredictionOptions, group_title="prediction")
+
+
+#: The options ``predict`` shares with ``evaluate`` (shown as the "prediction" group).
+_SHARED = frozenset(field.name for field in dataclasses.fields(PredictionOptions))
 
 
 def run(args: argparse.Namespace) -> int:
     from skyseg.predict.shards import PredictShard
 
+    options = from_args(PredictOptions, args)
     resolve_model_argument(args)
     shard = PredictShard.from_args(args)  # narrows args.inputs to what the shard has left
     if shard is not None and not shard.todo:
         shard.log_summary()
         return 0
-    loaded = load_for_cli(args)
-    report = predict_files(
-        loaded, args.inputs, args.out, save=args.save, threshold=args.threshold,
-        overlay_max_size=args.overlay_max_size or None, max_pixels=args.max_pixels or None,
-        image_url_prefix=getattr(args, "image_url_prefix", ""),
-        labelstudio_from_name=getattr(args, "labelstudio_from_name", "label"),
-        labelstudio_to_name=getattr(args, "labelstudio_to_name", "image"),
-        **prediction_options(args),
-    )
+    loaded = load_for_cli(args, options)
+    report = predict_files(loaded, args.inputs, args.out,
+                           dataclasses.replace(options, ensemble=[]))  # loaded has them
     status = report_predictions(report, args.out)
     if shard is not None:
         shard.log_summary(report)
@@ -1095,30 +918,24 @@ def report_predictions(report: BatchReport, out_dir: str | os.PathLike) -> int:
     return report.exit_code
 
 
-def load_for_cli(args: argparse.Namespace) -> LoadedModel | ModelEnsemble:
+def load_for_cli(args: argparse.Namespace,
+                 options: PredictionOptions) -> LoadedModel | ModelEnsemble:
     """The model of a ``predict`` or ``evaluate`` command, after the cheap checks.
 
-    Checks the :func:`add_prediction_arguments` options, ``--max-pixels``,
-    ``--save`` (when the command has it) and the ``--out`` folder first, so a
+    The options were checked when made; the ``--out`` folder is made here, so a
     typo fails in a second rather than after the (slow) model load.
 
     Args:
-        args: parsed arguments with ``model``, ``out``, ``mode``, ``which``
-            and the options of :func:`add_prediction_arguments` (``--ensemble``
-            runs join ``model`` in a :class:`~skyseg.training.model.ModelEnsemble`).
+        args: parsed arguments with ``model`` and ``out``.
+        options: the command's options (``--ensemble`` runs join ``model`` in a
+            :class:`~skyseg.training.model.ModelEnsemble`; ``--mode``, ``--which``).
 
     Raises:
-        ConfigError: a bad option value.
         ImageWriteError: ``--out`` cannot be created or written.
         ModelError: the model cannot be loaded.
     """
-    check_options(prediction_options(args), threshold=args.threshold)
     resolve_model_argument(args)
-    check_max_pixels(getattr(args, "max_pixels", None) or None)
-    if getattr(args, "save", None) is not None:
-        parse_save(args.save)
     prepare_output_folder(args.out)
-    models = [args.model, *getattr(args, "ensemble", [])]
-    return load_predictor(models if len(models) > 1 else args.model, mode=args.mode,
-                          which=args.which)
-
+    models = [args.model, *options.ensemble]
+    return load_predictor(models if len(models) > 1 else args.model, mode=options.mode,
+                          which=options.which)
