@@ -247,17 +247,25 @@ def to_argv(options, *, skip=()) -> list[str]:
 
 def _arguments(flag: str, value, kind, meta) -> list[str]:
     """``[flag, text ...]`` for one option's value (see :func:`to_argv`)."""
-    settings = meta.get("argparse") or {}
-    action = settings.get("action")
+    settings = dict(meta.get("argparse") or {})
+    action = settings.pop("action", None)
+    if action is argparse.BooleanOptionalAction and isinstance(value, bool):
+        return [flag if value else "--no-" + flag[2:]]
     if action in ("store_true", "store_false") or (
             action is None and _base_type(kind)[0] is bool):
         return [flag]  # the value differs from the default: the flag flips it
+    nargs = settings.get("nargs")
+    if isinstance(action, type):  # an argparse.Action class: how many values it takes
+        nargs = action([flag], "_", **settings).nargs
+    if nargs == "?" and "const" in settings and value == settings["const"]:
+        return [flag]
     items = [f"{k}={_text(v)}" for k, v in value.items()] if isinstance(value, dict) else value
-    if action == "append":
+    if not isinstance(items, (list, tuple)):
+        return [flag, _text(items)]
+    if nargs not in (None, "?"):
+        return [flag, *(_text(item) for item in items)]
+    if action is not None:  # append, or an action that adds one value per use
         return [part for item in items for part in (flag, _text(item))]
-    if isinstance(items, (list, tuple)) and (settings.get("nargs") not in (None, "?")
-                                             or action is not None):
-        return [flag, *(_text(item) for item in items)]  # nargs, or an action taking several
     return [flag, _text(items)]
 
 

@@ -177,3 +177,30 @@ def test_to_argv_gives_several_values_to_an_option_that_takes_several():
     argv = to_argv(Names(names=("sky", "cloud")))
     assert argv == ["--name", "sky", "cloud"]
     assert from_args(Names, result.parse_args(argv)) == Names(names=("sky", "cloud"))
+
+
+class _OneText(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), values])
+
+
+@dataclass
+class Spellings:
+    deterministic: bool | None = option(None, "repeatable ops",
+                                        action=argparse.BooleanOptionalAction)
+    tracking: str | None = option(None, "track at URI", nargs="?", const="", metavar="URI")
+    lists: list[str] = option(default_factory=list, help="NAME=FILE", action=_OneText)
+
+
+@pytest.mark.parametrize("options, argv", [
+    (Spellings(deterministic=False), ["--no-deterministic"]),
+    (Spellings(deterministic=True), ["--deterministic"]),
+    (Spellings(tracking=""), ["--tracking"]),
+    (Spellings(tracking="file:./runs"), ["--tracking", "file:./runs"]),
+    (Spellings(lists=["a=1", "b=2"]), ["--lists", "a=1", "--lists", "b=2"]),
+])
+def test_to_argv_spells_each_kind_of_action(options, argv):
+    assert to_argv(options) == argv
+    result = argparse.ArgumentParser()
+    add_options(result, Spellings)
+    assert from_args(Spellings, result.parse_args(argv)) == options
