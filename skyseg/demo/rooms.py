@@ -109,12 +109,51 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
         ev: exposure of the scene in stops.
 
     Returns:
-        a :class:`~skyseg.demo.scenes.DemoScene` with ``theme="indoor"`` and its
+        a :class:`~skyseg.demo.records.DemoScene` with ``theme="indoor"`` and its
         ``room``: extents (metres from the camera), colours, lamps, pictures,
         doors, windows (3-D corners, bars, pixel outlines) and the outside
         skyline steps. Its sun fields describe the sun outside (not in view).
+
+    Example:
+        >>> scene = make_room_scene("r", np.random.default_rng(0), width=64, ev=0.0)
+        >>> scene.theme, scene.room["kind"] in ("room", "hall", "studio")
+        ('indoor', True)
     """
+    # Every draw from rng below happens in this order: the scene depends on nothing else.
     height = width // 2
+    room, camera_height = _room_shell(rng)
+    _add_ceiling_lamps(room, rng)
+    _add_wall_items(room, rng, camera_height)
+    # Outside: a stepped skyline of facades and trees, from the open horizon to 35 degrees.
+    ppd = width / 360.0
+    cuts = np.sort(rng.uniform(0.0, width, int(rng.integers(3, 9))))
+    cuts = np.r_[0.0, cuts, float(width)]
+    steps = []
+    for x0, x1 in zip(cuts[:-1], cuts[1:], strict=True):
+        elevation = 0.0 if rng.random() < 0.5 else float(rng.uniform(2.0, 20.0))
+        steps.append((float(x0), float(x1), height / 2 - elevation * ppd))
+    room["outside"] = steps
+    room["outside_level"] = float(rng.uniform(1.0, 3.0))  # the day sky, relative to SKY_LEVEL
+    sky, non_sky = _window_labels(room, width)
+    sun_azimuth, sun_elevation = float(rng.uniform(0.0, 360.0)), float(rng.uniform(10.0, 60.0))
+    texture_seed = int(rng.integers(0, 2**31 - 1))
+    # Daylit flats: no lamp on a plain white ceiling, walls lit by the windows
+    # nearly as bright as the sky outside. A bright, smooth, featureless top
+    # of the panorama is what real apartments show, and it is not sky.
+    if room["kind"] == "room" and rng.random() < 0.5:
+        room["lamp_panels"] = [lamp for lamp in room["lamp_panels"] if "corners" in lamp]
+        room["level"] = float(rng.uniform(0.4, 1.2))
+        room["daylit"] = True
+    return DemoScene(
+        name=name, theme="indoor", width=width, height=height, ev=float(ev),
+        sun_azimuth=sun_azimuth, sun_elevation=sun_elevation,
+        sun_radius=max(1.0, 1.6 / ppd), sky=tuple(sky), non_sky=tuple(non_sky), ground=(),
+        cloud_cover=0.0, texture_seed=texture_seed, room=room,
+    )
+
+
+def _room_shell(rng: np.random.Generator) -> tuple[dict, float]:
+    """The box, its colours and light level (no lamps, no items yet); and the camera height."""
     kind = str(rng.choice(["room", "room", "hall", "studio"]))
     size = {"room": (1.5, 4.0), "hall": (4.0, 14.0), "studio": (2.5, 7.0)}[kind]
     ceiling = {"room": (2.4, 3.2), "hall": (4.0, 10.0), "studio": (3.0, 6.0)}[kind]
@@ -143,7 +182,12 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
         "level": float(rng.uniform(0.15, 1.2)),
         "lamp_panels": [], "pictures": [], "doors": [], "windows": [],
     }
-    # Lamps: panels and round lamps on the ceiling, softboxes on the walls.
+    return room, camera_height
+
+
+def _add_ceiling_lamps(room: dict, rng: np.random.Generator) -> None:
+    """Lamp panels and round lamps on the ceiling."""
+    extents = room["extents"]
     for _ in range(int(rng.integers(1, 7))):
         cx, cy = (float(rng.uniform(-e[0] * 0.8, e[1] * 0.8)) for e in (extents["x"], extents["y"]))
         round_lamp = rng.random() < 0.35
@@ -151,6 +195,11 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
             float(v) for v in rng.uniform(0.2, 0.9, 2))
         room["lamp_panels"].append({"centre": (cx, cy), "half": half, "round": bool(round_lamp),
                                     "radiance": float(rng.uniform(15.0, 300.0))})
+
+
+def _add_wall_items(room: dict, rng: np.random.Generator, camera_height: float) -> None:
+    """A softbox, pictures, a door and windows on the walls, none overlapping on a wall."""
+    extents, kind = room["extents"], room["kind"]
     walls_used = []
     for item in ("softbox", "picture", "picture", "door", "window", "window", "window"):
         if item == "window" and rng.random() < 0.3:
@@ -168,50 +217,58 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
                for f, a, w in walls_used):
             continue
         walls_used.append((face, along, item_width))
-        top = extents["z"][1]
         if item == "window":
-            z0 = float(rng.uniform(0.7, 1.0)) - camera_height
-            z1 = min(float(rng.uniform(2.1, 3.2)) - camera_height, top - 0.15)
-            corners = _rectangle_on_wall(face, extents, along, item_width, z0, z1)
-            bars = []
-            if rng.random() < 0.8:  # a vertical bar in the middle
-                bars.append(_rectangle_on_wall(face, extents, along, 0.06, z0, z1))
-            if rng.random() < 0.5:  # a transom
-                zt = z0 + (z1 - z0) * float(rng.uniform(0.6, 0.8))
-                bars.append(_rectangle_on_wall(face, extents, along, item_width, zt, zt + 0.06))
-            room["windows"].append({"corners": corners, "bars": bars})
+            room["windows"].append(_window(room, rng, camera_height, face, along, item_width))
         elif item == "door":
+            top = extents["z"][1]
             room["doors"].append({"corners": _rectangle_on_wall(
                 face, extents, along, min(item_width, 1.0), -camera_height,
                 min(2.05 - camera_height, top - 0.05)),
                 "colour": tuple(np.array([0.3, 0.2, 0.12]) * rng.uniform(0.5, 2.0))})
         else:
-            z0 = float(rng.uniform(-0.2, 0.5))
-            z1 = min(z0 + float(rng.uniform(0.4, 1.2)), top - 0.1)
-            entry = {"corners": _rectangle_on_wall(face, extents, along, item_width, z0, z1),
-                     "colour": tuple(rng.uniform(0.05, 0.8, 3))}
-            if item == "softbox":
-                entry["radiance"] = float(rng.uniform(20.0, 200.0))
-                room["lamp_panels"].append(entry)
-            else:
-                room["pictures"].append(entry)
+            _add_wall_panel(room, rng, item, face, along, item_width)
 
-    # Outside: a stepped skyline of facades and trees, from the open horizon to 35 degrees.
-    ppd = width / 360.0
-    cuts = np.sort(rng.uniform(0.0, width, int(rng.integers(3, 9))))
-    cuts = np.r_[0.0, cuts, float(width)]
-    steps = []
-    for x0, x1 in zip(cuts[:-1], cuts[1:], strict=True):
-        elevation = 0.0 if rng.random() < 0.5 else float(rng.uniform(2.0, 20.0))
-        steps.append((float(x0), float(x1), height / 2 - elevation * ppd))
-    room["outside"] = steps
-    room["outside_level"] = float(rng.uniform(1.0, 3.0))  # the day sky, relative to SKY_LEVEL
 
+def _window(room: dict, rng: np.random.Generator, camera_height: float, face, along: float,
+            item_width: float) -> dict:
+    """A window: its corners and its bars (a vertical bar, a transom)."""
+    extents = room["extents"]
+    z0 = float(rng.uniform(0.7, 1.0)) - camera_height
+    z1 = min(float(rng.uniform(2.1, 3.2)) - camera_height, extents["z"][1] - 0.15)
+    corners = _rectangle_on_wall(face, extents, along, item_width, z0, z1)
+    bars = []
+    if rng.random() < 0.8:  # a vertical bar in the middle
+        bars.append(_rectangle_on_wall(face, extents, along, 0.06, z0, z1))
+    if rng.random() < 0.5:  # a transom
+        zt = z0 + (z1 - z0) * float(rng.uniform(0.6, 0.8))
+        bars.append(_rectangle_on_wall(face, extents, along, item_width, zt, zt + 0.06))
+    return {"corners": corners, "bars": bars}
+
+
+def _add_wall_panel(room: dict, rng: np.random.Generator, item: str, face, along: float,
+                    item_width: float) -> None:
+    """A picture, or a softbox (a lamp on the wall)."""
+    extents = room["extents"]
+    z0 = float(rng.uniform(-0.2, 0.5))
+    z1 = min(z0 + float(rng.uniform(0.4, 1.2)), extents["z"][1] - 0.1)
+    entry = {"corners": _rectangle_on_wall(face, extents, along, item_width, z0, z1),
+             "colour": tuple(rng.uniform(0.05, 0.8, 3))}
+    if item == "softbox":
+        entry["radiance"] = float(rng.uniform(20.0, 200.0))
+        room["lamp_panels"].append(entry)
+    else:
+        room["pictures"].append(entry)
+
+
+def _window_labels(room: dict, width: int) -> tuple[list, list]:
+    """``(sky, non_sky)`` in preview pixels: the window panes above the outside skyline,
+    and the window bars. Sets each window's pixel ``outline``."""
+    height = width // 2
     sky, non_sky = [], []
     for window in room["windows"]:
         outline = _project(window["corners"], width)
         window["outline"] = wrap_polygon(outline, width, height)
-        for part in _sky_parts(outline, steps, width):
+        for part in _sky_parts(outline, room["outside"], width):
             quantized = to_preview_polygon(part)
             if quantized is not None:
                 sky.append(quantized)
@@ -220,21 +277,7 @@ def make_room_scene(name: str, rng: np.random.Generator, *, width: int, ev: floa
                 quantized = to_preview_polygon(part)
                 if quantized is not None:
                     non_sky.append(("frame", quantized))
-    sun_azimuth, sun_elevation = float(rng.uniform(0.0, 360.0)), float(rng.uniform(10.0, 60.0))
-    texture_seed = int(rng.integers(0, 2**31 - 1))
-    # Daylit flats: no lamp on a plain white ceiling, walls lit by the windows
-    # nearly as bright as the sky outside. A bright, smooth, featureless top
-    # of the panorama is what real apartments show, and it is not sky.
-    if kind == "room" and rng.random() < 0.5:
-        room["lamp_panels"] = [lamp for lamp in room["lamp_panels"] if "corners" in lamp]
-        room["level"] = float(rng.uniform(0.4, 1.2))
-        room["daylit"] = True
-    return DemoScene(
-        name=name, theme="indoor", width=width, height=height, ev=float(ev),
-        sun_azimuth=sun_azimuth, sun_elevation=sun_elevation,
-        sun_radius=max(1.0, 1.6 / ppd), sky=tuple(sky), non_sky=tuple(non_sky), ground=(),
-        cloud_cover=0.0, texture_seed=texture_seed, room=room,
-    )
+    return sky, non_sky
 
 
 def _in_rectangle(point: np.ndarray, corners: np.ndarray, soft: float) -> np.ndarray:
@@ -250,14 +293,37 @@ def _in_rectangle(point: np.ndarray, corners: np.ndarray, soft: float) -> np.nda
 
 
 def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Render an indoor scene at EV 0: (image float32 (H, W, 3), sky alpha float32 (H, W))."""
-    room = scene.room
-    height, width = scene.height, scene.width
+    """Render an indoor scene at EV 0: (image float32 (H, W, 3), sky alpha float32 (H, W)).
+
+    Example:
+        >>> scene = make_room_scene("r", np.random.default_rng(0), width=64, ev=0.0)
+        >>> [array.shape for array in render_room(scene)]
+        [(32, 64, 3), (32, 64)]
+    """
+    # Every draw from rng below happens in this order: the look depends on texture_seed only.
     rng = np.random.default_rng(scene.texture_seed)
+    point, face, distance, up = _surface_hits(scene)
+    # Texture: a little noise on every surface.
+    lattices = [rng.random((32, 32), dtype=np.float32) for _ in range(4)]
+    u = (point[..., 0] + point[..., 2] * 0.7) * 3.0
+    v = (point[..., 1] - point[..., 2] * 0.4) * 3.0
+    noise = fbm(u, v, lattices, rng.uniform(0, 32, (4, 2)))
+    grain = (0.9 + 0.2 * noise)[..., None]
+    image = _paint_interior(scene, point, face, distance, up, grain)
+    return _paint_windows(scene, rng, image, grain, subrows)
+
+
+def _surface_hits(scene: DemoScene):
+    """Where each pixel's ray meets the room: ``(point, face, distance, up)``.
+
+    ``point``: float32 (H, W, 3) in metres from the camera; ``face``: the axis of the face
+    hit (0, 1: walls, 2: ceiling or floor); ``distance``: metres; ``up``: the ray rises.
+    """
+    height, width = scene.height, scene.width
     elevation = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
     azimuth = (np.arange(width) + 0.5) / width * 2 * np.pi
     rays = direction(azimuth[None, :], elevation[:, None]).astype(np.float32)
-    ext = room["extents"]
+    ext = scene.room["extents"]
     bounds = [ext["x"], ext["y"], ext["z"]]
     with np.errstate(divide="ignore", invalid="ignore"):
         hits = np.stack([np.where(rays[..., a] > 0, bounds[a][1] / rays[..., a],
@@ -265,17 +331,14 @@ def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.n
     hits = np.where(np.isfinite(hits) & (hits > 0), hits, np.inf)
     face = np.argmin(hits, axis=0)
     distance = np.min(hits, axis=0)
-    point = rays * distance[..., None]
-    up = rays[..., 2] > 0
+    return rays * distance[..., None], face, distance, rays[..., 2] > 0
+
+
+def _paint_interior(scene: DemoScene, point, face, distance, up, grain) -> np.ndarray:
+    """Walls, ceiling and floor (planks), lamps with their light pools, pictures and doors."""
+    room = scene.room
+    ext = room["extents"]
     level = SKY_LEVEL * room["level"]
-
-    # Texture: a little noise on every surface; planks on the floor.
-    lattices = [rng.random((32, 32), dtype=np.float32) for _ in range(4)]
-    u = (point[..., 0] + point[..., 2] * 0.7) * 3.0
-    v = (point[..., 1] - point[..., 2] * 0.4) * 3.0
-    noise = fbm(u, v, lattices, rng.uniform(0, 32, (4, 2)))
-    grain = (0.9 + 0.2 * noise)[..., None]
-
     wall = np.asarray(room["wall"], np.float32)
     # Walls: brighter towards the lit ceiling.
     height_share = np.clip((point[..., 2] + ext["z"][0]) / (ext["z"][0] + ext["z"][1]), 0, 1)
@@ -288,7 +351,7 @@ def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.n
     image[floor] = floor_colour * planks[floor][:, None]
     image *= grain
     # Light pools on the ceiling around each lamp, then the lamps themselves.
-    pixel = np.pi / height * np.maximum(distance, 0.1)  # metres per pixel at the hit
+    pixel = np.pi / scene.height * np.maximum(distance, 0.1)  # metres per pixel at the hit
     for lamp in room["lamp_panels"]:
         if "corners" in lamp:  # a softbox on a wall
             inside = _in_rectangle(point, lamp["corners"], 0.6 * pixel)
@@ -309,8 +372,19 @@ def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.n
         inside = _in_rectangle(point, item["corners"], 0.6 * pixel) * (face != 2)
         colour = np.asarray(item["colour"], np.float32) * level * grain
         image = image * (1 - inside[..., None]) + colour * inside[..., None]
+    return image
 
-    # ---- the windows: the outside below its skyline, then the sky above it
+
+def _paint_windows(scene: DemoScene, rng: np.random.Generator, image: np.ndarray, grain,
+                   subrows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The windows: the outside below its skyline, the sky above it, the bars in front.
+
+    Returns ``(image, sky alpha)``.
+    """
+    room = scene.room
+    height, width = scene.height, scene.width
+    elevation = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
+    azimuth = (np.arange(width) + 0.5) / width * 2 * np.pi
     outside_level = SKY_LEVEL * room["outside_level"]
     sin_el = np.sin(elevation)[:, None]
     sun_el, sun_az = np.radians(scene.sun_elevation), np.radians(scene.sun_azimuth)
@@ -328,7 +402,7 @@ def render_room(scene: DemoScene, *, subrows: int = 4) -> tuple[np.ndarray, np.n
             paint_polygon(image, part, lambda r0, r1, below=below: below[r0:r1], subrows)
     alpha = sky_alpha([polygon * 2.0 for polygon in scene.sky], height, width, subrows)
     image = image * (1 - alpha[..., None]) + sky * alpha[..., None]
-    frame = np.asarray(room["wall"], np.float32) * level
+    frame = np.asarray(room["wall"], np.float32) * (SKY_LEVEL * room["level"])
     for _, polygon in scene.non_sky:
         paint_non_sky(image, alpha, polygon * 2.0, lambda r0, r1: frame, subrows)
     return image.astype(np.float32), alpha
