@@ -48,7 +48,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,11 +93,14 @@ from skyseg.io import (
     write_tiff,
 )
 from skyseg.io.write import remove_temporaries
+from skyseg.labels.annotations import CategoryOptions
 from skyseg.labels.sky_gaps import ignore_sky_gaps
 from skyseg.log import BatchReport, progress
+from skyseg.options import add_options, from_args, option
 
 __all__ = [
     "build_dataset",
+    "DatasetOptions",
     "clip_preprocessing",
     "check_exposure_key",
     "report_dataset",
@@ -668,40 +671,22 @@ def _ratios(numerators: dict, denominators: dict) -> dict:
 
 # --------------------------------------------------------------------------- the stage
 
-def build_dataset(
-    coco: str | os.PathLike,
-    images_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    mode: str | None = None,
-    patch_size: int | None = None,
-    stride: int | None = None,
-    split=None,
-    split_files: Mapping[str, str | os.PathLike] | None = None,
-    group_pattern: str | None = None,
-    seed: int = 0,
-    dtype: str = "float16",
-    compression: str | None = None,
-    workers: int = 1,
-    preprocessing: Preprocessing | dict | None = None,
-    sky_categories: Sequence[str] = ("sky",),
-    non_sky_categories: Sequence[str] = ("non-sky",),
-    scale: float | None = None,
-    like: str | os.PathLike | None = None,
-    shard: tuple[int, int] | None = None,
-    combine: Sequence[str | os.PathLike] = (),
-    ignore_sky_gaps: bool = False,
-    exposure_key: float | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    convert_ldr: bool = False,
-) -> BuildResult:
-    """Cut the labelled images of ``images_dir`` into the patch dataset ``out_dir``.
+class _RepeatedText(argparse.Action):
+    """A repeatable option kept as the texts given (``--split-file NAME=FILE`` ...);
+    :func:`run` checks them, so a bad one is the stage's one-line error."""
 
-    Args:
-        coco: Label Studio COCO export (``result.json``).
-        images_dir: folder with the images (EXR/HDR/TIFF for HDR, JPEG/PNG for LDR).
-        out_dir: dataset folder (created; empty, or a build of the same inputs
-            and settings to resume).
+    def __init__(self, option_strings, dest, metavar="NAME=FILE", **settings):
+        super().__init__(option_strings, dest, metavar=metavar, **settings)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), values])
+
+
+@dataclass
+class DatasetOptions(CategoryOptions):
+    """The options of ``skyseg build-dataset`` (and of :func:`build_dataset`).
+
+    Attributes:
         mode: ``"hdr"`` (log transform) or ``"ldr"`` (/255); None: from the
             images (all HDR or all LDR).
         patch_size: patch side; default 256 (HDR) or 512 (LDR).
@@ -715,11 +700,17 @@ def build_dataset(
             ``split_files`` it checks the lists do not split a group.
         seed: seeds the split and the statistics' sampling.
         dtype: ``"float16"`` or ``"float32"`` image patches.
-        compression: ``None``, ``"zlib"``, ``"zstd"`` or ``"lzw"`` (lossless TIFF).
+        compression: ``"none"`` (or None), ``"zlib"``, ``"zstd"`` or ``"lzw"`` (lossless TIFF).
         workers: images built in parallel processes (same bytes as one).
-        preprocessing: a :class:`~skyseg.image.preprocess.Preprocessing` (e.g. with
-            ``clip_max``); default ``Preprocessing(mode)``.
-        sky_categories, non_sky_categories: COCO category names.
+        clip_max: HDR: clip radiance above this before the log transform
+            (not with ``like`` or ``preprocessing``).
+        exposure_key: HDR: each (shrunk) image is multiplied so that its
+            log-average luminance is this (e.g. 0.18) before the log transform
+            (saved in the preprocessing, so predict does the same): the
+            network sees radiance relative to the image's own exposure, which
+            HDR files of different sources do not share. None: the given
+            ``preprocessing``'s (default: absolute radiance); 0: absolute
+            radiance.
         scale: shrink every image (and its mask) by this factor before
             cutting patches (0 < scale <= 1; None: the preprocessing's, 1).
             Saved in the preprocessing, so predict shrinks its input alike;
@@ -730,31 +721,99 @@ def build_dataset(
             for ``skyseg train --init``. An explicit ``patch_size``/``stride``
             still wins; a different ``mode``, ``scale`` or ``preprocessing``
             is an error.
-        shard: ``(i, N)``: build only block ``i`` of ``N`` (1-based) of the
-            planned images (the plan and splits are those of the whole build);
-            no manifest or statistics (see ``combine``).
+        shard: ``(i, N)`` or ``"i/N"``: build only block ``i`` of ``N``
+            (1-based) of the planned images (the plan and splits are those of
+            the whole build); no manifest or statistics (see ``combine``).
         combine: shard folders (the ``out_dir`` of ``shard`` builds with the
             same inputs and settings) whose finished images are copied into
             ``out_dir``; what none finished is built here, then the manifest,
             statistics and splits are written as by one process.
+        convert_ldr: with ``mode="hdr"``, LDR photos are built too, decoded
+            from sRGB to linear radiance 0..1
+            (:func:`~skyseg.image.preprocess.ldr_to_radiance`, what ``predict
+            --convert`` does), so photos and panoramas can train one HDR model.
         ignore_sky_gaps: mark labelled-not-sky pixels that look like the sky
             beside them, in small or textured regions (sky between bare
             branches, which labellers call tree or sky), as ignore (255), so
             training learns neither convention (:mod:`skyseg.labels.sky_gaps`).
             Their count per image is in ``dataset.json``.
-        convert_ldr: with ``mode="hdr"``, LDR photos are built too, decoded
-            from sRGB to linear radiance 0..1 (:func:`~skyseg.image.preprocess.ldr_to_radiance`,
-            what ``predict --convert`` does), so photos and panoramas can train
-            one HDR model.
-        exposure_key: HDR: each (shrunk) image is multiplied so that its
-            log-average luminance is this (e.g. 0.18) before the log transform
-            (saved in the preprocessing, so predict does the same): the
-            network sees radiance relative to the image's own exposure, which
-            HDR files of different sources do not share. None: the given
-            ``preprocessing``'s (default: absolute radiance); 0: absolute
-            radiance.
         max_pixels: images whose header claims more pixels are skipped and
             listed, before any is decoded (None: no limit).
+        preprocessing: Python only: a
+            :class:`~skyseg.image.preprocess.Preprocessing` (or its dict);
+            default ``Preprocessing(mode)``.
+
+    Example:
+        >>> DatasetOptions(mode="ldr", split="0.6,0.2,0.2").dtype
+        'float16'
+    """
+
+    mode: str | None = option(
+        None, "hdr: log transform of radiance; ldr: /255 (default: from the images)",
+        choices=("hdr", "ldr"))
+    patch_size: int | None = option(None, "patch side in pixels (default: 256 HDR, 512 LDR)")
+    stride: int | None = option(
+        None, "step between patches (default: 100 for HDR 256 patches, the patch size for LDR)")
+    split: str | tuple[float, ...] | None = option(
+        None, "train,val[,test] fractions by source image, e.g. 0.75,0.25 or 0.6,0.2,0.2 "
+        "(default 0.75,0.25)")
+    split_files: dict[str, Path] | None = option(
+        None, "split from lists: a file of image stems per split, e.g. --split-file "
+        "train=train.txt --split-file val=val.txt", flag="--split-file", action=_RepeatedText)
+    group_pattern: str | None = option(
+        None, "keep images whose stems share this regex's first group (or whole match) in one "
+        r"split, e.g. '^([^_]+)_' for a sequence prefix", metavar="REGEX")
+    seed: int = option(0, "seed of the split and statistics")
+    dtype: str = option("float16", "image patch type", choices=DTYPES)
+    compression: str | None = option(
+        "none", "lossless TIFF compression of the image patches", choices=COMPRESSIONS)
+    workers: int = option(1, "images built in parallel processes (each loads TensorFlow)")
+    clip_max: float | None = option(
+        None, "HDR: clip radiance above this before the log transform")
+    exposure_key: float | None = option(
+        None, "HDR: bring each image's log-average luminance to this (e.g. 0.18) before the "
+        "log transform, so the model sees radiance relative to the image's exposure; predict "
+        "does the same (default: absolute radiance)", metavar="LUMINANCE")
+    scale: float | None = option(
+        None, "shrink images by this factor before cutting patches, e.g. 0.25 for 8K panoramas "
+        "on a CPU (default 1: full resolution); predict applies the same")
+    like: Path | None = option(
+        None, "take the preprocessing (mode, scale, clip), patch size and stride from this "
+        "training run, so the dataset fits it for skyseg train --init RUN", metavar="RUN")
+    shard: str | tuple[int, int] | None = option(
+        None, "job arrays: build only block I of N (1-based) of the planned images (splits are "
+        "decided on all of them) into this --out; then --combine the shard folders",
+        metavar="I/N")
+    combine: tuple[Path, ...] | None = option(
+        None, "gather the images built by --shard runs (same inputs and options) into --out, "
+        "build what none finished, write the manifest and statistics", nargs="+", type=Path,
+        metavar="SHARD_DIR")
+    convert_ldr: bool = option(
+        False, "with --mode hdr: take LDR photos too, decoded from sRGB to linear radiance "
+        "(0..1), so photos and HDR panoramas train one HDR model")
+    ignore_sky_gaps: bool = option(
+        False, "leave sky-coloured not-sky pixels in small or textured regions next to sky (sky "
+        "between bare branches, labelled tree by some, sky by others) out of training (mask "
+        "value 255)")
+    max_pixels: float | None = option(
+        DEFAULT_MAX_PIXELS, "images whose header claims more pixels are skipped and listed "
+        "(None: no limit)", cli=False)  # the CLI's --max-pixels is io's
+    preprocessing: Preprocessing | dict | None = option(
+        None, "the preprocessing (Python only)", cli=False, yaml=False)
+
+
+def build_dataset(coco: str | os.PathLike, images_dir: str | os.PathLike,
+                  out_dir: str | os.PathLike, options: DatasetOptions | None = None,
+                  **overrides) -> BuildResult:
+    """Cut the labelled images of ``images_dir`` into the patch dataset ``out_dir``.
+
+    Args:
+        coco: Label Studio COCO export (``result.json``).
+        images_dir: folder with the images (EXR/HDR/TIFF for HDR, JPEG/PNG for LDR).
+        out_dir: dataset folder (created; empty, or a build of the same inputs
+            and settings to resume).
+        options: a :class:`DatasetOptions` (each field is described there).
+        overrides: fields of :class:`DatasetOptions` to change (``mode="ldr"``).
 
     Returns:
         a :class:`BuildResult`; ``result.exit_code`` is 1 when images were skipped.
@@ -765,6 +824,7 @@ def build_dataset(
         DatasetError: ``out_dir`` holds something else (another build's
             settings or unrelated files).
         AnnotationError: the COCO file is unusable.
+        TypeError: an override that is not a field of :class:`DatasetOptions`.
 
     Example:
         >>> result = build_dataset("result.json", "panoramas", "data", mode="hdr",
@@ -772,104 +832,147 @@ def build_dataset(
         >>> result.splits, result.exit_code  # doctest: +SKIP
         ({'train': 9720, 'val': 3240}, 0)
     """
-    shard = parse_shard(shard)
-    if shard is not None and combine:
+    options, list_assignment = _checked(dataclasses.replace(options or DatasetOptions(),
+                                                            **overrides))
+    coco, images_dir, out_dir = Path(coco), Path(images_dir), Path(out_dir)
+    if not images_dir.is_dir():
+        raise ConfigError(f"{images_dir}: images folder not found; check --images")
+    report = BatchReport("build-dataset")
+    labels = _load_labels(str(coco), options.sky_categories, options.non_sky_categories)
+    candidates, without_sky = _labelled_images(labels, coco, images_dir, options.mode, report)
+    # Splits are decided over the labelled images before any pixel is read,
+    # so an unreadable file never moves the others between splits.
+    splits_plan = _plan_splits(candidates, list_assignment, options.split_files, options.split,
+                               seed=options.seed, group_pattern=options.group_pattern,
+                               report=report, source=f"{images_dir} with {coco}")
+    if options.convert_ldr and options.mode != "hdr":
+        raise ConfigError("--convert-ldr builds LDR photos into an HDR dataset; pass --mode hdr "
+                          "with it (or leave --convert-ldr out)")
+    headers, mode = _read_headers(candidates, splits_plan.assignment, options.mode, images_dir,
+                                  report, options.max_pixels, convert_ldr=options.convert_ldr)
+    options = _settle_for_mode(options, mode, images_dir)
+    items, digits = _plan_items(headers, splits_plan, options.preprocessing.scale,
+                                options.patch_size, options.stride)
+    plan = _plan_record(options, splits_plan, items, digits, coco, images_dir)
+    stale = _prepare_out_dir(out_dir, plan)
+    if options.combine:
+        _gather_shards(options.combine, out_dir, plan, items, digits)
+    mine = (set(shard_range(len(items), options.shard)) if options.shard is not None else None)
+    records, pending = _resume(out_dir, items, digits, mine, report, stale)
+    settings = _Settings(
+        str(out_dir), str(coco), options.sky_categories, options.non_sky_categories, mode,
+        options.patch_size, options.stride, options.dtype, options.compression,
+        int(options.seed), digits, options.preprocessing.to_dict(),
+        bool(options.ignore_sky_gaps), options.max_pixels, bool(options.convert_ldr))
+    _build_pending(pending, settings, options.workers, records, report)
+    if options.shard is not None:
+        return _shard_result(out_dir, options.shard, items, mine, records, report,
+                             splits_plan.unassigned)
+    splits, sky_fraction = _summarise(out_dir, plan, items, records, report,
+                                      splits_plan.unassigned, without_sky)
+    report.log_summary()
+    return BuildResult(out_dir, splits, sky_fraction, report, splits_plan.unassigned)
+
+
+def _checked(options: DatasetOptions) -> tuple[DatasetOptions, dict | None]:
+    """The options checked and made explicit before any file is read (``like``'s settings
+    filled in, ``clip_max`` as a preprocessing, ``split`` as fractions, ``shard`` as
+    ``(i, N)``); and the split of each listed image when ``split_files`` are given.
+
+    Raises:
+        ConfigError: a bad or contradictory option; a list file that cannot be read.
+    """
+    preprocessing, mode = options.preprocessing, options.mode
+    if options.clip_max is not None:
+        if preprocessing is not None:
+            raise ConfigError("give either --clip-max or a preprocessing, not both")
+        preprocessing = clip_preprocessing(options.clip_max, mode=mode, like=options.like)
+    shard = parse_shard(options.shard)
+    if shard is not None and options.combine:
         raise ConfigError("give either --shard (build one block) or --combine (gather the "
                           "blocks), not both")
-    exposure_key = check_exposure_key(exposure_key)
-    max_pixels = check_max_pixels(max_pixels)
-    if like is not None:
+    exposure_key = check_exposure_key(options.exposure_key)
+    patch_size, stride, scale = options.patch_size, options.stride, options.scale
+    if options.like is not None:
         if exposure_key is not None:
-            raise ConfigError(f"--exposure-key comes from --like {like}; leave --exposure-key "
-                              "out")
+            raise ConfigError(f"--exposure-key comes from --like {options.like}; leave "
+                              "--exposure-key out")
         mode, preprocessing, patch_size, stride, scale = _apply_like(
-            like, mode, preprocessing, patch_size, stride, scale)
-    compression, preprocessing = _check_options(dtype, compression, workers, mode, preprocessing,
-                                                seed)
+            options.like, mode, preprocessing, patch_size, stride, scale)
+    compression, preprocessing = _check_options(options.dtype, options.compression,
+                                                options.workers, mode, preprocessing,
+                                                options.seed)
     if preprocessing is not None:
         mode = preprocessing.mode
     if patch_size is not None or stride is not None:
         # Early check of explicit values (the defaults depend on the mode).
         check_patch_options(patch_size if patch_size is not None else max(stride, 2),
                             stride if stride is not None else 1)
-    if split_files and split is not None:
+    split_files = options.split_files
+    if split_files and options.split is not None:
         raise ConfigError("give either --split fractions or --split-file lists, not both")
-    fractions = None if split_files else parse_split(split if split is not None else (0.75, 0.25))
-    list_assignment = None
-    if split_files:
-        list_assignment = read_split_files(split_files)
-    coco, images_dir, out_dir = Path(coco), Path(images_dir), Path(out_dir)
-    if not images_dir.is_dir():
-        raise ConfigError(f"{images_dir}: images folder not found; check --images")
-    sky_categories, non_sky_categories = tuple(sky_categories), tuple(non_sky_categories)
-    report = BatchReport("build-dataset")
+    fractions = None if split_files else parse_split(
+        options.split if options.split is not None else (0.75, 0.25))
+    checked = dataclasses.replace(
+        options, mode=mode, preprocessing=preprocessing, shard=shard, exposure_key=exposure_key,
+        patch_size=patch_size, stride=stride, scale=scale, compression=compression,
+        split=fractions, max_pixels=check_max_pixels(options.max_pixels), clip_max=None)
+    return checked, (read_split_files(split_files) if split_files else None)
 
-    labels = _load_labels(str(coco), sky_categories, non_sky_categories)
-    candidates, without_sky = _labelled_images(labels, coco, images_dir, mode, report)
-    # Splits are decided over the labelled images before any pixel is read,
-    # so an unreadable file never moves the others between splits.
-    splits_plan = _plan_splits(candidates, list_assignment, split_files, fractions, seed=seed,
-                               group_pattern=group_pattern, report=report,
-                               source=f"{images_dir} with {coco}")
-    if convert_ldr and mode != "hdr":
-        raise ConfigError("--convert-ldr builds LDR photos into an HDR dataset; pass --mode hdr "
-                          "with it (or leave --convert-ldr out)")
-    headers, mode = _read_headers(candidates, splits_plan.assignment, mode, images_dir, report,
-                                  max_pixels, convert_ldr=convert_ldr)
-    patch_size, stride = _patch_options(mode, patch_size, stride)
-    if preprocessing is None:
-        preprocessing = Preprocessing(mode=mode)
-    if exposure_key is not None:
+
+def _settle_for_mode(options: DatasetOptions, mode: str, images_dir: Path) -> DatasetOptions:
+    """The options once the mode is known: patch size, stride and the whole preprocessing.
+
+    Raises:
+        ConfigError: ``exposure_key`` for LDR images; a bad patch size or stride.
+    """
+    patch_size, stride = _patch_options(mode, options.patch_size, options.stride)
+    preprocessing = options.preprocessing or Preprocessing(mode=mode)
+    if options.exposure_key is not None:
         if mode != "hdr":
             raise ConfigError(f"--exposure-key applies to HDR radiance; the images of "
                               f"{images_dir} are LDR (leave --exposure-key out)")
-        preprocessing = dataclasses.replace(preprocessing, exposure_key=exposure_key or None)
-    if scale is not None:
-        preprocessing = dataclasses.replace(preprocessing, scale=scale)
+        preprocessing = dataclasses.replace(preprocessing,
+                                            exposure_key=options.exposure_key or None)
+    if options.scale is not None:
+        preprocessing = dataclasses.replace(preprocessing, scale=options.scale)
+    return dataclasses.replace(options, mode=mode, patch_size=patch_size, stride=stride,
+                               preprocessing=preprocessing)
 
-    items, digits = _plan_items(headers, splits_plan, preprocessing.scale, patch_size, stride)
+
+def _plan_record(options: DatasetOptions, splits_plan: _SplitPlan, items: list[_Item],
+                 digits: int, coco: Path, images_dir: Path) -> dict:
+    """The build plan saved in ``.build/plan.json``: a resumed build must match it."""
     plan = {
-        "format": FORMAT_VERSION, "mode": mode, "patch_size": patch_size, "stride": stride,
-        "dtype": dtype, "compression": compression, "seed": int(seed), "id_digits": digits,
-        "preprocessing": preprocessing.to_dict(), "split_names": splits_plan.names,
+        "format": FORMAT_VERSION, "mode": options.mode, "patch_size": options.patch_size,
+        "stride": options.stride, "dtype": options.dtype, "compression": options.compression,
+        "seed": int(options.seed), "id_digits": digits,
+        "preprocessing": options.preprocessing.to_dict(), "split_names": splits_plan.names,
         "split_method": splits_plan.method, "coco": str(coco.resolve()),
         "images_dir": str(images_dir.resolve()),
         "images": [asdict(item) | {"path": Path(item.path).name} for item in items],
     }
-    if like is not None:
-        plan["like"] = str(Path(like).resolve())
-    if ignore_sky_gaps:  # absent when off: builds of earlier versions still resume
+    if options.like is not None:
+        plan["like"] = str(Path(options.like).resolve())
+    if options.ignore_sky_gaps:  # absent when off: builds of earlier versions still resume
         plan["ignore_sky_gaps"] = True
-    if convert_ldr:
+    if options.convert_ldr:
         plan["convert_ldr"] = True
+    return plan
 
-    stale = _prepare_out_dir(out_dir, plan)
-    if combine:
-        _gather_shards(combine, out_dir, plan, items, digits)
-    mine = set(shard_range(len(items), shard)) if shard is not None else None
-    records, pending = _resume(out_dir, items, digits, mine, report, stale)
 
-    settings = _Settings(str(out_dir), str(coco), sky_categories, non_sky_categories, mode,
-                         patch_size, stride, dtype, compression, int(seed), digits,
-                         preprocessing.to_dict(), bool(ignore_sky_gaps), max_pixels,
-                         bool(convert_ldr))
+def _build_pending(pending: list[_Item], settings: _Settings, workers: int,
+                   records: dict[int, dict], report: BatchReport) -> None:
+    """Build the images still to build; their done records go into ``records``."""
     logger.info("building %d image(s), %d patches of %d px (stride %d), %s mode, %s",
-                len(pending), sum(item.count for item in pending), patch_size, stride, mode,
-                dtype)
+                len(pending), sum(item.count for item in pending), settings.patch_size,
+                settings.stride, settings.mode, settings.dtype)
     for item, outcome in _run(pending, settings, workers):
         if isinstance(outcome, SkysegError):
             report.failed(Path(item.path).name, outcome)
         else:
             records[item.index] = outcome
             report.succeeded(item.path)
-    if shard is not None:
-        return _shard_result(out_dir, shard, items, mine, records, report,
-                             splits_plan.unassigned)
-
-    splits, sky_fraction = _summarise(out_dir, plan, items, records, report,
-                                      splits_plan.unassigned, without_sky)
-    report.log_summary()
-    return BuildResult(out_dir, splits, sky_fraction, report, splits_plan.unassigned)
 
 
 def _labelled_images(labels, coco: Path, images_dir: Path, mode: str | None,
@@ -1160,81 +1263,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", required=True, type=Path, help="folder with the images")
     parser.add_argument("--out", required=True, type=Path,
                         help="dataset folder to create (or to resume a killed build in)")
-    parser.add_argument("--mode", choices=("hdr", "ldr"), default=None,
-                        help="hdr: log transform of radiance; ldr: /255 (default: from the images)")
-    parser.add_argument("--patch-size", type=int, default=None,
-                        help="patch side in pixels (default: 256 HDR, 512 LDR)")
-    parser.add_argument("--stride", type=int, default=None,
-                        help="step between patches (default: 100 for HDR 256 patches, the patch "
-                             "size for LDR)")
-    parser.add_argument("--split", default=None,
-                        help="train,val[,test] fractions by source image, e.g. 0.75,0.25 or "
-                             "0.6,0.2,0.2 (default 0.75,0.25)")
-    parser.add_argument("--split-file", action="append", default=None, metavar="NAME=FILE",
-                        help="split from lists: a file of image stems per split, e.g. "
-                             "--split-file train=train.txt --split-file val=val.txt")
-    parser.add_argument("--group-pattern", default=None, metavar="REGEX",
-                        help="keep images whose stems share this regex's first group (or whole "
-                             r"match) in one split, e.g. '^([^_]+)_' for a sequence prefix")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and statistics")
-    parser.add_argument("--dtype", choices=DTYPES, default="float16", help="image patch type")
-    parser.add_argument("--compression", choices=COMPRESSIONS, default="none",
-                        help="lossless TIFF compression of the image patches")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="images built in parallel processes (each loads TensorFlow)")
-    parser.add_argument("--clip-max", type=float, default=None,
-                        help="HDR: clip radiance above this before the log transform")
-    parser.add_argument("--exposure-key", type=float, default=None, metavar="LUMINANCE",
-                        help="HDR: bring each image's log-average luminance to this (e.g. 0.18) "
-                             "before the log transform, so the model sees radiance relative to "
-                             "the image's exposure; predict does the same (default: absolute "
-                             "radiance)")
-    parser.add_argument("--scale", type=float, default=None,
-                        help="shrink images by this factor before cutting patches, e.g. 0.25 "
-                             "for 8K panoramas on a CPU (default 1: full resolution); predict "
-                             "applies the same")
-    parser.add_argument("--like", default=None, type=Path, metavar="RUN",
-                        help="take the preprocessing (mode, scale, clip), patch size and stride "
-                             "from this training run, so the dataset fits it for skyseg train "
-                             "--init RUN")
-    parser.add_argument("--sky-category", action="append", default=None, metavar="NAME",
-                        help="COCO category name(s) that are sky (default: sky)")
-    parser.add_argument("--non-sky-category", action="append", default=None, metavar="NAME",
-                        help="COCO category name(s) cut out of the sky (default: non-sky)")
-    parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="job arrays: build only block I of N (1-based) of the planned "
-                             "images (splits are decided on all of them) into this --out; "
-                             "then --combine the shard folders")
-    parser.add_argument("--combine", nargs="+", default=None, type=Path, metavar="SHARD_DIR",
-                        help="gather the images built by --shard runs (same inputs and "
-                             "options) into --out, build what none finished, write the "
-                             "manifest and statistics")
+    add_options(parser, DatasetOptions)
     add_max_pixels_argument(parser)
-    parser.add_argument("--convert-ldr", action="store_true",
-                        help="with --mode hdr: take LDR photos too, decoded from sRGB to linear "
-                             "radiance (0..1), so photos and HDR panoramas train one HDR model")
-    parser.add_argument("--ignore-sky-gaps", action="store_true",
-                        help="leave sky-coloured not-sky pixels in small or textured regions "
-                             "next to sky (sky between bare branches, labelled tree by some, "
-                             "sky by others) out of training (mask value 255)")
 
 
 def run(args: argparse.Namespace) -> int:
-    split_files = parse_split_file_args(args.split_file) if args.split_file else None
-    preprocessing = clip_preprocessing(args.clip_max, mode=args.mode, like=args.like)
-    result = build_dataset(
-        args.coco, args.images, args.out, mode=args.mode, patch_size=args.patch_size,
-        stride=args.stride, split=args.split, split_files=split_files,
-        group_pattern=args.group_pattern, seed=args.seed, dtype=args.dtype,
-        compression=args.compression, workers=args.workers, preprocessing=preprocessing,
-        sky_categories=tuple(args.sky_category or ("sky",)),
-        non_sky_categories=tuple(args.non_sky_category or ("non-sky",)), scale=args.scale,
-        like=args.like, shard=parse_shard(args.shard), combine=args.combine or (),
-        ignore_sky_gaps=args.ignore_sky_gaps, exposure_key=args.exposure_key,
-        convert_ldr=args.convert_ldr,
-        max_pixels=args.max_pixels or None,
-    )
-    return report_dataset(result)
+    split_files = parse_split_file_args(args.split_files) if args.split_files else None
+    options = from_args(DatasetOptions, args, split_files=split_files,
+                        max_pixels=args.max_pixels or None)
+    return report_dataset(build_dataset(args.coco, args.images, args.out, options))
 
 
 def report_dataset(result: BuildResult) -> int:
