@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import doctest
+import importlib
 import json
 import re
 
@@ -14,7 +16,15 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from skyseg.cli.commands import STAGES
-from skyseg.demo.geometry import upper_envelope, wrap_polygon
+from skyseg.demo.geometry import (
+    angles,
+    angles_to_pixels,
+    direction,
+    pixels_to_angles,
+    unwrap_x,
+    upper_envelope,
+    wrap_polygon,
+)
 from skyseg.demo.scenes import NIGHT_LEVEL, SKY_LEVEL, tilt_rotation
 from skyseg.demo.synthetic import (
     EV_RANGE,
@@ -451,6 +461,29 @@ def test_skyline_is_the_exact_upper_envelope(rng):
             brute = np.minimum(brute, np.interp(dense, xs + shift, ys, left=np.inf,
                                                 right=np.inf))
     assert np.abs(np.interp(dense, outline[:, 0], outline[:, 1]) - brute).max() < 1e-6
+
+
+def test_pixels_and_directions_round_trip(rng):
+    x, y = rng.uniform(0, 64, 50), rng.uniform(0, 32, 50)
+    back_x, back_y = angles_to_pixels(*pixels_to_angles(x, y, 64, 32), 64, 32)
+    assert np.allclose(back_x, x, atol=1e-9) and np.allclose(back_y, y, atol=1e-9)
+    azimuth, elevation = rng.uniform(0, 2 * np.pi, 50), rng.uniform(-1.5, 1.5, 50)
+    back_azimuth, back_elevation = angles(direction(azimuth, elevation))
+    assert np.allclose(back_azimuth, azimuth) and np.allclose(back_elevation, elevation)
+    # x = 16 is azimuth 90 degrees (the y axis), y = 0 the zenith
+    assert np.allclose(direction(*pixels_to_angles(16.0, 0.0, 64, 32)), [0.0, 0.0, 1.0])
+    assert np.allclose(direction(*pixels_to_angles(16.0, 16.0, 64, 32)), [0.0, 1.0, 0.0])
+
+
+def test_unwrap_x_follows_a_path_across_the_seam():
+    x = np.array([10.0, 2.0, 95.0, 90.0, 95.0, 3.0])
+    assert unwrap_x(x, 100.0).tolist() == [10.0, 2.0, -5.0, -10.0, -5.0, 3.0]
+
+
+@pytest.mark.parametrize("module", ["geometry", "painting", "records", "rooms", "scenes",
+                                    "synthetic"])
+def test_docstring_examples(module):
+    assert doctest.testmod(importlib.import_module(f"skyseg.demo.{module}")).failed == 0
 
 
 # ---------------------------------------------------------------- rasteriser

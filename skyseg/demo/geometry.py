@@ -24,6 +24,7 @@ __all__ = [
     "tilt_rotation",
     "pixels_to_angles",
     "angles_to_pixels",
+    "pixel_centre_angles",
     "unwrap_x",
     "polygon_area",
     "clip_halfplane",
@@ -79,6 +80,19 @@ def angles_to_pixels(azimuth, elevation, width: int, height: int):
 
 
 
+def pixel_centre_angles(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(azimuth (W,), elevation (H,)) in radians of the pixel centres of a panorama.
+
+    Example:
+        >>> azimuth, elevation = pixel_centre_angles(2, 4)
+        >>> np.degrees(azimuth).tolist(), np.degrees(elevation).tolist()
+        ([45.0, 135.0, 225.0, 315.0], [45.0, -45.0])
+    """
+    elevation = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
+    azimuth = (np.arange(width) + 0.5) / width * 2 * np.pi
+    return azimuth, elevation
+
+
 def unwrap_x(x: np.ndarray, width: float) -> np.ndarray:
     """x along a path of nearby points, unwrapped: consecutive points never jump by half
     the panorama (the path may leave 0..width; :func:`wrap_polygon` brings it back).
@@ -106,7 +120,15 @@ def polygon_area(polygon: np.ndarray) -> float:
 
 
 def clip_halfplane(points: list, axis: int, limit: float, keep_below: bool) -> list:
-    """Sutherland-Hodgman against one axis-aligned line."""
+    """The part of a polygon (a list of (x, y) points) on one side of an axis-aligned line.
+
+    Sutherland-Hodgman: keeps ``point[axis] <= limit`` when ``keep_below``, else
+    ``point[axis] >= limit``; returns the clipped points (maybe fewer than 3).
+
+    Example:
+        >>> clip_halfplane([(0, 0), (4, 0), (4, 2), (0, 2)], 0, 1.0, keep_below=True)
+        [(0, 0), (1.0, 0.0), (1.0, 2.0), (0, 2)]
+    """
     if not points:
         return points
     out = []
@@ -160,7 +182,14 @@ def wrap_polygon(polygon: np.ndarray, width: float, height: float) -> list[np.nd
 
 
 def to_preview_polygon(polygon: np.ndarray) -> np.ndarray | None:
-    """Full-size pixels -> preview pixels as the COCO file stores them (2 decimals)."""
+    """Full-size pixels -> preview pixels as the COCO file stores them (2 decimals).
+
+    Repeated vertices are dropped; None when fewer than 3 remain or the area vanishes.
+
+    Example:
+        >>> to_preview_polygon(np.array([[0.0, 0.0], [3.0, 0.0], [3.0, 0.0], [3.0, 5.0]])).tolist()
+        [[0.0, 0.0], [1.5, 0.0], [1.5, 2.5]]
+    """
     preview = np.round(polygon / 2.0, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
     keep = np.ones(len(preview), dtype=bool)
     keep[1:] = np.any(preview[1:] != preview[:-1], axis=1)

@@ -23,6 +23,7 @@ from skyseg.demo.geometry import (
     angles_to_pixels,
     clip_halfplane,
     direction,
+    pixel_centre_angles,
     polygon_area,
     to_preview_polygon,
     unwrap_x,
@@ -320,8 +321,7 @@ def _surface_hits(scene: DemoScene):
     hit (0, 1: walls, 2: ceiling or floor); ``distance``: metres; ``up``: the ray rises.
     """
     height, width = scene.height, scene.width
-    elevation = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
-    azimuth = (np.arange(width) + 0.5) / width * 2 * np.pi
+    azimuth, elevation = pixel_centre_angles(height, width)
     rays = direction(azimuth[None, :], elevation[:, None]).astype(np.float32)
     ext = scene.room["extents"]
     bounds = [ext["x"], ext["y"], ext["z"]]
@@ -383,8 +383,7 @@ def _paint_windows(scene: DemoScene, rng: np.random.Generator, image: np.ndarray
     """
     room = scene.room
     height, width = scene.height, scene.width
-    elevation = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
-    azimuth = (np.arange(width) + 0.5) / width * 2 * np.pi
+    azimuth, elevation = pixel_centre_angles(height, width)
     outside_level = SKY_LEVEL * room["outside_level"]
     sin_el = np.sin(elevation)[:, None]
     sun_el, sun_az = np.radians(scene.sun_elevation), np.radians(scene.sun_azimuth)

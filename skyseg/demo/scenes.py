@@ -2,7 +2,9 @@
 
 :func:`make_scene` makes the polygons and lighting of one scene (no pixels),
 :func:`render_scene` draws it (linear radiance), :func:`scene_mask` is its
-truth. :mod:`skyseg.demo.synthetic` writes a seeded set of them as a dataset.
+truth. :mod:`skyseg.demo.synthetic` writes a seeded set of them as a dataset. Rooms are
+drawn by :mod:`skyseg.demo.rooms`; both draw with :mod:`skyseg.demo.geometry` and
+:mod:`skyseg.demo.painting` into a :class:`~skyseg.demo.records.DemoScene`.
 
 The demo teaches what sky is, not where it usually is, so the scene kinds
 (``theme``) vary appearance and context:
@@ -54,6 +56,7 @@ from skyseg.demo.geometry import (
     angles_to_pixels,
     densify,
     direction,
+    pixel_centre_angles,
     pixels_to_angles,
     polygon_coverage,
     tilt_rotation,
@@ -656,8 +659,7 @@ class _SkyView:
     def of(cls, scene: DemoScene, haze: float) -> _SkyView:
         """The view of a scene's level camera."""
         height, width = scene.height, scene.width
-        elevation = np.pi / 2 - (np.arange(height) + 0.5) / height * np.pi
-        azimuth = (np.arange(width) + 0.5) / width * 2 * np.pi
+        azimuth, elevation = pixel_centre_angles(height, width)
         sun_el, sun_az = np.radians(scene.sun_elevation), np.radians(scene.sun_azimuth)
         # Angle to the sun; float32 over the image, float64 for the per-row/column terms.
         cos_gamma = ((np.sin(elevation) * np.sin(sun_el)).astype(np.float32)[:, None]
