@@ -29,47 +29,26 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from harness import CACHE, ROOT, Timer, panorama, run_child
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-SOURCE = ROOT.parent / "shared" / "data" / "exr-samples" / "MultiResolution_KernerEnvLatLong.exr"
 WIDTH, HEIGHT = 8192, 4096
 PREVIEW_WIDTH, PREVIEW_HEIGHT = 2048, 1024
 STEM = "kerner_8k"
+#: Multiplicative noise on the upscaled sample, like a sensor's (see the module doc).
+NOISE = 0.01
 
 
 def make_inputs(cache: Path, copies: int = 1) -> tuple[Path, Path, Path]:
     """The 8K EXR (and ``copies - 1`` hard links to it), COCO labels and a split list."""
-    from skyseg.io import read_image, write_exr
-
     images = cache / "images"
     exr = images / f"{STEM}.exr"
-    coco = cache / "result.json"
-    split = cache / "train.txt"
     images.mkdir(parents=True, exist_ok=True)
     if not exr.is_file():
-        from PIL import Image
-
-        source = read_image(SOURCE)
-        big = np.empty((HEIGHT, WIDTH, 3), np.float32)
-        for channel in range(3):
-            plane = Image.fromarray(np.ascontiguousarray(source[:, :, channel]), mode="F")
-            big[:, :, channel] = np.asarray(plane.resize((WIDTH, HEIGHT), Image.BILINEAR))
-        # 1 % multiplicative noise, like a real sensor's: an 8x upscale alone is so
-        # smooth that lossless compression figures would be far too good.
-        rng = np.random.default_rng(0)
-        for start in range(0, HEIGHT, 512):
-            block = big[start:start + 512]
-            block *= 1.0 + 0.01 * rng.standard_normal(block.shape, dtype=np.float32)
-        write_exr(exr, np.maximum(big, 0.0, out=big), half=True)
-        del big, source
+        os.link(panorama(WIDTH, HEIGHT, noise=NOISE, cache=cache), exr)
     names = [STEM] + [f"{STEM}_copy{i}" for i in range(1, copies)]
     for name in names[1:]:
         if not (images / f"{name}.exr").exists():
@@ -77,7 +56,15 @@ def make_inputs(cache: Path, copies: int = 1) -> tuple[Path, Path, Path]:
     for stale in images.glob(f"{STEM}_copy*.exr"):
         if stale.stem not in names:
             stale.unlink()
+    coco, split = cache / "result.json", cache / "train.txt"
     # The labels are cheap: written each run for the number of copies.
+    coco.write_text(json.dumps(coco_labels(names)))
+    split.write_text("".join(f"{name}\n" for name in names))
+    return exr, coco, split
+
+
+def coco_labels(names: list[str]) -> dict:
+    """COCO labels drawn on a 2048x1024 preview: sky above a wavy horizon, a hole for a pole."""
     xs = np.linspace(0, PREVIEW_WIDTH, 65)
     horizon = PREVIEW_HEIGHT * (0.45 + 0.04 * np.sin(xs / PREVIEW_WIDTH * 6 * math.pi))
     sky = [0.0, 0.0, float(PREVIEW_WIDTH), 0.0]
@@ -96,42 +83,16 @@ def make_inputs(cache: Path, copies: int = 1) -> tuple[Path, Path, Path]:
             {"id": 2 * number + 1, "image_id": number, "category_id": 2,
              "segmentation": [pole], "iscrowd": 0, "area": 0, "bbox": [1000, 100, 12, 400]},
         ]
-    coco.write_text(json.dumps(data))
-    split.write_text("".join(f"{name}\n" for name in names))
-    return exr, coco, split
+    return data
 
 
-#: Runs a Python snippet or ``skyseg`` and reports the process's own peak RSS
-#: (VmHWM of its memory map; ``ru_maxrss`` of a child would also count the
-#: memory of this parent at fork time).
-_WRAPPER = """
-import atexit, sys
-def _report():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                sys.stderr.write("\\nPEAK_RSS_KB " + line.split()[1] + "\\n")
-atexit.register(_report)
-if sys.argv[1] == "-c":
-    exec(sys.argv[2])
-else:
-    from skyseg.cli.commands import main
-    sys.exit(main(sys.argv[1:]))
-"""
-
-
-def run_child(arguments: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
-    """Run ``skyseg ARGS`` (or ``-c CODE``) in a child; return wall time, peak RSS (MB), output."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _WRAPPER, *arguments], capture_output=True,
-                          text=True, env=env, cwd=ROOT)
-    wall = time.perf_counter() - start
-    peaks = [line.split()[1] for line in done.stderr.splitlines()
-             if line.startswith("PEAK_RSS_KB ")]
-    if not peaks:
-        sys.exit(f"no peak RSS reported ({done.returncode}):\n{done.stderr[-3000:]}")
-    return wall, int(peaks[-1]) / 1024.0, done
+def measured(arguments: list[str]) -> tuple[float, float, object]:
+    """Wall time, peak RSS (MB) and the outcome of a Python child; exits when it reports none."""
+    try:
+        child = run_child(arguments)
+    except RuntimeError as exc:
+        sys.exit(str(exc))
+    return child.wall_s, child.peak_rss_mb, child
 
 
 def folder_bytes(root: Path, pattern: str) -> int:
@@ -143,11 +104,11 @@ def build(cache: Path, coco: Path, split: Path, dtype: str, compression: str,
     out = cache / f"data_{dtype}_{compression}"
     if out.exists():
         shutil.rmtree(out)
-    command = ["build-dataset", "--coco", str(coco),
+    command = ["-m", "skyseg", "build-dataset", "--coco", str(coco),
                "--images", str(cache / "images"), "--out", str(out), "--mode", "hdr",
                "--patch-size", "256", "--stride", "100", "--dtype", dtype,
                "--compression", compression, "--split-file", f"train={split}", "--quiet"]
-    wall, rss, done = run_child(command)
+    wall, rss, done = measured(command)
     if done.returncode != 0:
         sys.exit(f"build failed ({done.returncode}):\n{done.stderr[-3000:]}")
     info = json.loads((out / "dataset.json").read_text())
@@ -163,44 +124,11 @@ def build(cache: Path, coco: Path, split: Path, dtype: str, compression: str,
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path,
-                        default=Path(os.environ.get("SKYSEG_BENCH_CACHE", "/tmp/skyseg-bench")))
-    parser.add_argument("--no-float32", action="store_true", help="skip the float32 build")
-    parser.add_argument("--zlib", action="store_true", help="also build float16 + zlib")
-    parser.add_argument("--keep", action="store_true", help="keep the built datasets")
-    parser.add_argument("--copies", type=int, default=1,
-                        help="build N images (hard links of the one EXR): the peak of image 2+ "
-                             "of a longer build")
-    args = parser.parse_args(argv)
-    if ROOT in args.cache.resolve().parents or args.cache.resolve() == ROOT:
-        sys.exit("--cache must be outside the repository")
-
-    start = time.perf_counter()
-    exr, coco, split = make_inputs(args.cache, args.copies)
-    print(f"input: {exr} x {args.copies} ({exr.stat().st_size / 1e6:.1f} MB, {WIDTH}x{HEIGHT} "
-          "half-float EXR; "
-          f"made/checked in {time.perf_counter() - start:.1f} s)")
-
-    base_wall, base_rss, _ = run_child(["-c", "import skyseg.data.dataset"])
-    tf_wall, tf_rss, _ = run_child(["-c", "import skyseg.data.patches as p; p.import_tensorflow()"])
-    print(f"python + skyseg.data.dataset import (no TensorFlow): peak RSS {base_rss:7.0f} MB, "
-          f"{base_wall:5.1f} s")
-    print(f"python + TensorFlow import alone:                peak RSS {tf_rss:7.0f} MB, "
-          f"{tf_wall:5.1f} s")
-
-    runs = [("float16", "none")]
-    if not args.no_float32:
-        runs.append(("float32", "none"))
-    if args.zlib:
-        runs.append(("float16", "zlib"))
-    results = []
-    for dtype, compression in runs:
-        figures = build(args.cache, coco, split, dtype, compression, args.keep, args.copies)
-        results.append(figures)
-        print(f"build 256/100 {dtype:7s} {compression:4s}: peak RSS {figures['peak_rss_mb']:6.0f} "
-              f"MB (build beyond TF import: {figures['peak_rss_mb'] - tf_rss:+.0f} MB), wall "
+def print_builds(results: list[dict], tf_wall: float, tf_rss: float, copies: int) -> None:
+    for figures in results:
+        print(f"build 256/100 {figures['dtype']:7s} {figures['compression']:4s}: peak RSS "
+              f"{figures['peak_rss_mb']:6.0f} MB (build beyond TF import: "
+              f"{figures['peak_rss_mb'] - tf_rss:+.0f} MB), wall "
               f"{figures['wall_s']:5.1f} s (incl. ~{tf_wall:.0f} s imports), "
               f"{figures['patches']} patches, "
               f"{figures['patches'] / figures['wall_s']:6.1f} patches/s "
@@ -211,11 +139,47 @@ def main(argv: list[str] | None = None) -> int:
         total = figures["x_bytes"] + figures["y_bytes"]
         print(f"  {figures['dtype']:7s} {figures['compression']:4s}: images "
               f"{figures['x_bytes'] / 1e6:8.1f} MB + masks {figures['y_bytes'] / 1e6:6.1f} MB = "
-              f"{total / 1e6:8.1f} MB ({total * args.copies / figures['patches'] / 1e3:.1f} kB per "
+              f"{total / 1e6:8.1f} MB ({total * copies / figures['patches'] / 1e3:.1f} kB per "
               "patch)")
     first = results[0]
     print(f"sky fraction of the patches: {first['sky']}; value quantiles (percent): "
           f"{first['quantiles']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--no-float32", action="store_true", help="skip the float32 build")
+    parser.add_argument("--zlib", action="store_true", help="also build float16 + zlib")
+    parser.add_argument("--keep", action="store_true", help="keep the built datasets")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="build N images (hard links of the one EXR): the peak of image 2+ "
+                             "of a longer build")
+    args = parser.parse_args(argv)
+    if ROOT in args.cache.resolve().parents or args.cache.resolve() == ROOT:
+        sys.exit("--cache must be outside the repository")
+
+    with Timer() as made:
+        exr, coco, split = make_inputs(args.cache, args.copies)
+    print(f"input: {exr} x {args.copies} ({exr.stat().st_size / 1e6:.1f} MB, {WIDTH}x{HEIGHT} "
+          f"half-float EXR; made/checked in {made.seconds:.1f} s)")
+
+    base_wall, base_rss, _ = measured(["-c", "import skyseg.data.dataset"])
+    tf_wall, tf_rss, _ = measured(
+        ["-c", "from skyseg.backend import import_tensorflow; import_tensorflow()"])
+    print(f"python + skyseg.data.dataset import (no TensorFlow): peak RSS {base_rss:7.0f} MB, "
+          f"{base_wall:5.1f} s")
+    print(f"python + TensorFlow import alone:                peak RSS {tf_rss:7.0f} MB, "
+          f"{tf_wall:5.1f} s")
+
+    runs = [("float16", "none")]
+    if not args.no_float32:
+        runs.append(("float32", "none"))
+    if args.zlib:
+        runs.append(("float16", "zlib"))
+    results = [build(args.cache, coco, split, dtype, compression, args.keep, args.copies)
+               for dtype, compression in runs]
+    print_builds(results, tf_wall, tf_rss, args.copies)
     print("goal: peak RSS < 1500 MB (whole-image tf.image.extract_patches: ~4800 MB)")
     return 0
 

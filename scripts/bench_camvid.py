@@ -42,13 +42,11 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, SHARED_DATA, Timer
 
-from skyseg.training.model import ARCHITECTURES  # noqa: E402  (imports TensorFlow only when a model is built)
+from skyseg.training.model import ARCHITECTURES  # TensorFlow only when a model is built
 
 SEQUENCES = ("0001TP", "0006R0", "0016E5")
 
@@ -126,11 +124,10 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     tag = protocol if protocol == "standard" else f"loso-{args.holdout}"
     gaps = "-gaps" if args.ignore_sky_gaps else ""
     dataset = args.work / f"dataset-{tag}-{args.scale:g}-{args.patch_size}-{args.stride}{gaps}"
-    start = time.perf_counter()
-    build_dataset(camvid / "result.json", camvid / "images", dataset, mode="ldr",
-                  patch_size=args.patch_size, stride=args.stride, seed=0, scale=args.scale,
-                  split_files=lists, ignore_sky_gaps=args.ignore_sky_gaps)
-    build_seconds = time.perf_counter() - start
+    with Timer() as build:
+        build_dataset(camvid / "result.json", camvid / "images", dataset, mode="ldr",
+                      patch_size=args.patch_size, stride=args.stride, seed=0, scale=args.scale,
+                      split_files=lists, ignore_sky_gaps=args.ignore_sky_gaps)
     counts = json.loads((dataset / "dataset.json").read_text())["splits"]
 
     budget = args.minutes * 60.0
@@ -144,27 +141,24 @@ def run_one(protocol: str, seed: int, args, camvid: Path) -> dict:
     run_dir = work / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a benchmark run starts from scratch
-    start = time.perf_counter()
-    result = train_model(dataset, run_dir, epochs=epochs, batch_size=args.batch_size,
-                         learning_rate=args.learning_rate, architecture=args.architecture,
-                         backbone=args.backbone,
-                         encoder_weights=None, seed=seed, patience=100000,
-                         max_minutes=args.minutes, augmentation=augmentation(args),
-                         weight_decay=args.weight_decay)
-    train_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
-    scores = evaluate_model(run_dir, camvid / "images", coco=camvid / "result.json",
-                            only=lists["val"], out_dir=work / "evaluation")
-    evaluate_seconds = time.perf_counter() - start
+    with Timer() as training:
+        result = train_model(dataset, run_dir, epochs=epochs, batch_size=args.batch_size,
+                             learning_rate=args.learning_rate, architecture=args.architecture,
+                             backbone=args.backbone,
+                             encoder_weights=None, seed=seed, patience=100000,
+                             max_minutes=args.minutes, augmentation=augmentation(args),
+                             weight_decay=args.weight_decay)
+    with Timer() as evaluation:
+        scores = evaluate_model(run_dir, camvid / "images", coco=camvid / "result.json",
+                                only=lists["val"], out_dir=work / "evaluation")
     neutral = evaluate_model(run_dir, camvid / "images", coco=camvid / "result.json",
                              only=lists["val"], out_dir=work / "evaluation-without-gaps",
                              ignore_sky_gaps=True)
     val_ious = [row["val_iou"] for row in result.history]
     return {"protocol": protocol, "seed": seed, "counts": counts, "dataset": dataset,
-            "build_seconds": build_seconds, "planned_epochs": epochs,
+            "build_seconds": build.seconds, "planned_epochs": epochs,
             "epoch_estimate": epoch_seconds + val_seconds, "epochs": result.epochs,
-            "train_seconds": train_seconds, "evaluate_seconds": evaluate_seconds,
+            "train_seconds": training.seconds, "evaluate_seconds": evaluation.seconds,
             "val_ious": val_ious, "worst_drop": worst_drop(val_ious),
             "best_epoch": result.best_epoch, "best_val_iou": result.best_val_iou,
             "summary": scores.summary, "neutral": neutral.summary, "run_dir": run_dir,
@@ -211,7 +205,7 @@ def main() -> None:
     parser.add_argument("--holdout", default="0001TP", choices=SEQUENCES,
                         help="the sequence left out by the loso protocol")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    parser.add_argument("--camvid", type=Path, default=ROOT.parent / "shared/data/camvid-sky")
+    parser.add_argument("--camvid", type=Path, default=SHARED_DATA / "camvid-sky")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "camvid-bench")
     parser.add_argument("--scale", type=float, default=0.5,
                         help="shrink factor of images for training and prediction")

@@ -37,19 +37,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import Table, load_average
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from skyseg.data.augmentation import (  # noqa: E402
+from skyseg.data.augmentation import (
     Augmentation,
     augment_values,
     to_float32,
     warp_image,
     warp_mask,
 )
-from skyseg.data.generators import PatchBatches, _read_image_patch  # noqa: E402
-from skyseg.image.preprocess import Preprocessing  # noqa: E402
-from skyseg.io import write_png, write_tiff  # noqa: E402
+from skyseg.data.generators import PatchBatches, _read_image_patch
+from skyseg.image.preprocess import Preprocessing
+from skyseg.io import write_png, write_tiff
 
 TARGET = 1000.0
 
@@ -79,10 +78,6 @@ def write_patches(root: Path, count: int, size: int, seed: int = 0) -> None:
                       sky_mask(rng, size, padded=index % 4 == 3))
     (root / "dataset.json").write_text(json.dumps(
         {"mode": "hdr", "patch_size": size, "preprocessing": preprocessing.to_dict()}))
-
-
-def load_average() -> str:
-    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def stage_costs(root: Path, size: int, repeats: int = 3) -> None:
@@ -129,8 +124,9 @@ def stage_costs(root: Path, size: int, repeats: int = 3) -> None:
         "whole patch (read, check, augment)": lambda i: batches._fill(0, i, x, y, [draws[i]]),
     }
     print(f"stages of one {size}x{size}x3 patch, CPU ms in one thread ({load_average()}):")
+    table = Table([("stage", "<44"), ("CPU ms", ">6.3f")], indent="  ")
     for name, function in stages.items():
-        print(f"  {name:44s} {timed(function):6.3f}")
+        table.print_row(name, timed(function))
 
 
 def loader_rate(root: Path, batch_size: int, workers: int, augment: bool,

