@@ -7,6 +7,6 @@ the panorama's cylinder, coverage) and ``painting`` (sky colour, noise, polygons
 no code here.
 """
 
-from skyseg.demo.synthetic import make_demo_data
+from skyseg.demo.synthetic import DemoOptions, make_demo_data
 
-__all__ = ['make_demo_data']
+__all__ = ['make_demo_data', 'DemoOptions']
