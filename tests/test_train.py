@@ -341,10 +341,10 @@ def test_frozen_encoder_then_trainable_and_resume_in_the_frozen_phase(reference,
                                                                       tmp_path):
     from skyseg.backend import import_keras
     from skyseg.training.model import load_model
-    from skyseg.training.train import _encoder_layer_names
+    from skyseg.training.finetune import encoder_layer_names
 
     keras = import_keras()
-    encoder = _encoder_layer_names("resnet18")
+    encoder = encoder_layer_names("resnet18")
     source = load_model(reference.run_dir / "model_best.h5")
     # Weighted layers have the same names in every build (the others are numbered).
     source_weights = {layer.name: layer.get_weights() for layer in source.layers if layer.weights}
@@ -583,7 +583,8 @@ def test_run_settings_read_back_from_config_json(dataset, tmp_path, monkeypatch)
                             max_minutes=5, encoder_weights=None, epochs=2, batch_size=8)
     settings = RunSettings.from_json(config)
     assert settings.to_json() == config and list(settings.to_json()) == list(config)
-    assert (settings.backbone, settings.total_steps, settings.freeze_encoder_epochs) == (
+    assert (settings.options.backbone, settings.total_steps,
+            settings.options.freeze_encoder_epochs) == (
         "resnet18", 16, 0)
     with pytest.raises(ConfigError, match="old.json: lacks loss, seed; it was not written"):
         RunSettings.from_json({key: value for key, value in config.items()
@@ -614,13 +615,14 @@ def test_augment_set_changes_the_default_of_the_data_mode(tmp_path, monkeypatch)
     import argparse
 
     from skyseg.data.augmentation import Augmentation
-    from skyseg.training.train import _augmentation_from_args, add_arguments
+    from skyseg.training.options import augmentation_from_args
+    from skyseg.training.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
 
     def changes(*options):
-        return _augmentation_from_args(parser.parse_args(["--data", "d", "--out", "o",
+        return augmentation_from_args(parser.parse_args(["--data", "d", "--out", "o",
                                                           *options]))
 
     assert changes() == "default"

@@ -335,7 +335,7 @@ def agree(tf, strategy, cluster: Cluster | None, value: float, what: str) -> Non
 
 
 class AgreedBudget:
-    """A :class:`~skyseg.training.train.TimeBudget` whose stop decision is taken by all workers together.
+    """A :class:`~skyseg.training.recorder.TimeBudget` that all workers stop on together.
 
     Each worker times its own epochs; training stops when any worker's budget
     says so, so all stop after the same epoch.

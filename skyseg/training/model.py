@@ -35,6 +35,9 @@ __all__ = [
     "load_run",
     "ModelEnsemble",
     "LoadedModel",
+    "TEST_PAUSE_IN_SAVE",
+    "TEST_NOTIFY_FD",
+    "pause_for_tests",
 ]
 
 logger = logging.getLogger("skyseg")
@@ -63,6 +66,9 @@ _ARRAY_GROUP = "skyseg_arrays"
 #: skyseg's attributes, so that tests can kill the process in the middle of a
 #: checkpoint write (tests/test_train_kill.py).
 TEST_PAUSE_IN_SAVE = "SKYSEG_TEST_PAUSE_IN_SAVE"
+#: A file descriptor (a pipe the test opened) on which a pausing test hook writes one
+#: line, so that the test waits on it instead of polling a log.
+TEST_NOTIFY_FD = "SKYSEG_TEST_NOTIFY_FD"
 _saves_seen: dict[str, int] = {}
 
 
@@ -173,7 +179,7 @@ def build_model(
 
 
 def _build_lite0(architecture: str, encoder_weights, input_shape: tuple):
-    """The Lite0 U-Net of :mod:`skyseg.training.lite0`; ``"imagenet"`` is the file shipped with skyseg."""
+    """The Lite0 U-Net of :mod:`skyseg.training.lite0`; ``"imagenet"``: the file skyseg ships."""
     from skyseg.training import lite0
     if architecture != "unet":
         raise ConfigError(f"the {lite0.BACKBONE} backbone comes as a U-Net only, got "
@@ -272,11 +278,23 @@ def _pause_for_tests(path: Path, temporary: Path) -> None:
         return
     _saves_seen[name] = _saves_seen.get(name, 0) + 1
     if _saves_seen[name] == int(count or 1):
-        import time
+        pause_for_tests(f"{TEST_PAUSE_IN_SAVE}={wanted}: pausing in the middle of writing "
+                        f"{temporary}")
 
-        logger.warning("%s=%s: pausing in the middle of writing %s (test hook)",
-                       TEST_PAUSE_IN_SAVE, wanted, temporary)
-        time.sleep(3600)
+
+def pause_for_tests(message: str) -> None:
+    """A test hook's pause: log ``message``, tell the waiting test and wait to be killed.
+
+    The test learns of the pause from one line on the file descriptor
+    :data:`TEST_NOTIFY_FD` names (when set).
+    """
+    logger.warning("%s (test hook)", message)
+    descriptor = os.environ.get(TEST_NOTIFY_FD)
+    if descriptor:
+        os.write(int(descriptor), (message + "\n").encode())
+    import threading
+
+    threading.Event().wait()  # until the test kills the process
 
 
 def read_model_arrays(path: str | os.PathLike, name: str) -> list | None:
