@@ -63,7 +63,7 @@ _LAZY = {
     "train_model": "skyseg.training.train",
     "build_model": "skyseg.training.model",
     "load_run": "skyseg.training.model",
-    "default_model": "skyseg.training.model",
+    "default_model": "skyseg.io.run_folder",
     "run_images": "skyseg.training.train",
     "ModelEnsemble": "skyseg.training.model",
     "PatchSequence": "skyseg.data.generators",

@@ -207,6 +207,9 @@ def add_options(parser, cls, *, skip=(), only=None, flags=None, dest_prefix: str
                     settings["choices"] = meta["choices"]
                 if meta.get("metavar"):
                     settings["metavar"] = meta["metavar"]
+                elif dest_prefix and settings.get("choices") is None:
+                    # what argparse shows without the prefix: the flag's name
+                    settings["metavar"] = names[-1].lstrip("-").replace("-", "_").upper()
         target.add_argument(*names, **settings)
 
 

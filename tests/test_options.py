@@ -162,6 +162,7 @@ def test_add_options_subset_renamed_without_defaults():
     add_options(result, Example, only=("epochs", "tta"), flags={"epochs": "--train-epochs"},
                 dest_prefix="training.", default=argparse.SUPPRESS)
     assert vars(result.parse_args([])) == {}
+    assert "--train-epochs TRAIN_EPOCHS" in result.format_help()
     assert vars(result.parse_args(["--train-epochs", "4", "--tta"])) == {
         "training.epochs": 4, "training.tta": True}
 
