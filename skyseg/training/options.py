@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from skyseg.data.augmentation import Augmentation
 from skyseg.errors import ConfigError
 from skyseg.options import option
+from skyseg.training.model import ARCHITECTURES
 
 __all__ = ["TrainOptions", "add_augmentation_arguments", "augmentation_from_args", "check_counts",
            "DEFAULT_LEARNING_RATE", "INIT_LEARNING_RATE_FACTOR"]
@@ -121,7 +122,8 @@ class TrainOptions:
               "model_best.h5 and prediction; 0 for none")
     clip_norm: float | None = option(1.0, "clip of the global gradient norm; 0 for none")
     architecture: str | None = option(
-        None, "unet (default), fpn, linknet or pspnet; with --init the --init run's")
+        None, "unet (default), fpn, linknet or pspnet; with --init the --init run's",
+        choices=ARCHITECTURES)
     backbone: str | None = option(
         None, "encoder, e.g. resnet18, resnet34 (default); with --init the --init run's")
     init: str | None = option(
