@@ -566,92 +566,114 @@ def _read_done(out_dir: Path, item: _Item, digits: int) -> dict | None:
 
 # --------------------------------------------------------------------------- summary
 
-def _summarise(out_dir: Path, plan: dict, items: list[_Item], records: dict[int, dict],
-               report: BatchReport, unassigned: list[str],
-               without_sky: list[str]) -> tuple[dict, dict]:
-    _, done_dir = _state_files(out_dir)
-    splits = _split_order(plan["split_names"])
-    patches = {name: 0 for name in splits}
-    sky = {name: 0 for name in splits}
-    valid = {name: 0 for name in splits}
-    padding = {name: 0 for name in splits}
-    image_sky = {name: 0 for name in splits}
-    image_pixels = {name: 0 for name in splits}
-    samples: dict[str, list[np.ndarray]] = {name: [] for name in splits}
-    size = plan["patch_size"]
-    scale = float(plan["preprocessing"].get("scale", 1.0))
-    lines = [["id", "split", "source", "row", "col", "size", "valid_height", "valid_width",
-              "sky_fraction"]]
-    nonfinite, negative, images = {}, {}, {}
-    for item in items:
-        record = records.get(item.index)
-        if record is None:
-            continue
+@dataclass
+class _Tally:
+    """What the finished images add up to, per split (and per source image)."""
+
+    splits: list[str]
+    patches: dict[str, int]
+    sky: dict[str, int]
+    valid: dict[str, int]
+    padding: dict[str, int]
+    image_sky: dict[str, int]
+    image_pixels: dict[str, int]
+    samples: dict[str, list[np.ndarray]]
+    lines: list[list]
+    nonfinite: dict[str, int] = field(default_factory=dict)
+    negative: dict[str, int] = field(default_factory=dict)
+    images: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, splits: list[str]) -> _Tally:
+        def zeros():
+            return {name: 0 for name in splits}
+
+        header = ["id", "split", "source", "row", "col", "size", "valid_height", "valid_width",
+                  "sky_fraction"]
+        return cls(splits, zeros(), zeros(), zeros(), zeros(), zeros(), zeros(),
+                   {name: [] for name in splits}, [header])
+
+    def add(self, item: _Item, record: dict, size: int, scale: float, done_dir: Path) -> None:
+        """Count one finished image: its patches (manifest lines), sky and value sample."""
         split = item.split
         for name, row, col, valid_h, valid_w, sky_count in record["rows"]:
             pixels = valid_h * valid_w
-            lines.append([name, split, record["source"], row, col, size, valid_h, valid_w,
-                          f"{sky_count / pixels:.6f}"])
-            patches[split] += 1
-            sky[split] += sky_count
-            valid[split] += pixels
-            padding[split] += size * size - pixels
-        image_sky[split] += record["sky_pixels"]
-        image_pixels[split] += int(np.prod(scaled_size(item.height, item.width, scale)))
-        samples[split].append(np.load(done_dir / f"{item.index:06d}.npy", allow_pickle=False))
-        nonfinite[record["source"]] = record["nonfinite"]
-        negative[record["source"]] = record["sanitised"].get("negative", 0)
-        images[record["source"]] = {"stem": item.stem, "split": split, "height": item.height,
-                                    "width": item.width, "patches": item.count,
-                                    "first_id": item.first_id}
+            self.lines.append([name, split, record["source"], row, col, size, valid_h, valid_w,
+                               f"{sky_count / pixels:.6f}"])
+            self.patches[split] += 1
+            self.sky[split] += sky_count
+            self.valid[split] += pixels
+            self.padding[split] += size * size - pixels
+        self.image_sky[split] += record["sky_pixels"]
+        self.image_pixels[split] += int(np.prod(scaled_size(item.height, item.width, scale)))
+        self.samples[split].append(np.load(done_dir / f"{item.index:06d}.npy",
+                                           allow_pickle=False))
+        self.nonfinite[record["source"]] = record["nonfinite"]
+        self.negative[record["source"]] = record["sanitised"].get("negative", 0)
+        image = {"stem": item.stem, "split": split, "height": item.height, "width": item.width,
+                 "patches": item.count, "first_id": item.first_id}
         if "sky_gap_pixels" in record:
-            images[record["source"]]["sky_gap_pixels"] = record["sky_gap_pixels"]
-    sky_fraction = _ratios(sky, valid)
-    stats = {
-        "patches": patches,
-        "sky_fraction": sky_fraction,
-        "sky_fraction_images": _ratios(image_sky, image_pixels),
-        "padding_fraction": {name: (round(padding[name] / (patches[name] * size * size), 6)
-                                    if patches[name] else None) for name in splits},
-        "quantiles_percent": {**{name: _quantiles(samples[name]) for name in splits},
-                              "all": _quantiles([v for name in splits for v in samples[name]])},
-        "quantile_sample_per_image": SAMPLE_PER_IMAGE,
-        "nonfinite_repaired": nonfinite,
-        "negative_clamped": negative,
-    }
+            image["sky_gap_pixels"] = record["sky_gap_pixels"]
+        self.images[record["source"]] = image
+
+    def stats(self, size: int) -> dict:
+        """The ``stats`` of ``dataset.json``."""
+        splits, patches = self.splits, self.patches
+        return {
+            "patches": patches,
+            "sky_fraction": _ratios(self.sky, self.valid),
+            "sky_fraction_images": _ratios(self.image_sky, self.image_pixels),
+            "padding_fraction": {name: (round(self.padding[name] / (patches[name] * size * size),
+                                              6) if patches[name] else None)
+                                 for name in splits},
+            "quantiles_percent": {**{name: _quantiles(self.samples[name]) for name in splits},
+                                  "all": _quantiles([v for name in splits
+                                                     for v in self.samples[name]])},
+            "quantile_sample_per_image": SAMPLE_PER_IMAGE,
+            "nonfinite_repaired": self.nonfinite,
+            "negative_clamped": self.negative,
+        }
+
+
+def _summarise(out_dir: Path, plan: dict, items: list[_Item], records: dict[int, dict],
+               report: BatchReport, unassigned: list[str],
+               without_sky: list[str]) -> tuple[dict, dict]:
+    """Write ``manifest.csv`` and ``dataset.json``; the patches and sky fraction per split."""
+    _, done_dir = _state_files(out_dir)
+    size = plan["patch_size"]
+    scale = float(plan["preprocessing"].get("scale", 1.0))
+    tally = _Tally.empty(_split_order(plan["split_names"]))
+    for item in items:
+        if item.index in records:
+            tally.add(item, records[item.index], size, scale, done_dir)
+    stats = tally.stats(size)
     sources = {name: split for name, split in
                sorted((Path(item.path).name, item.split) for item in items
                       if item.index in records)}
     summary = {
         "format": FORMAT_VERSION,
-        "mode": plan["mode"],
-        "patch_size": plan["patch_size"],
-        "stride": plan["stride"],
-        "dtype": plan["dtype"],
-        "compression": plan["compression"],
-        "seed": plan["seed"],
-        "id_digits": plan["id_digits"],
-        "preprocessing": plan["preprocessing"],
+        **{key: plan[key] for key in ("mode", "patch_size", "stride", "dtype", "compression",
+                                      "seed", "id_digits", "preprocessing")},
         "mask_values": {"not_sky": 0, "sky": 1, "ignore": IGNORE},
         "ignore_sky_gaps": bool(plan.get("ignore_sky_gaps", False)),
         "convert_ldr": bool(plan.get("convert_ldr", False)),
         "split_method": plan["split_method"],
         "coco": plan["coco"],
         "images_dir": plan["images_dir"],
-        "splits": patches,
+        "splits": tally.patches,
         "stats": stats,
         "sources": sources,
-        "images": images,
+        "images": tally.images,
         "skipped": sorted(({"image": item, "error": message}
                            for item, message in report.failures), key=lambda d: d["image"]),
         "unassigned": sorted(unassigned),
         "without_sky_regions": sorted(without_sky),
     }
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    csv.writer(buffer, lineterminator="\n").writerows(tally.lines)
     write_text(out_dir / "manifest.csv", buffer.getvalue())
     write_text(out_dir / "dataset.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
-    return patches, sky_fraction
+    return tally.patches, stats["sky_fraction"]
 
 
 def _quantiles(values: list[np.ndarray]) -> dict | None:

@@ -350,6 +350,31 @@ def load_coco(path: str | os.PathLike, *, sky_categories=DEFAULT_SKY_CATEGORIES,
         sky_categories = (sky_categories,)
     if isinstance(non_sky_categories, str):
         non_sky_categories = (non_sky_categories,)
+    data = _load_coco_object(path)
+    roles, category_names = _category_roles(path, data["categories"], sky_categories,
+                                            non_sky_categories)
+    images = _read_image_records(path, data["images"])
+    _attach_annotations(path, data["annotations"], images, roles, category_names)
+    missing_size = sum(1 for record in images.values() if record["width"] is None)
+    if missing_size:
+        logger.warning("%s: %d images have no width/height; their polygons are taken in the "
+                       "pixels of the image on disk (no scaling)", path, missing_size)
+    entries = {
+        record["stem"]: ImageEntry(
+            image_id=record["id"], file_name=record["file_name"],
+            original_name=record["original_name"], stem=record["stem"],
+            width=record["width"], height=record["height"],
+            annotations=tuple(record["annotations"]), fallback_stem=record["fallback_stem"],
+        )
+        for record in images.values()
+    }
+    logger.debug("%s: %d images, %d sky/non-sky annotations", path, len(entries),
+                 sum(len(e.annotations) for e in entries.values()))
+    return CocoLabels(path, entries)
+
+
+def _load_coco_object(path: Path) -> dict:
+    """The JSON object of a COCO export, with its three lists checked."""
     data = _load_json(path)
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a COCO object with 'images', 'annotations' and "
@@ -362,12 +387,14 @@ def load_coco(path: str | os.PathLike, *, sky_categories=DEFAULT_SKY_CATEGORIES,
         if not isinstance(data[key], list):
             raise AnnotationError(f"{path}: {key!r} is a {type(data[key]).__name__}, expected a "
                                   "list; the file is damaged, export it again")
-    roles, category_names = _category_roles(path, data["categories"], sky_categories,
-                                            non_sky_categories)
+    return data
 
+
+def _read_image_records(path: Path, images_list: list) -> dict[object, dict]:
+    """``{image id: record}`` of the file's ``images``; ids and stems must be unique."""
     images: dict[object, dict] = {}
     by_stem: dict[str, dict] = {}
-    for index, image in enumerate(data["images"]):
+    for index, image in enumerate(images_list):
         where = f"images[{index}]"
         if not isinstance(image, dict) or "id" not in image or not isinstance(
             image.get("file_name"), str
@@ -381,35 +408,45 @@ def load_coco(path: str | os.PathLike, *, sky_categories=DEFAULT_SKY_CATEGORIES,
             raise AnnotationError(f"{path}: image id {image_id!r} appears twice ({where} and "
                                   f"{images[image_id]['file_name']!r}); the file is damaged, "
                                   "export it again")
-        try:
-            name = original_name(image["file_name"])
-        except AnnotationError as exc:
-            raise AnnotationError(f"{path}: {where}: {exc}") from exc
-        stem = _stem(name)
-        if stem in by_stem:
-            raise AnnotationError(
-                f"{path}: {image['file_name']!r} and {by_stem[stem]['file_name']!r} are both "
-                f"image {stem!r} (same name after removing folder, upload prefix and extension); "
-                "delete one of the two tasks in Label Studio and export again"
-            )
-        basename = _basename(image["file_name"])
-        record = {
-            "id": image_id,
-            "file_name": image["file_name"],
-            "original_name": name,
-            "stem": stem,
-            "width": _size(image.get("width"), "width", path, where),
-            "height": _size(image.get("height"), "height", path, where),
-            "annotations": [],
-            "fallback_stem": _stem(basename) if basename != name else None,
-        }
-        if (record["width"] is None) != (record["height"] is None):
-            record["width"] = record["height"] = None
-        images[image_id] = record
-        by_stem[stem] = record
+        record = _image_record(path, image, where, by_stem)
+        images[image_id] = by_stem[record["stem"]] = record
+    return images
 
+
+def _image_record(path: Path, image: dict, where: str, by_stem: dict[str, dict]) -> dict:
+    """One entry of ``images`` as a record: names, labelled size, no annotations yet."""
+    try:
+        name = original_name(image["file_name"])
+    except AnnotationError as exc:
+        raise AnnotationError(f"{path}: {where}: {exc}") from exc
+    stem = _stem(name)
+    if stem in by_stem:
+        raise AnnotationError(
+            f"{path}: {image['file_name']!r} and {by_stem[stem]['file_name']!r} are both "
+            f"image {stem!r} (same name after removing folder, upload prefix and extension); "
+            "delete one of the two tasks in Label Studio and export again"
+        )
+    basename = _basename(image["file_name"])
+    record = {
+        "id": image["id"],
+        "file_name": image["file_name"],
+        "original_name": name,
+        "stem": stem,
+        "width": _size(image.get("width"), "width", path, where),
+        "height": _size(image.get("height"), "height", path, where),
+        "annotations": [],
+        "fallback_stem": _stem(basename) if basename != name else None,
+    }
+    if (record["width"] is None) != (record["height"] is None):
+        record["width"] = record["height"] = None
+    return record
+
+
+def _attach_annotations(path: Path, annotations: list, images: dict[object, dict],
+                        roles: dict, category_names: dict) -> None:
+    """Add each sky or non-sky annotation to its image's record; warn once about the others."""
     unknown: Counter = Counter()
-    for index, annotation in enumerate(data["annotations"]):
+    for index, annotation in enumerate(annotations):
         if not isinstance(annotation, dict):
             raise AnnotationError(f"{path}: annotations[{index}] is {str(annotation)[:80]}; "
                                   "expected an object")
@@ -435,22 +472,6 @@ def load_coco(path: str | os.PathLike, *, sky_categories=DEFAULT_SKY_CATEGORIES,
         logger.warning("%s: ignoring %d annotations in categories that are neither sky nor "
                        "non-sky: %s; map them with --sky-category / --non-sky-category",
                        path, sum(unknown.values()), listed)
-    missing_size = sum(1 for record in images.values() if record["width"] is None)
-    if missing_size:
-        logger.warning("%s: %d images have no width/height; their polygons are taken in the "
-                       "pixels of the image on disk (no scaling)", path, missing_size)
-    entries = {
-        record["stem"]: ImageEntry(
-            image_id=record["id"], file_name=record["file_name"],
-            original_name=record["original_name"], stem=record["stem"],
-            width=record["width"], height=record["height"],
-            annotations=tuple(record["annotations"]), fallback_stem=record["fallback_stem"],
-        )
-        for record in images.values()
-    }
-    logger.debug("%s: %d images, %d sky/non-sky annotations", path, len(entries),
-                 sum(len(e.annotations) for e in entries.values()))
-    return CocoLabels(path, entries)
 
 
 def _decode(rle) -> np.ndarray:
