@@ -97,6 +97,24 @@ def _meaning(value):
     return value
 
 
+def _call_arguments(bound: dict) -> dict:
+    """A stage function's arguments with its options object's fields (and keyword overrides)
+    spelled out; ``ensemble`` runs join ``model``, as predict_files and evaluate_model load
+    them (``skyseg predict`` passes them joined)."""
+    import dataclasses
+
+    arguments = dict(bound)
+    options = arguments.pop("options", None)
+    if options is not None:
+        arguments.update({field.name: getattr(options, field.name)
+                          for field in dataclasses.fields(options)})
+    arguments.update(arguments.pop("overrides", {}))
+    if arguments.get("ensemble"):
+        arguments["model"] = [arguments["model"], *arguments["ensemble"]]
+        arguments["ensemble"] = []
+    return arguments
+
+
 def _record_stage_calls(monkeypatch, calls: dict) -> None:
     """Replace each stage function by a fast fake that records its arguments (defaults
     filled in) and returns what the real one would, so the reports run."""
@@ -132,9 +150,7 @@ def _record_stage_calls(monkeypatch, calls: dict) -> None:
         def fake(*args, _stage=stage, _signature=signature, **kwargs):
             bound = _signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            arguments = dict(bound.arguments)
-            arguments.update(arguments.pop("options", {}))  # predict/evaluate **options
-            calls[_stage] = arguments
+            calls[_stage] = arguments = _call_arguments(bound.arguments)
             return results[_stage](**{key: arguments[key] for key in arguments
                                       if key == "out_dir"})
 
@@ -168,12 +184,19 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
     from skyseg.cli import commands as cli
     from skyseg.cli.config import PipelineConfig
     from skyseg.cli.pipeline import plan_pipeline, run_pipeline
+    from skyseg.data.dataset import DatasetOptions
+    from skyseg.demo.synthetic import DemoOptions
+    from skyseg.predict.options import PredictOptions
+    from skyseg.training.options import TrainOptions
 
-    config = PipelineConfig(work_dir=tmp_path / "work", demo="synthetic", demo_scenes=4,
-                            demo_width=128, mode="hdr", clip_max=5e4, patch_size=64, stride=32, scale=0.5,
-                            epochs=2, steps_per_epoch=3, patience=4, learning_rate=2e-3,
-                            backbone="resnet18", encoder_weights="none", tile_size=128,
-                            tta=True, ignore_sky_gaps=True, seed=7)
+    config = PipelineConfig(
+        work_dir=tmp_path / "work", demo="synthetic", mode="hdr", seed=7,
+        demo_data=DemoOptions(scenes=4, width=128),
+        dataset=DatasetOptions(clip_max=5e4, patch_size=64, stride=32, scale=0.5,
+                               ignore_sky_gaps=True),
+        training=TrainOptions(epochs=2, steps_per_epoch=3, patience=4, learning_rate=2e-3,
+                              backbone="resnet18", encoder_weights="imagenet"),
+        prediction=PredictOptions(tile_size=128, tta=True))
     direct: dict = {}
     _record_stage_calls(monkeypatch, direct)
     monkeypatch.setattr(logging.getLogger("skyseg"), "propagate", True)
@@ -194,7 +217,7 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
     build = direct["build-dataset"]
     assert (build["patch_size"], build["stride"], build["scale"], build["seed"]) == (
         64, 32, 0.5, 7)
-    assert build["preprocessing"].clip_max == 5e4 and build["mode"] == "hdr"
+    assert build["clip_max"] == 5e4 and build["mode"] == "hdr"
     assert build["ignore_sky_gaps"] is True
     assert build["split_files"] == {"train": config.demo_dir / "train.txt",
                                     "val": config.demo_dir / "val.txt"}
@@ -208,8 +231,8 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
     assert direct["evaluate"]["images"] == config.work_dir / "held_out"
     assert direct["evaluate"]["model"] == direct["predict"]["model"] == str(config.run_dir)
     assert f"== train: {steps[3].command_line}" in caplog.messages
-    assert steps[3].command_line.endswith(" --encoder-weights none --steps-per-epoch 3 "
-                                          "--patience 4")
+    for flag in (" --encoder-weights imagenet", " --steps-per-epoch 3", " --patience 4"):
+        assert flag in steps[3].command_line
     assert "train: 3 patches, sky fraction 0.500" in capsys.readouterr().out  # build's report
     # Each logged command line, run through the CLI, makes the same call.
     for step in steps:
@@ -224,21 +247,25 @@ def test_stages_are_called_directly_with_their_command_lines_arguments(tmp_path,
 def test_members_train_one_run_per_seed_and_predict_with_their_ensemble(tmp_path, monkeypatch):
     from skyseg.cli.config import PipelineConfig
     from skyseg.cli.pipeline import plan_pipeline
+    from skyseg.demo.synthetic import DemoOptions
     from skyseg.errors import ConfigError
+    from skyseg.training.options import TrainOptions
 
     work = tmp_path / "work"
-    config = PipelineConfig(work_dir=work, demo="synthetic", demo_scenes=4, demo_width=128,
-                            epochs=2, backbone="resnet18", members=3, seed=7)
+    config = PipelineConfig(work_dir=work, demo="synthetic", members=3, seed=7,
+                            demo_data=DemoOptions(scenes=4, width=128),
+                            training=TrainOptions(epochs=2, backbone="resnet18"))
     steps = plan_pipeline(config)
     assert [step.stage for step in steps] == ["demo-data", "previews", "build-dataset", "train",
                                               "train", "train", "predict", "evaluate"]
     runs = [work / "run", work / "run-2", work / "run-3"]
     trains = steps[3:6]
-    assert [(step.kwargs["out_dir"], step.kwargs["seed"]) for step in trains] == list(
+    assert [(step.kwargs["out_dir"], step.options.seed) for step in trains] == list(
         zip(runs, (7, 8, 9), strict=True))
     assert f"--out {runs[1]} " in trains[1].command_line and " --seed 8" in trains[1].command_line
     predict, evaluate = steps[6:]
-    assert predict.kwargs["model"] == evaluate.kwargs["model"] == [str(run) for run in runs]
+    assert (_call_arguments(predict.kwargs)["model"] == _call_arguments(evaluate.kwargs)["model"]
+            == [str(run) for run in runs])
     assert predict.command_line.endswith(f"--ensemble {runs[1]} --ensemble {runs[2]}")
     assert evaluate.command_line.endswith(f"--ensemble {runs[1]} --ensemble {runs[2]}")
     # Each logged command line, run through the CLI, makes the same call as the pipeline.
@@ -279,10 +306,10 @@ def test_the_default_demo_fine_tunes_the_shipped_model_on_real_panoramas(tmp_pat
     steps = plan_pipeline(config)
     assert [step.stage for step in steps] == ["previews", "build-dataset", "train", "predict",
                                               "evaluate"]
-    build, train = steps[1].kwargs, steps[2].kwargs
+    build, train = _call_arguments(steps[1].kwargs), _call_arguments(steps[2].kwargs)
     assert build["like"] == DEFAULT_MODEL_DIR and build["split_files"] == {
         "train": demo / "train.txt", "val": demo / "val.txt"}
-    assert train["init"] == DEFAULT_MODEL_DIR
+    assert train["init"] == str(DEFAULT_MODEL_DIR)
     assert train["architecture"] is None and train["backbone"] is None
     assert (train["epochs"], train["steps_per_epoch"]) == (3, 25)
     assert f"--init {DEFAULT_MODEL_DIR}" in steps[2].command_line

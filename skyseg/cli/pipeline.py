@@ -26,58 +26,26 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import importlib
 import json
 import logging
-import os
 import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skyseg.cli.config import DEMOS, STAGE_FLAGS, PipelineConfig, load_config
+from skyseg.cli.config import PipelineConfig, SourceConfig, add_arguments, config_from_args
 from skyseg.errors import ConfigError
-from skyseg.options import parse_bool
-from skyseg.training.model import ARCHITECTURES
+from skyseg.options import to_argv
 
 __all__ = ["run_pipeline", "plan_pipeline", "link_held_out", "Step", "CLI_HELP", "add_arguments",
-           "run"]
+           "config_from_args", "run"]
 
 logger = logging.getLogger("skyseg")
 
 CLI_HELP = "run the whole workflow (the demo when no data is given); what run_pipeline.sh runs"
-
-#: Settings of the bundled real demo: the shipped model (an EfficientNet-Lite0
-#: U-Net) fine-tuned on the four training panoramas for 3 x 25 batches, a few
-#: minutes of CPU. A config file or options override them.
-REAL_DEMO_DEFAULTS = {
-    "init": "default",
-    "patch_size": 256,
-    "stride": 128,
-    "epochs": 3,
-    "steps_per_epoch": 25,
-    "batch_size": 8,
-    "learning_rate": 2e-4,
-    "patience": 15,
-}
-#: Smaller settings for the synthetic demo (``--demo synthetic``) so that the
-#: whole pipeline fits in a few minutes on a laptop CPU.
-DEMO_DEFAULTS = {
-    # Train on the 1024x512 panoramas shrunk to 256x128: a 128-px patch then
-    # holds the whole height, sky to ground, and a ResNet18 U-Net reaches a
-    # held-out IoU above 0.9 in a few minutes of CPU (ResNet34 at full size
-    # needs hours there). Predict shrinks the same way and returns full-size masks.
-    "scale": 0.25,
-    "patch_size": 128,
-    "stride": 32,
-    "backbone": "resnet18",
-    "epochs": 15,
-    "batch_size": 8,
-    "patience": 15,
-}
-#: Long side of the previews the pipeline writes.
-PREVIEW_SIZE = 2048
 
 
 def _stem_list(path: Path) -> list[str]:
@@ -108,7 +76,7 @@ def _check_demo_folder(config: PipelineConfig) -> None:
                 meta.get("settings", {}).get("width"), meta.get("settings", {}).get("seed"))
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         made = None
-    wanted = (FORMAT_VERSION, config.demo_scenes, config.demo_width, config.seed)
+    wanted = (FORMAT_VERSION, config.demo_data.scenes, config.demo_data.width, config.seed)
     if made != wanted:
         raise ConfigError(
             f"{config.work_dir} holds a demo made by another skyseg version or with other "
@@ -120,52 +88,78 @@ def _check_demo_folder(config: PipelineConfig) -> None:
 
 @dataclass
 class Step:
-    """One stage of a pipeline run: the function it calls and the command it stands for.
+    """One stage of a pipeline run: a call of the stage function, and the command line
+    that makes the same call.
+
+    Both come from the same values: the stage's options object (its command-line options
+    are :func:`~skyseg.options.to_argv` of it) and the other arguments, each with its
+    spelling on the command line.
 
     Attributes:
-        stage: the stage's name (``skyseg STAGE``).
-        command: the ``skyseg`` arguments that would do the same by hand; shown
-            in the log, never parsed (``skyseg`` + :func:`shlex.join` of it).
-        module: the stage module, imported when the step runs.
-        function: the stage function of ``module`` (e.g. ``"build_dataset"``).
-        kwargs: its keyword arguments.
-        report: the function of ``module`` that shows the result and gives
-            the exit status, as the command does (e.g. ``"report_dataset"``).
+        stage: the stage's name (``skyseg STAGE``; its module is ``commands.STAGES[stage]``).
+        function: the stage function (e.g. ``"build_dataset"``).
+        arguments: ``(parameter, flag, value)`` of each argument besides the options, in
+            command-line order; flag None: a positional argument, ``""``: none (the
+            command works the value out alike, e.g. ``verbose``).
+        options: the stage's options object, passed as ``options``.
+        report: the module's function that shows the result and gives the exit status,
+            as the command does (e.g. ``"report_dataset"``).
         report_kwargs: its keyword arguments besides the result.
         held_out: the source whose held-out image folder the step reads (linked
             just before), or None.
+        command: the ``skyseg`` arguments that make the same call by hand.
+
+    Raises:
+        ConfigError: the options hold a setting the command line cannot give.
     """
 
     stage: str
-    command: list[str]
-    module: str
     function: str
-    kwargs: dict
+    arguments: list[tuple[str, str | None, object]]
+    options: object
     report: str
     report_kwargs: dict = field(default_factory=dict)
     held_out: _Data | None = None
 
     @property
+    def kwargs(self) -> dict:
+        """The stage function's keyword arguments."""
+        return {name: value for name, _, value in self.arguments} | {"options": self.options}
+
+    command: list[str] = field(init=False)
+
+    def __post_init__(self):
+        argv = [self.stage]
+        for _, flag, value in self.arguments:
+            argv += _spelled(flag, value)
+        try:
+            self.command = argv + to_argv(self.options)
+        except ValueError as exc:  # a setting the command line cannot give
+            raise ConfigError(f"pipeline step {self.stage}: {exc}") from exc
+
+    @property
     def command_line(self) -> str:
-        """``skyseg ...``: the step as a command to run by hand."""
+        """``skyseg ...``: the step as a command to run by hand (shown, never parsed)."""
         return "skyseg " + shlex.join(self.command)
 
     def __call__(self) -> int:
         """Call the stage function, then its report; the stage's exit status."""
-        module = importlib.import_module(self.module)
+        from skyseg.cli.commands import STAGES
+
+        module = importlib.import_module(STAGES[self.stage])
         result = getattr(module, self.function)(**self.kwargs)
         return int(getattr(module, self.report)(result, **self.report_kwargs) or 0)
 
 
-def _command(stage: str, *arguments, options=()) -> list[str]:
-    """``[stage, *arguments, --flag value ...]``: None and False leave a flag out, True
-    gives the flag alone."""
-    argv = [stage, *(str(argument) for argument in arguments)]
-    for flag, value in options:
-        if value is None or value is False:
-            continue
-        argv += [flag] if value is True else [flag, str(value)]
-    return argv
+def _spelled(flag: str | None, value) -> list[str]:
+    """One argument on the command line: None and False leave it out, True gives the flag
+    alone, a list repeats the flag (or gives each positional value)."""
+    if value is None or value is False or flag == "":
+        return []
+    if value is True:
+        return [flag]
+    values = [str(item) for item in (value if isinstance(value, list) else [value])]
+    return values if flag is None else [part for item in values for part in (flag, item)]
 
 
 @dataclass(frozen=True)
@@ -173,21 +167,43 @@ class _Data:
     """One labelled source as the steps see it: the config's own ``images``/``coco``
     (name ``""``, the folders of before), or a ``sources:`` entry (its own subfolders)."""
 
-    name: str
-    images_dir: Path
-    coco_file: Path | None
-    split_files: dict
-    split: str | None
-    group_pattern: str | None
-    mode: str | None
-    convert_ldr: bool
-    ignore_sky_gaps: bool
-    stride: int | None
-    weight: float
-    dataset_dir: Path
-    held_out_dir: Path
-    predictions_dir: Path
-    evaluation_dir: Path
+    source: SourceConfig
+    work_dir: Path
+
+    def _folder(self, kind: str) -> Path:
+        return self.work_dir / kind / self.source.name  # name "": the folder itself
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def images_dir(self) -> Path:
+        return self.source.images
+
+    @property
+    def coco_file(self) -> Path | None:
+        return self.source.coco
+
+    @property
+    def split_files(self) -> dict[str, Path]:
+        return self.source.split_files
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self._folder("dataset")
+
+    @property
+    def held_out_dir(self) -> Path:
+        return self._folder("held_out")
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self._folder("predictions")
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self._folder("evaluation")
 
     @property
     def label(self) -> str:
@@ -201,18 +217,12 @@ class _Data:
 
 def _data(config: PipelineConfig) -> list[_Data]:
     """The sources of a pipeline run, in the config's order."""
-    if not config.sources:
-        return [_Data("", config.images_dir, config.coco_file, config.resolved_split_files(),
-                      config.split, config.group_pattern, config.mode, False,
-                      config.ignore_sky_gaps, config.stride, 1.0, config.dataset_dir,
-                      config.work_dir / "held_out", config.predictions_dir,
-                      config.evaluation_dir)]
-    return [_Data(source.name, source.images, source.coco, dict(source.split_files),
-                  source.split, source.group_pattern, source.mode, source.convert_ldr,
-                  source.ignore_sky_gaps, source.stride or config.stride, source.weight,
-                  config.dataset_dir / source.name, config.work_dir / "held_out" / source.name,
-                  config.predictions_dir / source.name, config.evaluation_dir / source.name)
-            for source in config.sources]
+    sources = config.sources or [SourceConfig(
+        name="", images=config.images_dir, coco=config.coco_file,
+        split_files=config.resolved_split_files(), split=config.split,
+        group_pattern=config.group_pattern, mode=config.mode,
+        convert_ldr=config.dataset.convert_ldr, ignore_sky_gaps=config.dataset.ignore_sky_gaps)]
+    return [_Data(source, config.work_dir) for source in sources]
 
 
 def plan_pipeline(config: PipelineConfig) -> list[Step]:
@@ -226,6 +236,29 @@ def plan_pipeline(config: PipelineConfig) -> list[Step]:
             the data settings are incomplete.
     """
     sources = _data(config)
+    _check_inputs(config, sources)
+    steps = [_demo_step(config)] if config.uses_synthetic_demo else []
+    if config.previews:
+        # Previews are for labelling HDR images; photos are labelled as they are.
+        steps += [_previews_step(config, data) for data in sources
+                  if data.source.mode != "ldr" and not data.source.convert_ldr]
+    if config.build_dataset:
+        steps += [_build_step(config, data) for data in sources]
+    if config.train:
+        steps += [_train_step(config, member) for member in range(len(config.run_dirs))]
+    if config.predict:
+        steps += [_predict_step(config, data) for data in sources]
+    if config.evaluate:
+        steps += [_evaluate_step(config, data) for data in sources]
+    return steps
+
+
+def _check_inputs(config: PipelineConfig, sources: list[_Data]) -> None:
+    """Each stage's input is there, or a stage before it will make it.
+
+    Raises:
+        ConfigError: naming what is missing and the flag or setting that fixes it.
+    """
     if config.uses_synthetic_demo:
         _check_demo_folder(config)
     elif not config.uses_demo:
@@ -244,20 +277,6 @@ def plan_pipeline(config: PipelineConfig) -> list[Step]:
             f"prediction and evaluation need a trained model in {untrained[0]}, which has "
             "none; switch TRAIN on (--train=true) or point work_dir at a finished run"
         )
-    steps = [_demo_step(config)] if config.uses_synthetic_demo else []
-    if config.previews:
-        # Previews are for labelling HDR images; photos are labelled as they are.
-        steps += [_previews_step(config, data) for data in sources
-                  if data.mode != "ldr" and not data.convert_ldr]
-    if config.build_dataset:
-        steps += [_build_step(config, data) for data in sources]
-    if config.train:
-        steps += [_train_step(config, member) for member in range(len(config.run_dirs))]
-    if config.predict:
-        steps += [_predict_step(config, data) for data in sources]
-    if config.evaluate:
-        steps += [_evaluate_step(config, data) for data in sources]
-    return steps
 
 
 def _check_source(config: PipelineConfig, data: _Data) -> None:
@@ -273,58 +292,39 @@ def _check_source(config: PipelineConfig, data: _Data) -> None:
 
 
 def _demo_step(config: PipelineConfig) -> Step:
-    kwargs = dict(out_dir=config.demo_dir, scenes=config.demo_scenes, width=config.demo_width,
-                  seed=config.seed)
-    return Step("demo-data", _command("demo-data", options=[
-        ("--out", config.demo_dir), ("--scenes", config.demo_scenes),
-        ("--width", config.demo_width), ("--seed", config.seed)]),
-        "skyseg.demo.synthetic", "make_demo_data", kwargs, "report_demo_data")
+    options = dataclasses.replace(config.demo_data, seed=config.seed)
+    return Step("demo-data", "make_demo_data", [("out_dir", "--out", config.demo_dir)], options,
+                "report_demo_data")
 
 
 def _previews_step(config: PipelineConfig, data: _Data) -> Step:
-    out_dir = config.previews_dir / data.name if data.name else config.previews_dir
-    kwargs = dict(inputs=[str(data.images_dir)], out_dir=out_dir, max_size=PREVIEW_SIZE)
-    return Step("previews", _command("previews", data.images_dir, options=[
-        ("--out", out_dir), ("--max-size", PREVIEW_SIZE)]),
-        "skyseg.labels.previews", "make_previews", kwargs, "report_previews", {"out_dir": out_dir})
+    out_dir = config.previews_dir / data.name
+    return Step("previews", "make_previews",
+                [("inputs", None, [str(data.images_dir)]), ("out_dir", "--out", out_dir)],
+                config.preview, "report_previews", {"out_dir": out_dir})
 
 
 def _build_step(config: PipelineConfig, data: _Data) -> Step:
-    from skyseg.data.dataset import clip_preprocessing
-
-    split_files = data.split_files
-    like = _init_path(config)
-    mode = data.mode or ("hdr" if data.convert_ldr else None)
-    kwargs = dict(coco=data.coco_file, images_dir=data.images_dir,
-                  out_dir=data.dataset_dir, seed=config.seed, dtype=config.dtype,
-                  mode=mode, patch_size=config.patch_size or None,
-                  stride=data.stride or None, like=like,
-                  preprocessing=clip_preprocessing(config.clip_max or None, mode=mode,
-                                                   like=like),
-                  scale=config.scale or None, split_files=split_files or None,
-                  split=data.split or None, group_pattern=data.group_pattern or None,
-                  ignore_sky_gaps=data.ignore_sky_gaps, exposure_key=config.exposure_key,
-                  convert_ldr=data.convert_ldr)
-    return Step("build-dataset", _command("build-dataset", options=[
-        ("--coco", data.coco_file), ("--images", data.images_dir),
-        ("--out", data.dataset_dir), ("--seed", config.seed), ("--dtype", config.dtype),
-        ("--mode", kwargs["mode"]), ("--patch-size", kwargs["patch_size"]),
-        ("--stride", kwargs["stride"]), ("--clip-max", config.clip_max or None),
-        ("--scale", kwargs["scale"]), ("--exposure-key", config.exposure_key),
-        *(("--split-file", f"{name}={path}") for name, path in split_files.items()),
-        ("--split", kwargs["split"]), ("--group-pattern", kwargs["group_pattern"]),
-        ("--ignore-sky-gaps", data.ignore_sky_gaps), ("--like", like),
-        ("--convert-ldr", data.convert_ldr)]),
-        "skyseg.data.dataset", "build_dataset", kwargs, "report_dataset")
+    source = data.source
+    options = dataclasses.replace(
+        config.dataset, seed=config.seed, mode=source.mode or ("hdr" if source.convert_ldr
+                                                               else None),
+        split_files=source.split_files or None, split=source.split,
+        group_pattern=source.group_pattern, stride=source.stride or config.dataset.stride,
+        ignore_sky_gaps=source.ignore_sky_gaps, convert_ldr=source.convert_ldr,
+        like=_init_path(config))
+    return Step("build-dataset", "build_dataset",
+                [("coco", "--coco", data.coco_file), ("images_dir", "--images", data.images_dir),
+                 ("out_dir", "--out", data.dataset_dir)], options, "report_dataset")
 
 
 def _init_path(config: PipelineConfig) -> Path | None:
     """The run training starts from (``init``; ``default``: the shipped model), or None."""
-    if not config.init:
+    if not config.training.init:
         return None
     from skyseg.io.run_folder import resolve_model_path
 
-    return resolve_model_path(config.init)
+    return resolve_model_path(config.training.init)
 
 
 def _train_step(config: PipelineConfig, member: int = 0) -> Step:
@@ -332,77 +332,46 @@ def _train_step(config: PipelineConfig, member: int = 0) -> Step:
     with ``seed + k``)."""
     from skyseg.training.train import progress_verbosity
 
-    run_dir, seed = config.run_dirs[member], config.seed + member
-    resume = (run_dir / "config.json").is_file()
+    run_dir = config.run_dirs[member]
     init = _init_path(config)
-    # A fine-tuned run takes its architecture and backbone from the run it starts from.
-    architecture, backbone = (None, None) if init is not None else (config.architecture,
-                                                                     config.backbone)
+    options = dataclasses.replace(config.training, seed=config.seed + member,
+                                  init=None if init is None else str(init),
+                                  resume=(run_dir / "config.json").is_file())
+    if init is not None:
+        # A fine-tuned run takes its architecture and backbone from the run it starts from.
+        options = dataclasses.replace(options, architecture=None, backbone=None)
     sources = _data(config)
     data = (sources[0].dataset_dir if len(sources) == 1
-            else [f"{item.dataset_dir}={item.weight:g}" for item in sources])
-    kwargs = dict(data_dir=data, out_dir=run_dir, epochs=config.epochs,
-                  batch_size=config.batch_size, learning_rate=config.learning_rate,
-                  architecture=architecture, backbone=backbone, seed=seed, init=init,
-                  encoder_weights=config.encoder_weights or None,
-                  steps_per_epoch=config.steps_per_epoch or None, resume=resume,
-                  verbose=progress_verbosity())
-    if config.patience:  # else train_model's (and --patience's) default
-        kwargs["patience"] = config.patience
-    return Step("train", _command("train", options=[
-        *(("--data", item) for item in (data if isinstance(data, list) else [data])),
-        ("--out", run_dir), ("--epochs", config.epochs),
-        ("--batch-size", config.batch_size), ("--learning-rate", config.learning_rate),
-        ("--architecture", architecture), ("--backbone", backbone), ("--init", init),
-        ("--seed", seed), ("--encoder-weights", kwargs["encoder_weights"]),
-        ("--steps-per-epoch", kwargs["steps_per_epoch"]),
-        ("--patience", kwargs.get("patience")), ("--resume", resume)]),
-        "skyseg.training.train", "train_model", kwargs, "report_training")
+            else [f"{item.dataset_dir}={item.source.weight:g}" for item in sources])
+    return Step("train", "train_model",
+                [("data_dir", "--data", data), ("out_dir", "--out", run_dir),
+                 ("verbose", "", progress_verbosity())], options, "report_training")
 
 
 def _predict_step(config: PipelineConfig, data: _Data) -> Step:
-    from skyseg.predict.predictor import default_prediction_options
-
-    held_out = str(data.held_out_dir)
     inputs = (config.predict_inputs if config.predict_inputs and not config.sources
               else [str(data.target)])
-    options = {}
-    if config.tile_size:
-        options["tile_size"] = config.tile_size
-    if config.tta:
-        options["tta"] = True
-    kwargs = dict(model=_models(config), inputs=list(inputs),
-                  out_dir=data.predictions_dir, **default_prediction_options(**options))
-    return Step("predict", _command("predict", *inputs, options=[
-        ("--model", config.run_dir), ("--out", data.predictions_dir),
-        ("--tile-size", options.get("tile_size")),
-        ("--tta", config.tta), *_ensemble_options(config)]),
-        "skyseg.predict.predictor", "predict_files", kwargs, "report_predictions",
-        {"out_dir": data.predictions_dir}, held_out=data if held_out in inputs else None)
+    options = dataclasses.replace(config.prediction, ensemble=_ensemble(config))
+    return Step("predict", "predict_files",
+                [("inputs", None, list(inputs)), ("model", "--model", str(config.run_dir)),
+                 ("out_dir", "--out", data.predictions_dir)], options, "report_predictions",
+                {"out_dir": data.predictions_dir},
+                held_out=data if str(data.held_out_dir) in inputs else None)
 
 
 def _evaluate_step(config: PipelineConfig, data: _Data) -> Step:
-    from skyseg.predict.predictor import default_prediction_options
-
     target = data.target
-    kwargs = dict(model=_models(config), images=target, coco=data.coco_file,
-                  out_dir=data.evaluation_dir, **default_prediction_options())
-    return Step("evaluate", _command("evaluate", config.run_dir, options=[
-        ("--images", target), ("--coco", data.coco_file),
-        ("--out", data.evaluation_dir), *_ensemble_options(config)]),
-        "skyseg.evaluation.evaluate", "evaluate_model", kwargs, "report_evaluation",
-        held_out=data if target == data.held_out_dir else None)
+    options = dataclasses.replace(config.evaluation, ensemble=_ensemble(config))
+    return Step("evaluate", "evaluate_model",
+                [("model", None, str(config.run_dir)), ("images", "--images", target),
+                 ("coco", "--coco", data.coco_file), ("out_dir", "--out", data.evaluation_dir)],
+                options, "report_evaluation",
+                held_out=data if target == data.held_out_dir else None)
 
 
-def _models(config: PipelineConfig) -> str | list[str]:
-    """The run folder to predict with, or the list of all members' (an ensemble)."""
-    runs = [str(run) for run in config.run_dirs]
-    return runs[0] if len(runs) == 1 else runs
-
-
-def _ensemble_options(config: PipelineConfig) -> list[tuple[str, Path]]:
-    """``--ensemble RUN`` of every member after the first, for the logged command lines."""
-    return [("--ensemble", run) for run in config.run_dirs[1:]]
+def _ensemble(config: PipelineConfig) -> list[str]:
+    """The members after the first, whose probabilities are averaged with ``run``'s."""
+    return [str(run) for run in config.run_dirs[1:]]
 
 
 def link_held_out(data: _Data) -> Path | None:
@@ -526,102 +495,6 @@ def _evaluation_means(folder: Path) -> dict[str, float]:
         if values:
             means[key] = sum(values) / len(values)
     return means
-
-
-#: Options of the command line besides flags and data: (config key, type, help).
-_OPTIONS = (
-    ("epochs", int, "training epochs"),
-    ("steps_per_epoch", int, "batches per training epoch (default: a pass over the patches)"),
-    ("batch_size", int, "patches per training batch"),
-    ("learning_rate", float, "peak learning rate (after the warm-up)"),
-    ("backbone", str, "encoder of the U-Net (resnet34, resnet18, ...)"),
-    ("patch_size", int, "training patch side in pixels"),
-    ("stride", int, "step between training patches"),
-    ("scale", float, "shrink images by this factor for training and prediction (e.g. 0.25)"),
-    ("exposure_key", float, "HDR: bring each image's log-average luminance to this before the "
-                            "log transform (e.g. 0.18; default: absolute radiance)"),
-    ("tile_size", int, "prediction tile side (a multiple of 32)"),
-    ("demo_scenes", int, "number of demo scenes"),
-    ("demo_width", int, "width of the demo panoramas (height = width / 2)"),
-    ("seed", int, "the one seed of every random choice"),
-    ("members", int, "train this many runs (seeds seed, seed + 1, ...) and predict with the "
-                     "mean of their probabilities (default 1; each adds one training)"),
-)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None,
-                        help="YAML file of settings (see skyseg/config.py); options override it")
-    flags = parser.add_argument_group(
-        "stage flags", "true/false; also from the environment: "
-        + ", ".join(f"{v}" for v in STAGE_FLAGS.values()))
-    for key in STAGE_FLAGS:
-        flags.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar="BOOL", default=None,
-                           help=f"run the {key.replace('_', ' ')} stage (default true)")
-    data = parser.add_argument_group("data (default: the bundled demo)")
-    data.add_argument("--work-dir", type=Path, default=None,
-                      help="folder for every result (default outputs/demo)")
-    data.add_argument("--images", type=Path, default=None, help="folder of your images")
-    data.add_argument("--coco", type=Path, default=None, help="your Label Studio COCO export")
-    data.add_argument("--split-file", action="append", default=None, metavar="NAME=FILE",
-                      help="image list of a split (train=..., val=...); repeatable")
-    data.add_argument("--mode", choices=("hdr", "ldr"), default=None)
-    data.add_argument("--demo", choices=DEMOS, default=None,
-                      help="without --images: the bundled real panoramas (real, the default) "
-                           "or generated synthetic scenes (synthetic)")
-    options = parser.add_argument_group(
-        "main options", "the rest (and these) can be set in the --config file")
-    for name, kind, text in _OPTIONS:
-        options.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
-                             dest=name, help=text)
-    options.add_argument("--architecture", choices=ARCHITECTURES, default=None,
-                         help="decoder of the network (default unet)")
-    options.add_argument("--init", default=None, metavar="RUN",
-                         help="fine-tune this run (default: the shipped model for the bundled "
-                              "demo, none for your data); 'default' is the shipped model")
-
-
-def config_from_args(args: argparse.Namespace, environ=None) -> PipelineConfig:
-    """Defaults < YAML < environment < command line."""
-    config = load_config(args.config)
-    explicit = set()
-    if args.config is not None:
-        import yaml
-
-        explicit = set(yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {})
-    config.apply_environment(os.environ if environ is None else environ)
-    values = {}
-    for key in STAGE_FLAGS:
-        value = getattr(args, key)
-        if value is not None:
-            values[key] = parse_bool(value, name=f"--{key.replace('_', '-')}")
-    for key in ("work_dir", "images", "coco", "mode", "architecture", "demo", "init",
-                *(name for name, _, _ in _OPTIONS)):
-        value = getattr(args, key)
-        if value is not None:
-            values[key] = value
-    if args.split_file:
-        pairs = {}
-        for item in args.split_file:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise ConfigError(f"--split-file expects NAME=FILE, got {item!r}")
-            pairs[name] = path
-        values["split_files"] = pairs
-    config.update(values, source="command line")
-    explicit |= set(values)
-    if config.images is None and args.work_dir is None and "work_dir" not in explicit:
-        config.work_dir = Path("outputs/demo")
-    if config.uses_demo:
-        defaults = dict(DEMO_DEFAULTS if config.demo == "synthetic" else REAL_DEMO_DEFAULTS)
-        if explicit & {"architecture", "backbone", "encoder_weights"}:
-            defaults.pop("init", None)  # another network: trained from scratch, not fine-tuned
-        for key, value in defaults.items():
-            if key not in explicit:
-                setattr(config, key, value)
-    elif "work_dir" not in explicit:
-        config.work_dir = Path("outputs/pipeline")
-    return config
 
 
 def run(args: argparse.Namespace) -> int:
