@@ -66,7 +66,13 @@ import numpy as np
 
 from skyseg.errors import ConfigError
 from skyseg.image.metrics import IGNORE
-from skyseg.image.preprocess import Preprocessing, log_transform, srgb_decode, srgb_encode
+from skyseg.image.preprocess import (
+    Preprocessing,
+    log_transform,
+    luminance,
+    srgb_decode,
+    srgb_encode,
+)
 
 __all__ = [
     "Augmentation",
@@ -364,10 +370,6 @@ def augment_values(values: np.ndarray, preprocessing: Preprocessing, *, gamma: f
     return out
 
 
-#: Rec.709 luminance weights (linear light).
-_LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)
-
-
 def adjust_colour(values: np.ndarray, preprocessing: Preprocessing, *,
                   gains_ev=(0.0, 0.0, 0.0), saturation: float = 1.0,
                   out: np.ndarray | None = None) -> np.ndarray:
@@ -398,7 +400,7 @@ def adjust_colour(values: np.ndarray, preprocessing: Preprocessing, *,
         linear = _linear(np.asarray(values), preprocessing)
         linear *= np.exp2(np.asarray(gains_ev, np.float32))
         if saturation != 1.0:
-            grey = (linear @ _LUMINANCE)[..., None]
+            grey = luminance(linear)[..., None]
             linear -= grey
             linear *= np.float32(saturation)
             linear += grey
