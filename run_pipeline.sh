@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole skyseg pipeline: previews -> dataset -> training -> prediction -> evaluation.
 #
-#   ./run_pipeline.sh                         # the bundled demo (synthetic labelled HDR panoramas)
+#   ./run_pipeline.sh                         # the bundled demo (real labelled HDR panoramas)
 #   TRAIN=false ./run_pipeline.sh             # stage flags from the environment ...
 #   ./run_pipeline.sh --train=false           # ... or as options
 #   ./run_pipeline.sh --config my-skies.yaml  # your images and labels

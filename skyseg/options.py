@@ -230,11 +230,10 @@ def to_argv(options, *, skip=()) -> list[str]:
     Example:
         >>> from dataclasses import dataclass
         >>> @dataclass
-        ... class Sizes:
-        ...     tile_size: int = option(1088, "tile side in pixels")
-        ...     tta: bool = option(False, "average flipped predictions")
-        >>> to_argv(Sizes(tile_size=512, tta=True))
-        ['--tile-size', '512', '--tta']
+        ... class Tiles:
+        ...     size: int = option(1088, "tile side in pixels")
+        >>> to_argv(Tiles(size=512)), to_argv(Tiles())
+        (['--size', '512'], [])
     """
     argv: list[str] = []
     for field, kind in option_fields(type(options)):

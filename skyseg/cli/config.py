@@ -59,14 +59,7 @@ from skyseg.demo.synthetic import DemoOptions
 from skyseg.errors import ConfigError
 from skyseg.evaluation.evaluate import EvaluateOptions
 from skyseg.labels.previews import PreviewsOptions
-from skyseg.options import (
-    add_options,
-    from_mapping,
-    option,
-    option_fields,
-    option_flag,
-    parse_bool,
-)
+from skyseg.options import add_options, from_mapping, option, option_fields, option_flag, parse_bool
 from skyseg.predict.options import PredictOptions
 from skyseg.training.options import TrainOptions
 
@@ -194,8 +187,8 @@ class PipelineConfig:
 
     Example:
         >>> config = PipelineConfig(training=TrainOptions(epochs=3))
-        >>> config.training.epochs, config.dataset_dir
-        (3, PosixPath('outputs/demo/dataset'))
+        >>> config.training.epochs, config.run_dir
+        (3, PosixPath('outputs/demo/run'))
     """
 
     previews: bool = option(True, "make JPEG previews of HDR images for labelling", cli=False)
@@ -264,14 +257,6 @@ class PipelineConfig:
         return self.demo_dir / "result.json" if self.images is None else self.coco
 
     @property
-    def previews_dir(self) -> Path:
-        return self.work_dir / "previews"
-
-    @property
-    def dataset_dir(self) -> Path:
-        return self.work_dir / "dataset"
-
-    @property
     def run_dir(self) -> Path:
         return self.work_dir / "run"
 
@@ -279,14 +264,6 @@ class PipelineConfig:
     def run_dirs(self) -> list[Path]:
         """``run``, then ``run-2``, ``run-3``, ... : one folder per ensemble member."""
         return [self.run_dir] + [self.work_dir / f"run-{k}" for k in range(2, self.members + 1)]
-
-    @property
-    def predictions_dir(self) -> Path:
-        return self.work_dir / "predictions"
-
-    @property
-    def evaluation_dir(self) -> Path:
-        return self.work_dir / "evaluation"
 
     def resolved_split_files(self) -> dict[str, Path]:
         if self.split_files or self.split or self.group_pattern:

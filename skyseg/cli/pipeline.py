@@ -2,10 +2,12 @@
 
 ``skyseg pipeline`` (what ``./run_pipeline.sh`` runs) calls the stage
 functions in order (``make_demo_data``, ``make_previews``, ``build_dataset``,
-``train_model``, ``predict_files``, ``evaluate_model``) with keyword
-arguments, then each stage's ``report_*`` function, as the stage's command
-does. Before each step it logs the equivalent ``skyseg`` command line, so any
-step can be re-run by hand; it is shown, never parsed. With no data given it
+``train_model``, ``predict_files``, ``evaluate_model``), each with its stage's
+options object (the config's section, see :mod:`skyseg.cli.config`), then each
+stage's ``report_*`` function, as the stage's command does. Before each step it
+logs the equivalent ``skyseg`` command line, made from the same options object
+(:func:`skyseg.options.to_argv`), so any step can be re-run by hand; it is
+shown, never parsed. With no data given it
 runs the bundled demo: eight real labelled HDR panoramas shipped with skyseg
 (``skyseg/resources/demo``), the shipped model fine-tuned on four of them and
 scored on the other four, as a user adapting it to a camera would
@@ -170,49 +172,20 @@ class _Data:
     source: SourceConfig
     work_dir: Path
 
-    def _folder(self, kind: str) -> Path:
-        return self.work_dir / kind / self.source.name  # name "": the folder itself
-
-    @property
-    def name(self) -> str:
-        return self.source.name
-
-    @property
-    def images_dir(self) -> Path:
-        return self.source.images
-
-    @property
-    def coco_file(self) -> Path | None:
-        return self.source.coco
-
-    @property
-    def split_files(self) -> dict[str, Path]:
-        return self.source.split_files
-
-    @property
-    def dataset_dir(self) -> Path:
-        return self._folder("dataset")
-
-    @property
-    def held_out_dir(self) -> Path:
-        return self._folder("held_out")
-
-    @property
-    def predictions_dir(self) -> Path:
-        return self._folder("predictions")
-
-    @property
-    def evaluation_dir(self) -> Path:
-        return self._folder("evaluation")
+    def folder(self, kind: str) -> Path:
+        """``work_dir/KIND/NAME``: the source's ``dataset``, ``held_out``, ``predictions`` or
+        ``evaluation`` folder (name ``""``: ``work_dir/KIND`` itself)."""
+        return self.work_dir / kind / self.source.name
 
     @property
     def label(self) -> str:
-        return f"source {self.name!r}: " if self.name else ""
+        return f"source {self.source.name!r}: " if self.source.name else ""
 
     @property
     def target(self) -> Path:
         """What predict and evaluate read: the held-out images when there is a val split."""
-        return self.held_out_dir if "val" in self.split_files else self.images_dir
+        source = self.source
+        return self.folder("held_out") if "val" in source.split_files else source.images
 
 
 def _data(config: PipelineConfig) -> list[_Data]:
@@ -265,10 +238,10 @@ def _check_inputs(config: PipelineConfig, sources: list[_Data]) -> None:
         for data in sources:
             _check_source(config, data)
     for data in sources:
-        if not config.build_dataset and config.train and not (
-                data.dataset_dir / "dataset.json").is_file():
+        dataset = data.folder("dataset")
+        if not config.build_dataset and config.train and not (dataset / "dataset.json").is_file():
             raise ConfigError(
-                f"training needs the patch dataset in {data.dataset_dir}, which is not there; "
+                f"training needs the patch dataset in {dataset}, which is not there; "
                 "switch BUILD_DATASET on (--build-dataset=true) or point work_dir at a built one"
             )
     untrained = [run for run in config.run_dirs if not _has_model(run)]
@@ -280,13 +253,13 @@ def _check_inputs(config: PipelineConfig, sources: list[_Data]) -> None:
 
 
 def _check_source(config: PipelineConfig, data: _Data) -> None:
-    if not data.images_dir.is_dir():
-        raise ConfigError(f"{data.label}images folder {data.images_dir} not found; set images: "
+    if not data.source.images.is_dir():
+        raise ConfigError(f"{data.label}images folder {data.source.images} not found; set images: "
                           "in the config or --images")
     needs_labels = config.build_dataset or config.evaluate
-    if needs_labels and (data.coco_file is None or not data.coco_file.is_file()):
+    if needs_labels and (data.source.coco is None or not data.source.coco.is_file()):
         raise ConfigError(
-            f"{data.label}the COCO export {data.coco_file} is missing; building the dataset "
+            f"{data.label}the COCO export {data.source.coco} is missing; building the dataset "
             "and evaluating need it (set coco: or --coco, or switch those stages off)"
         )
 
@@ -298,9 +271,9 @@ def _demo_step(config: PipelineConfig) -> Step:
 
 
 def _previews_step(config: PipelineConfig, data: _Data) -> Step:
-    out_dir = config.previews_dir / data.name
+    out_dir = config.work_dir / "previews" / data.source.name
     return Step("previews", "make_previews",
-                [("inputs", None, [str(data.images_dir)]), ("out_dir", "--out", out_dir)],
+                [("inputs", None, [str(data.source.images)]), ("out_dir", "--out", out_dir)],
                 config.preview, "report_previews", {"out_dir": out_dir})
 
 
@@ -314,8 +287,8 @@ def _build_step(config: PipelineConfig, data: _Data) -> Step:
         ignore_sky_gaps=source.ignore_sky_gaps, convert_ldr=source.convert_ldr,
         like=_init_path(config))
     return Step("build-dataset", "build_dataset",
-                [("coco", "--coco", data.coco_file), ("images_dir", "--images", data.images_dir),
-                 ("out_dir", "--out", data.dataset_dir)], options, "report_dataset")
+                [("coco", "--coco", source.coco), ("images_dir", "--images", source.images),
+                 ("out_dir", "--out", data.folder("dataset"))], options, "report_dataset")
 
 
 def _init_path(config: PipelineConfig) -> Path | None:
@@ -341,8 +314,9 @@ def _train_step(config: PipelineConfig, member: int = 0) -> Step:
         # A fine-tuned run takes its architecture and backbone from the run it starts from.
         options = dataclasses.replace(options, architecture=None, backbone=None)
     sources = _data(config)
-    data = (sources[0].dataset_dir if len(sources) == 1
-            else [f"{item.dataset_dir}={item.source.weight:g}" for item in sources])
+    weighted = [(item.folder("dataset"), item.source.weight) for item in sources]
+    data = (weighted[0][0] if len(sources) == 1
+            else [f"{folder}={weight:g}" for folder, weight in weighted])
     return Step("train", "train_model",
                 [("data_dir", "--data", data), ("out_dir", "--out", run_dir),
                  ("verbose", "", progress_verbosity())], options, "report_training")
@@ -352,11 +326,12 @@ def _predict_step(config: PipelineConfig, data: _Data) -> Step:
     inputs = (config.predict_inputs if config.predict_inputs and not config.sources
               else [str(data.target)])
     options = dataclasses.replace(config.prediction, ensemble=_ensemble(config))
+    out_dir = data.folder("predictions")
     return Step("predict", "predict_files",
                 [("inputs", None, list(inputs)), ("model", "--model", str(config.run_dir)),
-                 ("out_dir", "--out", data.predictions_dir)], options, "report_predictions",
-                {"out_dir": data.predictions_dir},
-                held_out=data if str(data.held_out_dir) in inputs else None)
+                 ("out_dir", "--out", out_dir)], options, "report_predictions",
+                {"out_dir": out_dir},
+                held_out=data if str(data.folder("held_out")) in inputs else None)
 
 
 def _evaluate_step(config: PipelineConfig, data: _Data) -> Step:
@@ -364,9 +339,9 @@ def _evaluate_step(config: PipelineConfig, data: _Data) -> Step:
     options = dataclasses.replace(config.evaluation, ensemble=_ensemble(config))
     return Step("evaluate", "evaluate_model",
                 [("model", None, str(config.run_dir)), ("images", "--images", target),
-                 ("coco", "--coco", data.coco_file), ("out_dir", "--out", data.evaluation_dir)],
-                options, "report_evaluation",
-                held_out=data if target == data.held_out_dir else None)
+                 ("coco", "--coco", data.source.coco),
+                 ("out_dir", "--out", data.folder("evaluation"))], options, "report_evaluation",
+                held_out=data if target == data.folder("held_out") else None)
 
 
 def _ensemble(config: PipelineConfig) -> list[str]:
@@ -376,7 +351,7 @@ def _ensemble(config: PipelineConfig) -> list[str]:
 
 def link_held_out(data: _Data) -> Path | None:
     """A folder of links to the validation images, so predict/evaluate see only those."""
-    split_files = data.split_files
+    split_files = data.source.split_files
     if "val" not in split_files:
         return None
     val_list = Path(split_files["val"])
@@ -385,11 +360,11 @@ def link_held_out(data: _Data) -> Path | None:
     stems = set(_stem_list(val_list))
     from skyseg.io import IMAGE_SUFFIXES
 
-    folder = data.held_out_dir
+    folder = data.folder("held_out")
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    for path in sorted(data.images_dir.iterdir()):
+    for path in sorted(data.source.images.iterdir()):
         if path.stem in stems and path.suffix.lower() in IMAGE_SUFFIXES:
             target = folder / path.name
             try:
@@ -417,9 +392,9 @@ def run_pipeline(config: PipelineConfig) -> int:
     start_all = time.perf_counter()
     linked: set[str] = set()
     for step in steps:
-        if step.held_out is not None and step.held_out.name not in linked:
+        if step.held_out is not None and step.held_out.source.name not in linked:
             link_held_out(step.held_out)  # needs the demo data / images, made by earlier steps
-            linked.add(step.held_out.name)
+            linked.add(step.held_out.source.name)
         logger.info("== %s: %s", step.stage, step.command_line)
         start = time.perf_counter()
         status = exit_status(f"skyseg {step.stage}", step)
@@ -446,22 +421,22 @@ def _summary(config: PipelineConfig, timings, total: float) -> None:
     lines.append("Results:")
     where = [
         ("demo data", config.demo_dir if config.uses_demo else None),
-        ("previews", config.previews_dir),
-        ("dataset", config.dataset_dir),
+        ("previews", config.work_dir / "previews"),
+        ("dataset", config.work_dir / "dataset"),
         *(("model", run) for run in config.run_dirs),
         ("curves", config.run_dir / "curves.png"),
-        ("predictions", config.predictions_dir),
-        ("evaluation", config.evaluation_dir),
+        ("predictions", config.work_dir / "predictions"),
+        ("evaluation", config.work_dir / "evaluation"),
     ]
     for label, path in where:
         if path is not None and Path(path).exists():
             lines.append(f"  {label:<12} {path}")
     for data in _data(config):
-        overlays = sorted(data.predictions_dir.glob("*_overlay.png")) if \
-            data.predictions_dir.is_dir() else []
+        overlays = sorted(data.folder("predictions").glob("*_overlay.png")) if \
+            data.folder("predictions").is_dir() else []
         for overlay in overlays:
             lines.append(f"  overlay      {overlay}")
-        metrics = _evaluation_means(data.evaluation_dir)
+        metrics = _evaluation_means(data.folder("evaluation"))
         if metrics:
             pooled = metrics.pop("pooled_iou", None)
             lines.append(f"  {data.label}held-out scores (mean over images): "
