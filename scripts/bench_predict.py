@@ -48,6 +48,7 @@ import time
 _STARTED = time.perf_counter()
 
 import argparse  # noqa: E402  (the clock starts before any import)
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -61,96 +62,148 @@ def peak_rss_gb() -> float:
     return peak_rss_mb() / 1024
 
 
-def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: float = 1.0,
-            max_side: int | None = None, refine: str = "auto", save: str = "mask,overlay",
-            full_model_tiles: int = 2, members: int = 1) -> dict:
-    """One setting, in this process; returns the figures."""
-    import numpy as np
-
-    import skyseg.predict.predictor
-    import skyseg.predict.tiling
+def build_networks(members: int, scale: float):
+    """``members`` randomly initialised ResNet34 U-Nets (seeds 0, 1, ...): one, or an ensemble."""
     from skyseg.backend import import_tensorflow
     from skyseg.image.preprocess import Preprocessing
-    from skyseg.predict.predictor import (
-        DEFAULT_BATCH_SIZE,
-        default_overlap,
-        keras_predictor,
-        predict_files,
-        working_size,
-    )
-    from skyseg.predict.tiling import tile_grid
     from skyseg.training.model import LoadedModel, ModelEnsemble, build_model
 
-    figures: dict = {"tile_size": tile_size, "scale": scale, "max_side": max_side,
-                     "refine": refine, "members": members}
     networks = []
     for member in range(members):
         import_tensorflow().keras.utils.set_random_seed(member)
         networks.append(LoadedModel(model=build_model("unet", "resnet34", encoder_weights=None),
                                     preprocessing=Preprocessing(mode="hdr", scale=scale)))
-    model = networks[0].model
-    loaded = networks[0] if members == 1 else ModelEnsemble(networks)
-    figures["rss_after_build_gb"] = peak_rss_gb()
-    work_h, work_w = working_size(height, width, scale=scale, max_side=max_side)
-    overlap = default_overlap(tile_size)
-    grid = tile_grid(work_h, work_w, tile_size=tile_size, overlap=overlap, wrap=True)
-    predict_batch = keras_predictor(model)
-    rng = np.random.default_rng(0)
-    batch = rng.normal(0, 1, (DEFAULT_BATCH_SIZE, *grid.tile_shape, 3)).astype(np.float32)
-    predict_batch(batch)  # traces the compiled function for this shape, as the first tile would
-    figures["startup_s"] = time.perf_counter() - _STARTED
+    return networks[0] if members == 1 else ModelEnsemble(networks), networks[0].model
 
-    # Pure model: the image's own pixels (at the working size) in 1024x1024
-    # tiles (smaller when the working image is), through the same compiled call.
+
+def pure_model_clock(predict_batch, work_h: int, work_w: int, members: int, rng):
+    """A function timing the model alone on the image's own pixels (at the working size).
+
+    1024x1024 tiles (smaller when the working image is), through the same compiled
+    call; one network's time on the image, times the members (all are alike).
+    """
+    from skyseg.predict.tiling import tile_grid
+
     pure = tile_grid(work_h, work_w, tile_size=1024, overlap=0, wrap=True)
-    pure_batch = rng.normal(0, 1, (1, *pure.tile_shape, 3)).astype(np.float32)
+    pure_batch = rng.normal(0, 1, (1, *pure.tile_shape, 3)).astype("float32")
     predict_batch(pure_batch)  # trace
 
     def pure_model_time() -> float:
-        """One network's time on the image, times the members (all are alike)."""
         begin = time.perf_counter()
         for _ in range(pure.count):
             predict_batch(pure_batch)
         return members * (time.perf_counter() - begin) * work_h * work_w / (
             pure.count * pure.tile_shape[0] * pure.tile_shape[1])
 
-    figures["model_before_s"] = pure_model_time()
+    return pure_model_time
 
-    watch = Stopwatch()
-    stages = {
-        (skyseg.predict.predictor, "read_image"): "read",
-        (skyseg.predict.predictor, "rescale_image"): "preprocess",
-        (skyseg.predict.tiling, "extract_tile"): "preprocess",
-        (Preprocessing, "apply"): "preprocess",
-        (skyseg.predict.tiling.TileAccumulator, "add"): "merge",
-        (skyseg.predict.tiling.TileAccumulator, "result"): "merge",
-        (skyseg.predict.predictor, "guided_upsample"): "refine",
-        (skyseg.predict.predictor, "upsample_linear"): "refine",
-        (skyseg.predict.predictor, "overlay_background"): "write",
-        (skyseg.predict.predictor, "write_outputs"): "write",
-    }
+
+#: Functions ``predict_files`` calls, by name, and the stage whose time they are.
+STAGE_FUNCTIONS = {
+    "read_image": "read",
+    "rescale_image": "preprocess",
+    "extract_tile": "preprocess",
+    "guided_upsample": "refine",
+    "upsample_linear": "refine",
+    "overlay_background": "write",
+    "write_outputs": "write",
+    "keras_predictor": "network",  # what it returns: the compiled call
+}
+
+
+def stage_functions() -> dict:
+    """``(owner, name) -> stage`` of the functions to time while ``predict_files`` runs.
+
+    Each name in every module of :mod:`skyseg.predict` that has it (a module calls the
+    name it imported), and the methods that preprocess and merge tiles.
+    """
+    import skyseg.predict.predictor  # noqa: F401  (and with it the modules it uses)
+    from skyseg.image.preprocess import Preprocessing
+    from skyseg.predict.tiling import TileAccumulator
+
+    modules = [module for name, module in sorted(sys.modules.items())
+               if name.startswith("skyseg.predict.") and module is not None]
+    found = {(module, name): stage for module in modules
+             for name, stage in STAGE_FUNCTIONS.items() if callable(getattr(module, name, None))}
+    return {**found, (Preprocessing, "apply"): "preprocess",
+            (TileAccumulator, "add"): "merge", (TileAccumulator, "result"): "merge"}
+
+
+@contextlib.contextmanager
+def timed_stages(watch: Stopwatch):
+    """Wrap :func:`stage_functions` so that ``watch`` adds up their seconds; restore them after."""
+    stages = stage_functions()
     saved = {key: getattr(*key) for key in stages}
     for (owner, name), stage in stages.items():
-        setattr(owner, name, watch.wrap(stage, saved[(owner, name)]))
-    skyseg.predict.predictor.keras_predictor = lambda network: watch.wrap("network",
-                                                                keras_predictor(network))
+        function = saved[(owner, name)]
+        if name == "keras_predictor":
+            setattr(owner, name, lambda network, f=function, s=stage: watch.wrap(s, f(network)))
+        else:
+            setattr(owner, name, watch.wrap(stage, function))
     try:
-        with tempfile.TemporaryDirectory(prefix="skyseg-bench-") as out:
-            begin = time.perf_counter()
-            report = predict_files(loaded, [panorama], out, tile_size=tile_size, save=save,
-                                   refine=refine, max_side=max_side, show_progress=False)
-            figures["predict_s"] = time.perf_counter() - begin
-            if report.exit_code != 0:
-                raise SystemExit(f"prediction failed: {report.failures}")
-            figures["outputs"] = sorted(os.listdir(out))
-            from PIL import Image
-
-            with Image.open(Path(out) / f"{panorama.stem}_mask.png") as mask:
-                figures["mask_size"] = list(mask.size)
+        yield
     finally:
         for (owner, name), function in saved.items():
             setattr(owner, name, function)
-        skyseg.predict.predictor.keras_predictor = keras_predictor
+
+
+def predict_once(loaded, panorama: Path, figures: dict, **options) -> Stopwatch:
+    """``predict_files`` on the panorama, its stages timed; outputs and mask size in ``figures``."""
+    from PIL import Image
+
+    from skyseg.predict.predictor import predict_files
+
+    watch = Stopwatch()
+    with timed_stages(watch), tempfile.TemporaryDirectory(prefix="skyseg-bench-") as out:
+        begin = time.perf_counter()
+        report = predict_files(loaded, [panorama], out, show_progress=False, **options)
+        figures["predict_s"] = time.perf_counter() - begin
+        if report.exit_code != 0:
+            raise SystemExit(f"prediction failed: {report.failures}")
+        figures["outputs"] = sorted(os.listdir(out))
+        with Image.open(Path(out) / f"{panorama.stem}_mask.png") as mask:
+            figures["mask_size"] = list(mask.size)
+    return watch
+
+
+def full_model_time(predict_batch, tiles: int, width: int, height: int, rng) -> float:
+    """Full-resolution model time of a width x height image, from a few 1024x1024 tiles."""
+    full_batch = rng.normal(0, 1, (1, 1024, 1024, 3)).astype("float32")
+    predict_batch(full_batch)  # trace
+    begin = time.perf_counter()
+    for _ in range(tiles):
+        predict_batch(full_batch)
+    return (time.perf_counter() - begin) / (tiles * 1024 * 1024) * width * height
+
+
+def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: float = 1.0,
+            max_side: int | None = None, refine: str = "auto", save: str = "mask,overlay",
+            full_model_tiles: int = 2, members: int = 1) -> dict:
+    """One setting, in this process; returns the figures."""
+    import numpy as np
+
+    from skyseg.predict.options import ImageOptions, default_overlap
+    from skyseg.predict.predictor import keras_predictor, working_size
+    from skyseg.predict.tiling import tile_grid
+
+    figures: dict = {"tile_size": tile_size, "scale": scale, "max_side": max_side,
+                     "refine": refine, "members": members}
+    loaded, model = build_networks(members, scale)
+    figures["rss_after_build_gb"] = peak_rss_gb()
+    work_h, work_w = working_size(height, width, scale=scale, max_side=max_side)
+    overlap = default_overlap(tile_size)
+    grid = tile_grid(work_h, work_w, tile_size=tile_size, overlap=overlap, wrap=True)
+    predict_batch = keras_predictor(model)
+    rng = np.random.default_rng(0)
+    batch_size = ImageOptions().batch_size  # skyseg predict's default
+    batch = rng.normal(0, 1, (batch_size, *grid.tile_shape, 3)).astype(np.float32)
+    predict_batch(batch)  # traces the compiled function for this shape, as the first tile would
+    figures["startup_s"] = time.perf_counter() - _STARTED
+    pure_model_time = pure_model_clock(predict_batch, work_h, work_w, members, rng)
+    figures["model_before_s"] = pure_model_time()
+
+    watch = predict_once(loaded, panorama, figures, tile_size=tile_size, save=save,
+                         refine=refine, max_side=max_side)
     # What a fresh `skyseg predict` process takes: start-up + predict_files
     # (the pure-model timing before the run is the benchmark's, not predict's).
     figures["whole_process_s"] = figures["startup_s"] + figures["predict_s"]
@@ -167,14 +220,8 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: f
         bytes_per_pixel=figures["peak_rss_gb"] * 1024**3 / (width * height),
     )
     if (work_h, work_w) != (height, width) and full_model_tiles > 0:
-        # Full-resolution model time of the same image, from a few full tiles.
-        full_batch = rng.normal(0, 1, (1, 1024, 1024, 3)).astype(np.float32)
-        predict_batch(full_batch)  # trace
-        begin = time.perf_counter()
-        for _ in range(full_model_tiles):
-            predict_batch(full_batch)
-        per_pixel = (time.perf_counter() - begin) / (full_model_tiles * 1024 * 1024)
-        figures["full_model_s"] = per_pixel * width * height
+        figures["full_model_s"] = full_model_time(predict_batch, full_model_tiles, width, height,
+                                                  rng)
         figures["whole_to_full_model"] = figures["whole_process_s"] / figures["full_model_s"]
     return figures
 

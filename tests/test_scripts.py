@@ -262,3 +262,26 @@ def test_real_panorama_benchmark_marks_what_the_model_learnt_from(tmp_path, caps
     assert "never seen (held out)   no panorama" in out
     assert (tmp_path / "shipped" / "contact_sheet.png").is_file()
     assert bench.main(["--data", str(tmp_path / "none")]) == 2
+
+
+@pytest.mark.slow
+def test_predict_benchmark_times_every_stage_of_a_small_panorama(tmp_path):
+    from .conftest import shared_path
+
+    shared_path("exr-samples")
+    harness = _script("harness")
+    bench = _script("bench_predict")
+    source = harness.panorama(256, cache=tmp_path)
+    # A run trained at half scale: the network at 128x64, refined back to full size.
+    figures = bench.run_one(source, 64, 256, 128, scale=0.5, full_model_tiles=1)
+    # Every stage's functions were found and called (a moved function would time nothing).
+    assert set(figures["stages_s"]) == {"read", "preprocess", "network", "merge", "refine",
+                                        "write"}
+    assert figures["mask_size"] == [256, 128] and figures["working_size"] == [128, 64]
+    assert figures["tiles"] == 2 * 3 and figures["tile_shape"] == [64, 64]  # overlap 16 px
+    assert figures["whole_to_full_model"] == pytest.approx(
+        figures["whole_process_s"] / figures["full_model_s"])
+    assert figures["outputs"] == [f"{source.stem}_mask.png", f"{source.stem}_overlay.png"]
+    assert figures["peak_rss_gb"] >= figures["rss_after_build_gb"] > 0
+    assert figures["bytes_per_pixel"] == pytest.approx(
+        figures["peak_rss_gb"] * 2**30 / (256 * 128))
