@@ -343,16 +343,22 @@ def _differing_keys(one: dict, other: dict) -> list[str]:
     return sorted(key for key in set(one) | set(other) if one.get(key) != other.get(key))
 
 
-def _plan_difference(plan_path: Path, plan: dict) -> list[str]:
-    """Keys in which the build plan saved at ``plan_path`` differs from ``plan``; [] if none.
+def _require_same_plan(plan_path: Path, plan: dict, *, unreadable: tuple[str, str],
+                       differs: tuple[str, str]) -> None:
+    """Refuse a build plan saved at ``plan_path`` that is not ``plan``.
 
     Raises:
-        OSError, json.JSONDecodeError: the saved plan cannot be read.
+        DatasetError: ``"<unreadable[0]> (<the error>); <unreadable[1]>"`` when the
+            saved plan cannot be read, ``"<differs[0]> (differs in <keys>);
+            <differs[1]>"`` when it differs.
     """
-    saved = json.loads(plan_path.read_text(encoding="utf-8"))
-    if saved == plan:
-        return []
-    return _differing_keys(saved, plan) or sorted(set(saved) ^ set(plan))
+    try:
+        saved = json.loads(plan_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{unreadable[0]} ({exc}); {unreadable[1]}") from exc
+    if saved != plan:
+        differing = _differing_keys(saved, plan) or sorted(set(saved) ^ set(plan))
+        raise DatasetError(f"{differs[0]} (differs in {', '.join(differing)}); {differs[1]}")
 
 
 def _state_files(out_dir: Path) -> tuple[Path, Path]:
@@ -394,17 +400,12 @@ def _check_out_dir(out_dir: Path, plan: dict) -> None:
     """Refuse a folder that holds something other than this very build."""
     plan_path, _ = _state_files(out_dir)
     if plan_path.is_file():
-        try:
-            differing = _plan_difference(plan_path, plan)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{plan_path}: unreadable build state ({exc}); delete {out_dir} "
-                               "or choose another --out") from exc
-        if differing:
-            raise DatasetError(
-                f"{out_dir}: holds a dataset built with other settings or inputs (differs in "
-                f"{', '.join(differing)}); choose another --out folder or delete this one to "
-                "rebuild"
-            )
+        _require_same_plan(
+            plan_path, plan,
+            unreadable=(f"{plan_path}: unreadable build state",
+                        f"delete {out_dir} or choose another --out"),
+            differs=(f"{out_dir}: holds a dataset built with other settings or inputs",
+                     "choose another --out folder or delete this one to rebuild"))
         return
     # A build killed before its plan was written leaves at most an empty state folder.
     leftovers = [child.name for child in out_dir.iterdir() if child.name != STATE_DIR] \
@@ -1178,15 +1179,12 @@ def _gather_shards(shard_dirs, out_dir: Path, plan: dict, items: list[_Item],
     copied = 0
     for shard_dir in map(Path, shard_dirs):
         shard_plan, shard_done = _state_files(shard_dir)
-        try:
-            differing = _plan_difference(shard_plan, plan)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"--combine {shard_dir}: no readable build state ({exc}); pass "
-                               "the --out folders of skyseg build-dataset --shard") from exc
-        if differing:
-            raise DatasetError(f"--combine {shard_dir}: built with other settings or inputs "
-                               f"(differs in {', '.join(differing)}); combine with the options "
-                               "and inputs the shards were built with")
+        _require_same_plan(
+            shard_plan, plan,
+            unreadable=(f"--combine {shard_dir}: no readable build state",
+                        "pass the --out folders of skyseg build-dataset --shard"),
+            differs=(f"--combine {shard_dir}: built with other settings or inputs",
+                     "combine with the options and inputs the shards were built with"))
         for item in items:
             if _read_done(out_dir, item, digits) is not None:
                 continue

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from skyseg.errors import ConfigError, DatasetError
+from skyseg.io import IMAGE_SUFFIXES
 
 __all__ = [
     "SPLIT_NAMES",
@@ -46,7 +47,6 @@ logger = logging.getLogger("skyseg")
 SPLIT_NAMES = ("train", "val", "test")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_IMAGE_SUFFIXES = (".exr", ".hdr", ".pic", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
 def parse_split(text) -> tuple[float, ...]:
@@ -225,7 +225,7 @@ def parse_split_file_args(items: Iterable[str]) -> dict[str, Path]:
 def _stem_of(line: str) -> str:
     name = line.replace("\\", "/").rsplit("/", 1)[-1]
     root, suffix = os.path.splitext(name)
-    return root if suffix.lower() in _IMAGE_SUFFIXES else name
+    return root if suffix.lower() in IMAGE_SUFFIXES else name
 
 
 def read_split_files(files: Mapping[str, str | os.PathLike]) -> dict[str, str]:
