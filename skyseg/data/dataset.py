@@ -95,7 +95,7 @@ from skyseg.io import (
 from skyseg.io.write import remove_temporaries
 from skyseg.labels.annotations import CategoryOptions
 from skyseg.labels.sky_gaps import ignore_sky_gaps
-from skyseg.log import BatchReport, progress
+from skyseg.log import BatchReport, for_each, progress
 from skyseg.options import add_options, from_args, option
 
 __all__ = [
@@ -1070,15 +1070,16 @@ def _read_headers(candidates, assignment: dict, mode: str | None, images_dir: Pa
     """``[(path, stem, ImageInfo)]`` of the assigned images of the mode, and the mode
     (from the images when None); unreadable, too large (``max_pixels``) or other-mode
     images go into ``report``."""
-    headers = []
-    for path, stem in progress([(p, s) for p, s in candidates if s in assignment],
-                               desc="headers", unit="image"):
-        try:
-            info = read_image_info(path)
-            refuse_too_large(path, info.height, info.width, max_pixels)
-            headers.append((path, stem, info))
-        except SkysegError as exc:
-            report.failed(path.name, exc)
+    def read_header(candidate: tuple[Path, str]) -> tuple[Path, str, object]:
+        path, stem = candidate
+        info = read_image_info(path)
+        refuse_too_large(path, info.height, info.width, max_pixels)
+        return path, stem, info
+
+    # Success is recorded once the image is built.
+    headers = for_each([(p, s) for p, s in candidates if s in assignment], read_header, report,
+                       desc="headers", unit="image", name=lambda candidate: candidate[0].name,
+                       record_success=False)
     if not headers:
         raise ConfigError(f"no readable labelled images to build in {images_dir}; "
                           f"{_display([m for _, m in report.failures], 2)}")
