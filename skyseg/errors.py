@@ -17,6 +17,7 @@ __all__ = [
     "DatasetError",
     "ModelError",
     "ConfigError",
+    "first_line",
 ]
 
 
@@ -50,3 +51,17 @@ class ModelError(SkysegError):
 
 class ConfigError(SkysegError):
     """An option or configuration value is out of range or inconsistent."""
+
+
+def first_line(exc: BaseException, *, limit: int = 200) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), for a
+    one-line error or log message; the exception's class name when it has no message.
+
+    Example:
+        >>> first_line(OSError("unable to open file\\n(truncated)"))
+        'unable to open file'
+        >>> first_line(KeyError())
+        'KeyError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ import pytest
 from skyseg.errors import ConfigError, DatasetError
 from skyseg.io.run_folder import read_history
 from skyseg.training.distribute import Cluster, check_strategy, global_steps, read_cluster
+from skyseg.training.model import TEST_NOTIFY_FD
+from skyseg.training.recorder import TEST_PAUSE_IN_EPOCH
 
 from .synthetic_patches import write_dataset
 
@@ -82,13 +85,13 @@ def test_auto_becomes_multi_worker_with_a_cluster(monkeypatch):
     assert check_strategy("mirrored", None) is None
 
 
-def _watched(seconds_inside: float, timeout: float) -> subprocess.CompletedProcess:
-    """A process that spends ``seconds_inside`` in a join watchdog of ``timeout`` seconds."""
-    code = ("import sys, time\n"
+def _watched(block: str, timeout: float) -> subprocess.CompletedProcess:
+    """A process that runs the statement ``block`` in a join watchdog of ``timeout`` seconds."""
+    code = ("import sys, threading\n"
             "from skyseg.training.distribute import join_watchdog, read_cluster\n"
             f"cluster = read_cluster({{'TF_CONFIG': {tf_config([5001, 5002], 1)!r}}})\n"
             f"with join_watchdog(cluster, {timeout}):\n"
-            f"    time.sleep({seconds_inside})\n"
+            f"    {block}\n"
             "print('after the block')\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
@@ -97,17 +100,17 @@ def _watched(seconds_inside: float, timeout: float) -> subprocess.CompletedProce
 def test_join_watchdog_kills_a_worker_whose_cluster_never_forms():
     assert read_cluster({"TF_CONFIG": tf_config([5001, 5002], 1)}).addresses == (
         "127.0.0.1:5001", "127.0.0.1:5002")
-    started = time.monotonic()
-    # The block outlasts the timeout (TensorFlow waiting for a worker that never came).
-    hung = _watched(30, 1)
-    assert hung.returncode == -signal.SIGKILL and time.monotonic() - started < 20
+    # The block never ends (TensorFlow waiting for a worker that never came): only the
+    # watchdog can end the process (subprocess.run's timeout is a hang guard).
+    hung = _watched("threading.Event().wait()", 1)
+    assert hung.returncode == -signal.SIGKILL
     assert "after the block" not in hung.stdout
     message = hung.stderr.strip().splitlines()[-1]
     assert message.startswith("skyseg train: error: worker:1 of 2 workers: the cluster did not "
                               "form within 1 s")
     assert "127.0.0.1:5001, 127.0.0.1:5002" in message and "same TF_CONFIG" in message
     # A cluster that forms in time: the watcher goes away and the worker goes on.
-    quick = _watched(0.2, 5)
+    quick = _watched("pass", 5)
     assert quick.returncode == 0 and "after the block" in quick.stdout
     assert "error" not in quick.stderr
 
@@ -134,18 +137,22 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def start_workers(data: Path, outs: list[Path], logs: Path, *extra) -> list[subprocess.Popen]:
-    """One ``skyseg train --strategy multi-worker`` process per entry of ``outs``."""
+def start_workers(data: Path, outs: list[Path], logs: Path, *extra,
+                  hooks: dict[int, dict] | None = None) -> list[subprocess.Popen]:
+    """One ``skyseg train --strategy multi-worker`` process per entry of ``outs``; ``hooks``:
+    worker index -> extra environment (test hooks) of that worker alone."""
     ports = free_ports(len(outs))
     processes = []
     for index, out in enumerate(outs):
         env = dict(os.environ, TF_CONFIG=tf_config(ports, index),
-                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   **(hooks or {}).get(index, {}))
+        descriptors = (int(env[TEST_NOTIFY_FD]),) if TEST_NOTIFY_FD in env else ()
         log = open(logs / f"worker{index}.log", "w")  # noqa: SIM115 (closed with the process)
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "skyseg", "train", "--strategy", "multi-worker",
              "--data", str(data), "--out", str(out), *TRAIN_OPTIONS, *map(str, extra)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, pass_fds=descriptors))
     return processes
 
 
@@ -217,13 +224,12 @@ def test_a_worker_alone_stops_when_the_other_never_starts(data, tmp_path):
     env = dict(os.environ, TF_CONFIG=tf_config(free_ports(2), 0),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     options = [option if option != "60" else "8" for option in TRAIN_OPTIONS]
-    started = time.monotonic()
+    # Without the watchdog TensorFlow waits an hour and the hang guard (timeout) fails this.
     process = subprocess.run(
         [sys.executable, "-m", "skyseg", "train", "--strategy", "multi-worker", "--data",
          str(data), "--out", str(tmp_path / "run"), *options],
         env=env, capture_output=True, text=True, cwd=ROOT, timeout=PROCESS_TIMEOUT)
     assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
-    assert time.monotonic() - started < 120
     errors = [line for line in process.stderr.splitlines() if "skyseg train: error:" in line]
     assert errors and "the cluster did not form within 8 s" in errors[-1], process.stderr[-3000:]
     assert "start them all again with --resume" in errors[-1]
@@ -236,24 +242,27 @@ def test_a_worker_alone_stops_when_the_other_never_starts(data, tmp_path):
 @pytest.mark.parametrize("victim", [1, 0], ids=["worker-killed", "chief-killed"])
 def test_a_killed_worker_stops_the_other_with_a_clear_error(data, tmp_path, victim):
     run_dir = tmp_path / "run"
-    processes = start_workers(data, [run_dir, run_dir], tmp_path, "--epochs", 1000)
+    # The victim pauses once training runs (after the first batch of epoch 2: an epoch is
+    # finished) and says so on a pipe; the survivor goes on to wait for it.
+    notice, announce = os.pipe()
+    hook = {TEST_PAUSE_IN_EPOCH: "2:1", TEST_NOTIFY_FD: str(announce)}
     try:
-        # Kill once training runs (the chief has finished an epoch).
-        deadline = time.monotonic() + PROCESS_TIMEOUT
-        while not (run_dir / "model_last.h5").is_file():
-            assert time.monotonic() < deadline, "training did not start"
-            assert all(process.poll() is None for process in processes)
-            time.sleep(0.5)
+        processes = start_workers(data, [run_dir, run_dir], tmp_path, "--epochs", 1000,
+                                  hooks={victim: hook})
+    finally:
+        os.close(announce)  # the victim's copy is the only writer
+    try:
+        with os.fdopen(notice, "rb") as pipe:  # PROCESS_TIMEOUT: a hang guard
+            paused = select.select([pipe], [], [], PROCESS_TIMEOUT)[0] and pipe.readline()
+        assert paused, "training did not start"
+        assert all(process.poll() is None for process in processes)
         processes[victim].send_signal(signal.SIGKILL)
-        killed = time.monotonic()
         survivor = processes[1 - victim]
-        code = survivor.wait(timeout=180)
-        waited = time.monotonic() - killed
+        code = survivor.wait(timeout=180)  # a hang guard: TimeoutExpired fails the test
     finally:
         wait_all(processes, timeout=5)
     log = (tmp_path / f"worker{1 - victim}.log").read_text()
     assert code == 2, log
-    assert waited < 180
     message = [line for line in log.splitlines() if "skyseg train: error:" in line]
     assert message, log
     assert "lost contact with another worker" in message[0] or "timed out" in message[0]

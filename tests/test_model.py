@@ -168,3 +168,15 @@ def test_mixed_precision_optimizer_state_survives_save_and_load(tmp_path):
         np.testing.assert_array_equal(model.train_on_batch(x, y), loaded.train_on_batch(x, y))
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (OSError("unable to open file\n(truncated header)"), "unable to open file"),
+    (ValueError("  padded  "), "padded"),
+    (KeyError(), "KeyError"),
+    (RuntimeError("x" * 300), "x" * 200),
+])
+def test_first_line_of_an_error_message(error, expected):
+    from skyseg.errors import first_line
+
+    assert first_line(error) == expected

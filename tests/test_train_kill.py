@@ -1,26 +1,29 @@
 """Training survives ``kill -9`` anywhere: mid-epoch, and while a checkpoint is being written.
 
-Each test runs ``python -m skyseg train`` in a subprocess, kills it with
-SIGKILL, checks what is left in the run folder, resumes with ``--resume`` and
-compares the history with an uninterrupted run (CPU training is
-deterministic: same numbers, the ``seconds`` column aside).
+Each test runs ``python -m skyseg train`` in a subprocess with a test hook
+that pauses it at a chosen point (after a batch of an epoch, in the middle of
+writing a checkpoint) and says so on a pipe; the test waits on that pipe, kills
+the process with SIGKILL, checks what is left in the run folder, resumes with
+``--resume`` and compares the history with an uninterrupted run (CPU training
+is deterministic: same numbers, the ``seconds`` column aside).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from skyseg.io import TEMP_MARKER
 from skyseg.io.run_folder import HISTORY_COLUMNS, MODEL_LAST, read_history
-from skyseg.training.model import TEST_PAUSE_IN_SAVE, read_model_attributes
+from skyseg.training.model import TEST_NOTIFY_FD, TEST_PAUSE_IN_SAVE, read_model_attributes
+from skyseg.training.recorder import TEST_PAUSE_IN_EPOCH
 
 from .conftest import ROOT, run_cli
 from .synthetic_patches import write_dataset
@@ -29,35 +32,47 @@ EPOCHS = 3
 OPTIONS = ["--epochs", EPOCHS, "--batch-size", 8, "--learning-rate", 1e-3, "--backbone",
            "resnet18", "--encoder-weights", "none", "--seed", 0, "--bn-momentum", 0.6,
            "--steps-per-epoch", 8]
-#: Seconds a subprocess may take before the test gives up (and kills it).
+#: Hang guard: seconds a subprocess may take before the test gives up (and kills it).
 TIMEOUT = 240
 #: mlflow is in the dev extra; with it the mid-epoch kill is also tracked.
 HAVE_MLFLOW = importlib.util.find_spec("mlflow") is not None
 
 
 def start_training(data: Path, run_dir: Path, log: Path, *extra: str,
-                   **env: str) -> subprocess.Popen:
-    """``python -m skyseg train`` in the background, its log (stderr) in ``log``."""
+                   **env: str) -> tuple[subprocess.Popen, int]:
+    """``python -m skyseg train`` in the background, its log (stderr) in ``log``.
+
+    Returns the process and the read end of the pipe its test hooks announce a pause on.
+    """
+    notice, announce = os.pipe()
     environment = dict(os.environ, **env)
     environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
-    with open(log, "w") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "skyseg", "train", "--data", str(data), "--out",
-             str(run_dir), *map(str, OPTIONS), *extra],
-            cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=handle)
+    environment[TEST_NOTIFY_FD] = str(announce)
+    try:
+        with open(log, "w") as handle:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "skyseg", "train", "--data", str(data), "--out",
+                 str(run_dir), *map(str, OPTIONS), *extra],
+                cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=handle,
+                pass_fds=(announce,))
+    finally:
+        os.close(announce)  # the child's copy is the only writer: its exit means end of file
+    return process, notice
 
 
-def wait_for_log(process: subprocess.Popen, log: Path, text: str) -> float:
-    """Wait until ``text`` is in the log; the time it appeared (fails if the process ends)."""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if text in log.read_text(errors="replace"):
-            return time.monotonic()
-        if process.poll() is not None:
-            pytest.fail(f"training ended (status {process.returncode}) before logging "
-                        f"{text!r}:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.01)
-    pytest.fail(f"no {text!r} in the log within {TIMEOUT} s")
+def wait_for_pause(process: subprocess.Popen, notice: int, log: Path) -> str:
+    """Block until the training's test hook announces its pause; the announcement.
+
+    Fails when the process ends first (the pipe closes without a line).
+    """
+    with os.fdopen(notice, "rb") as pipe:
+        ready, _, _ = select.select([pipe], [], [], TIMEOUT)  # a hang guard, not a timing
+        line = pipe.readline().decode() if ready else ""
+    if not line:
+        status = process.poll()
+        pytest.fail(f"training (status {status}) did not pause within {TIMEOUT} s:\n"
+                    f"{log.read_text(errors='replace')[-3000:]}")
+    return line
 
 
 def kill(process: subprocess.Popen) -> None:
@@ -111,19 +126,17 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_history(data, ref
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reading a folder store
     run_dir, log = tmp_path / "run", tmp_path / "train.log"
     tracking = ["--mlflow", (tmp_path / "mlruns").as_uri()] if HAVE_MLFLOW else []
-    process = start_training(data, run_dir, log, *tracking)
+    # Paused after batch 3 of epoch 2's 8: a third of the way into the epoch.
+    process, notice = start_training(data, run_dir, log, *tracking,
+                                     **{TEST_PAUSE_IN_EPOCH: "2:3"})
     try:
-        # The last line of epoch 1's bookkeeping; epoch 2's batches start right after.
-        logged = wait_for_log(process, log, f"epoch 1/{EPOCHS}:")
-        # A third of an epoch into epoch 2 (the uninterrupted run's epoch time).
-        time.sleep(reference[1]["seconds"] / 3)
+        assert "after batch 3 of epoch 2" in wait_for_pause(process, notice, log)
         assert process.poll() is None, "epoch 2 already ended: too fast to kill mid-epoch"
         kill(process)
-        killed_after = time.monotonic() - logged
     finally:
         kill(process)
     # Epoch 1 is committed, nothing of epoch 2.
-    assert f"epoch 2/{EPOCHS}:" not in log.read_text(), f"killed {killed_after:.1f} s late"
+    assert f"epoch 2/{EPOCHS}:" not in log.read_text(), "epoch 2 finished before the kill"
     assert read_model_attributes(run_dir / MODEL_LAST)["state"]["epoch"] == 1
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [1]
     if HAVE_MLFLOW:  # the killed run's finished epoch is in MLflow already
@@ -150,9 +163,10 @@ def test_sigkill_while_writing_a_checkpoint_never_leaves_a_truncated_one(data, r
                                                                          tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "train.log"
     # Epoch 2's model_last.h5 stops half-written (the test hook of skyseg.training.model).
-    process = start_training(data, run_dir, log, **{TEST_PAUSE_IN_SAVE: f"{MODEL_LAST}:2"})
+    process, notice = start_training(data, run_dir, log,
+                                     **{TEST_PAUSE_IN_SAVE: f"{MODEL_LAST}:2"})
     try:
-        wait_for_log(process, log, "pausing in the middle of writing")
+        assert "pausing in the middle of writing" in wait_for_pause(process, notice, log)
         kill(process)
     finally:
         kill(process)

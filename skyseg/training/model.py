@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skyseg.backend import import_keras, import_segmentation_models
-from skyseg.errors import ConfigError, ModelError
+from skyseg.errors import ConfigError, ModelError, first_line
 from skyseg.image.preprocess import Preprocessing
 from skyseg.io.run_folder import MODEL_BEST, MODEL_LAST, PREPROCESSING_FILE, read_run_config
 
@@ -377,14 +377,9 @@ def load_model(path: str | os.PathLike, *, compile: bool = False):
         )
     except Exception as exc:
         raise ModelError(
-            f"{path}: not a readable Keras model ({type(exc).__name__}: {_first_line(exc)}); "
+            f"{path}: not a readable Keras model ({type(exc).__name__}: {first_line(exc)}); "
             "re-run skyseg train or pass another model"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else ""
 
 
 @dataclass

@@ -238,30 +238,9 @@ def weight_average_class():
             if self.averages is not None:
                 return
             weights = self.model.weights
-            if self._saved is not None and len(self._saved) != len(weights):
-                raise ConfigError(f"the saved weight average has {len(self._saved)} arrays, "
-                                  f"the model {len(weights)}; resume with the same model")
-            sources = self._saved if self._saved is not None else [w.numpy() for w in weights]
-            self.averages = [tf.Variable(np.asarray(value), trainable=False,
-                                         dtype=weight.dtype)
-                             for value, weight in zip(sources, weights, strict=True)]
+            self.averages = _average_variables(tf, self._saved, weights)
             self._saved = None
-            pairs = list(zip(self.averages, weights, strict=True))
-
-            @tf.function
-            def update(momentum):
-                for average, weight in pairs:
-                    value = tf.cast(weight, average.dtype)
-                    average.assign(momentum * average + (1.0 - momentum) * value)
-
-            @tf.function
-            def swap():
-                for average, weight in pairs:
-                    held = tf.identity(weight)
-                    weight.assign(average)
-                    average.assign(held)
-
-            self._update, self._swap_function = update, swap
+            self._update, self._swap_function = _average_functions(tf, self.averages, weights)
 
         def on_train_begin(self, logs=None):
             self._build()
@@ -301,3 +280,33 @@ def weight_average_class():
             return [a.numpy() for a in self.averages]
 
     return WeightAverage
+
+
+def _average_variables(tf, saved, weights) -> list:
+    """The weight average's variables: the ``saved`` arrays, else copies of the weights."""
+    if saved is not None and len(saved) != len(weights):
+        raise ConfigError(f"the saved weight average has {len(saved)} arrays, "
+                          f"the model {len(weights)}; resume with the same model")
+    sources = saved if saved is not None else [w.numpy() for w in weights]
+    return [tf.Variable(np.asarray(value), trainable=False, dtype=weight.dtype)
+            for value, weight in zip(sources, weights, strict=True)]
+
+
+def _average_functions(tf, averages, weights):
+    """``(update(momentum), swap())``: compiled steps of the average over the weights."""
+    pairs = list(zip(averages, weights, strict=True))
+
+    @tf.function
+    def update(momentum):
+        for average, weight in pairs:
+            value = tf.cast(weight, average.dtype)
+            average.assign(momentum * average + (1.0 - momentum) * value)
+
+    @tf.function
+    def swap():
+        for average, weight in pairs:
+            held = tf.identity(weight)
+            weight.assign(average)
+            average.assign(held)
+
+    return update, swap

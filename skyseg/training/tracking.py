@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from skyseg.errors import ConfigError
+from skyseg.errors import ConfigError, first_line
 
 __all__ = ["MlflowTracker", "import_mlflow", "resolve_tracking_uri", "flatten_params",
            "read_tracking_record", "find_training_run", "log_evaluation", "TRACKING_FILE",
@@ -267,7 +267,7 @@ class MlflowTracker:
             self._log_artifacts([HISTORY_FILE, CURVES_FILE, SAMPLES_FILE])
         except Exception as exc:  # noqa: BLE001 -- a tracking hiccup must not end training
             logger.warning("MLflow: could not log epoch %d (%s); it is logged with the next "
-                           "epoch or at the end", rows[-1]["epoch"], _first_line(exc))
+                           "epoch or at the end", rows[-1]["epoch"], first_line(exc))
             return self.logged_epoch
         self.logged_epoch = rows[-1]["epoch"]
         return self.logged_epoch
@@ -341,7 +341,7 @@ class MlflowTracker:
         except Exception as exc:  # noqa: BLE001 -- MlflowException, or the store is gone
             logger.warning("MLflow: run %s of %s not found in %s (%s); starting a new MLflow "
                            "run with the whole history", record["run_id"], TRACKING_FILE,
-                           self.tracking_uri, _first_line(exc))
+                           self.tracking_uri, first_line(exc))
             return None
         self.client.update_run(run.info.run_id, status="RUNNING")
         self.experiment = record.get("experiment") or self.experiment
@@ -441,8 +441,3 @@ def _read_json(path: Path) -> dict:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
