@@ -20,18 +20,14 @@ from skyseg.backend import import_keras
 from skyseg.cli.commands import main
 from skyseg.errors import ConfigError, ImageWriteError, ModelError
 from skyseg.image.preprocess import Preprocessing
-from skyseg.io import read_image, write_exr, write_png
+from skyseg.io import prepare_output_folder, read_image, write_exr, write_png
 from skyseg.io import write as write_module
+from skyseg.predict import files as files_module
 from skyseg.predict import predictor as predict_module
+from skyseg.predict.files import predict_files
+from skyseg.predict.image import Prediction, predict_image
 from skyseg.predict.options import check_tile_size
-from skyseg.predict.predictor import (
-    Prediction,
-    overlay_background,
-    predict_files,
-    predict_image,
-    prepare_output_folder,
-    probability_to_mask,
-)
+from skyseg.predict.outputs import overlay_background, probability_to_mask
 from skyseg.training.model import LoadedModel, load_run, save_model
 
 from .conftest import ROOT, shared_path
@@ -159,7 +155,10 @@ def test_exposure_key_gain_is_the_whole_images_and_cancels_the_file_exposure(tmp
 def test_docstring_examples():
     import doctest
 
-    assert doctest.testmod(predict_module).failed == 0
+    from skyseg.predict import image, loading, options, outputs
+
+    for module in (predict_module, files_module, image, loading, options, outputs):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 def test_image_smaller_than_a_tile(runs, rng):
@@ -440,9 +439,9 @@ def test_background_reads_and_writes_stay_within_the_memory_budget(runs, rng, tm
     for name in ("a", "b", "c"):
         write_png(tmp_path / f"{name}.png", _ldr(rng, 20, 30).astype(np.uint8))
     events = []
-    real_read, real_predict, real_write = (predict_module.read_image,
-                                           predict_module.predict_image,
-                                           predict_module.write_outputs)
+    real_read, real_predict, real_write = (files_module.read_image,
+                                           files_module.predict_image,
+                                           files_module.write_outputs)
 
     def read(path, **kwargs):
         events.append(("read", path.stem, threading.current_thread().name))
@@ -457,15 +456,15 @@ def test_background_reads_and_writes_stay_within_the_memory_budget(runs, rng, tm
         events.append(("written", stem, ""))
         return result
 
-    monkeypatch.setattr(predict_module, "read_image", read)
-    monkeypatch.setattr(predict_module, "predict_image", predict)
-    monkeypatch.setattr(predict_module, "write_outputs", write)
+    monkeypatch.setattr(files_module, "read_image", read)
+    monkeypatch.setattr(files_module, "predict_image", predict)
+    monkeypatch.setattr(files_module, "write_outputs", write)
     # Small images: read ahead in the reader thread.
     assert predict_files(runs["identity"], [tmp_path], tmp_path / "out1").exit_code == 0
     assert {thread for kind, _, thread in events if kind == "read"} == {"skyseg-read_0"}
     # Over the budget: every read in the foreground, each image written before the next.
     events.clear()
-    monkeypatch.setattr(predict_module, "_BACKGROUND_BYTES", 100)
+    monkeypatch.setattr(files_module, "_BACKGROUND_BYTES", 100)
     assert predict_files(runs["identity"], [tmp_path], tmp_path / "out2").exit_code == 0
     assert {thread for kind, _, thread in events if kind == "read"} == {"MainThread"}
     order = [(kind, stem) for kind, stem, _ in events if kind != "read"]
@@ -648,7 +647,7 @@ def test_parse_save_keeps_order_drops_repeats_and_names_the_choices():
 
 
 def test_ensemble_averages_its_members_each_at_its_own_scale(tmp_path, rng):
-    from skyseg.predict.predictor import load_predictor
+    from skyseg.predict.loading import load_predictor
     from skyseg.training.model import ModelEnsemble
 
     identity = make_run(tmp_path / "identity")
@@ -678,7 +677,7 @@ def test_ensemble_averages_its_members_each_at_its_own_scale(tmp_path, rng):
 
 
 def test_ensemble_refuses_hdr_with_ldr_and_needs_two_models(tmp_path):
-    from skyseg.predict.predictor import load_predictor
+    from skyseg.predict.loading import load_predictor
     from skyseg.training.model import ModelEnsemble
 
     ldr = make_run(tmp_path / "ldr")
@@ -753,7 +752,7 @@ def test_shipped_model_predicts_with_no_model_argument_and_takes_photos_unasked(
     """``skyseg predict INPUT --out DIR``: the shipped HDR model, which learnt photos as
     linear radiance, also predicts an LDR photo without --convert."""
     from skyseg.io.run_folder import default_model
-    from skyseg.predict.predictor import accepts_ldr
+    from skyseg.predict.loading import accepts_ldr
 
     shipped = load_run(default_model())
     assert shipped.preprocessing.is_hdr and accepts_ldr(shipped)

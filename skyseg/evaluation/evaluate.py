@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import heapq
 import io
 import json
@@ -51,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyseg.errors import AnnotationError, ConfigError, ImageReadError, SkysegError
+from skyseg.errors import AnnotationError, ConfigError, ImageReadError
 from skyseg.image import metrics
 from skyseg.image.metrics import IGNORE
 from skyseg.image.overlay import error_overlay, resize_mask
@@ -63,17 +64,14 @@ from skyseg.io import (
     write_text,
 )
 from skyseg.labels import sky_gaps
-from skyseg.log import BatchReport, progress
+from skyseg.labels.annotations import CategoryOptions
+from skyseg.log import BatchReport, for_each
 from skyseg.options import add_options, from_args, option
+from skyseg.predict.image import predict_image
+from skyseg.predict.loading import load_predictor, model_label
 from skyseg.predict.options import PredictionOptions, image_options, with_overrides
-from skyseg.predict.predictor import (
-    load_for_cli,
-    load_predictor,
-    model_label,
-    overlay_background,
-    predict_image,
-    resolve_model_argument,
-)
+from skyseg.predict.outputs import overlay_background
+from skyseg.predict.predictor import load_for_cli, resolve_model_argument
 
 __all__ = [
     "METRICS",
@@ -374,8 +372,10 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 @dataclass
-class EvaluateOptions(PredictionOptions):
-    """The options of ``skyseg evaluate``: the prediction options plus what is scored."""
+class EvaluateOptions(PredictionOptions, CategoryOptions):
+    """The options of ``skyseg evaluate``: the prediction options, the COCO categories
+    (``--sky-category``, :class:`~skyseg.labels.annotations.CategoryOptions`) and what is
+    scored."""
 
     only: Path | None = option(None, "score only the images named in this file, one per line "
                                      "(e.g. the val.txt of a split)", flag="--list",
@@ -389,7 +389,8 @@ class EvaluateOptions(PredictionOptions):
                                  "(skyseg train --mlflow; found through MODEL's run folder)")
 
     def __post_init__(self):
-        super().__post_init__()
+        PredictionOptions.__post_init__(self)
+        CategoryOptions.__post_init__(self)
         if self.worst < 0:
             raise ConfigError(f"--worst must be >= 0, got {self.worst}")
 
@@ -414,8 +415,6 @@ def evaluate_model(
     masks: str | os.PathLike | None = None,
     coco: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
-    sky_categories=("sky",),
-    non_sky_categories=("non-sky",),
     show_progress: bool = False,
     **overrides,
 ) -> Evaluation:
@@ -426,31 +425,20 @@ def evaluate_model(
             (or a list of them, or a :class:`~skyseg.training.model.ModelEnsemble`:
             their probabilities averaged).
         images: folder of images (EXR/HDR/JPG/PNG/TIFF).
+        options: an :class:`EvaluateOptions`; None: the defaults.
         masks: folder of truth masks (``<stem>_mask.png`` or ``<stem>.png``);
             or
         coco: a Label Studio COCO export (read by :mod:`skyseg.labels.annotations`:
             sky polygons minus non-sky polygons, matched by original name).
         out_dir: where to write ``metrics.csv``, ``summary.json`` and the
             worst overlays; None writes nothing.
-        sky_categories, non_sky_categories: COCO category names.
         show_progress: a progress bar over each image's tiles.
-        options: an :class:`EvaluateOptions`; None: the defaults. Keyword
-            arguments override its fields, for instance:
-        threshold: probability above which a pixel is predicted sky.
-        worst: how many of the lowest-IoU images get an error overlay.
-        mode: preprocessing of a bare model file (``"hdr"``/``"ldr"``).
-        tolerance: boundary matching distance in pixels.
-        only: score only these image stems: an iterable of stems, or the path
-            of a list file (one stem or file name per line, like val.txt).
-        max_pixels: images whose header claims more pixels are refused
-            before decoding (listed as failures); None: no limit.
-        ignore_sky_gaps: leave the truth's sky gaps out of every score: pixels
-            labelled not sky between bare branches that look like the sky
-            beside them (:mod:`skyseg.labels.sky_gaps`, on the image at full size),
-            which labellers call tree or sky. A score of the model, not of one
-            labelling convention; the default scores the labels as drawn.
-        tile_size, tta, refine, ...: :func:`skyseg.predict.predictor.predict_image`'s
-            options (:class:`~skyseg.predict.options.ImageOptions`).
+        **overrides: fields of the options to change (see :class:`EvaluateOptions`),
+            for instance ``threshold``, ``worst``, ``tolerance``, ``only`` (an
+            iterable of stems, or the path of a list file like val.txt),
+            ``sky_categories``, ``ignore_sky_gaps``, ``max_pixels``, ``mode``, and
+            :func:`~skyseg.predict.image.predict_image`'s options (tiling, ``refine``,
+            ``max_side``).
 
     Returns:
         an :class:`Evaluation`.
@@ -469,64 +457,26 @@ def evaluate_model(
     if (masks is None) == (coco is None):
         raise ConfigError("give exactly one source of truth: --masks DIR or --coco FILE")
     options = with_overrides(EvaluateOptions, options, overrides, caller="evaluate_model")
-    threshold, worst, tolerance, only, max_pixels, ignore_sky_gaps = (
-        options.threshold, options.worst, options.tolerance, options.only, options.max_pixels,
-        options.ignore_sky_gaps)
     images = Path(images)
     if not images.is_dir():
         raise ConfigError(f"{images}: images folder not found; check --images")
     output = prepare_output_folder(out_dir) if out_dir is not None else None
     loaded = load_predictor([model, *options.ensemble] if options.ensemble else model,
                             mode=options.mode, which=options.which)
-    if masks is not None:
-        pairs, missing = _mask_pairs(images, Path(masks))
-        source = f"masks in {masks}"
-    else:
-        pairs, missing = _coco_pairs(images, Path(coco), mode=loaded.preprocessing.mode,
-                                     sky_categories=sky_categories,
-                                     non_sky_categories=non_sky_categories)
-        source = f"labels in {coco}"
-    if only is not None:
-        pairs, missing = _keep_listed(pairs, missing, only, images)
-    _log_missing_truth(missing, source, images, from_masks=masks is not None)
-    if not pairs:
-        raise ConfigError(f"no image in {images} has truth ({source}); check the folder names "
-                          "and that masks are called <stem>_mask.png or <stem>.png")
+    pairs, missing, source = _labelled_images(images, masks, coco, options,
+                                              mode=loaded.preprocessing.mode)
     report = BatchReport("evaluate")
-    rows: list[dict] = []
-    heap: list[tuple[float, int, str, np.ndarray | None]] = []  # the `worst` lowest IoUs
-    for index, (path, stem, truth_of) in enumerate(progress(pairs, desc="evaluate",
-                                                           unit="image")):
-        try:
-            image, info = read_image(path, return_info=True, max_pixels=max_pixels)
-            truth = truth_of(*image.shape[:2])
-            if ignore_sky_gaps:
-                truth, _ = sky_gaps.ignore_sky_gaps(image, truth)
-            probability = predict_image(loaded, image, options, is_hdr=info.is_hdr,
-                                        name=path.name, show_progress=show_progress)
-        except SkysegError as exc:
-            report.failed(path, exc)
-            continue
-        prediction = probability > np.float32(threshold)
-        del probability
-        row = _score_row(path, stem, prediction, truth, tolerance=tolerance)
-        rows.append(row)
-        report.succeeded(path)
-        if worst and (len(heap) < worst or row["iou"] < -heap[0][0]):
-            # Only the current worst few (small) overlays are held in memory.
-            picture = (_error_picture(image, info.is_hdr, prediction, truth)
-                       if output is not None else None)
-            entry = (-row["iou"], -index, stem, picture)
-            if len(heap) < worst:
-                heapq.heappush(heap, entry)
-            else:
-                heapq.heapreplace(heap, entry)
+    worst = _WorstImages(options.worst, pictures=output is not None)
+    score = functools.partial(_score_image, loaded=loaded, options=options, worst=worst,
+                              show_progress=show_progress)
+    rows = for_each(list(enumerate(pairs)), score, report, desc="evaluate", unit="image",
+                    name=lambda item: item[1][0])
     summary = summarise(rows)
-    summary.update(model=model_label(loaded), threshold=threshold, tolerance_px=tolerance,
-                   truth=source, ignore_sky_gaps=bool(ignore_sky_gaps),
-                   missing_truth=missing, failed=[item for item, _ in report.failures],
-                   options=image_options(options))
-    worst_list = _write_worst(heap, output)
+    summary.update(model=model_label(loaded), threshold=options.threshold,
+                   tolerance_px=options.tolerance, truth=source,
+                   ignore_sky_gaps=bool(options.ignore_sky_gaps), missing_truth=missing,
+                   failed=[item for item, _ in report.failures], options=image_options(options))
+    worst_list = worst.write(output)
     summary["worst"] = [{"stem": s, "iou": v, "overlay": str(p) if p else None}
                         for s, v, p in worst_list]
     if output is not None:
@@ -534,6 +484,87 @@ def evaluate_model(
         write_text(output / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     report.log_summary()
     return Evaluation(rows, summary, report, worst_list, output)
+
+
+def _labelled_images(images: Path, masks, coco, options: EvaluateOptions, *,
+                     mode: str) -> tuple[list, list[str], str]:
+    """(image, stem, truth(h, w)) of each image to score, the stems without truth, and
+    where the truth comes from (for messages and ``summary.json``).
+
+    Raises:
+        ConfigError: no image to score.
+    """
+    if masks is not None:
+        pairs, missing = _mask_pairs(images, Path(masks))
+        source = f"masks in {masks}"
+    else:
+        pairs, missing = _coco_pairs(images, Path(coco), mode=mode,
+                                     sky_categories=options.sky_categories,
+                                     non_sky_categories=options.non_sky_categories)
+        source = f"labels in {coco}"
+    if options.only is not None:
+        pairs, missing = _keep_listed(pairs, missing, options.only, images)
+    _log_missing_truth(missing, source, images, from_masks=masks is not None)
+    if not pairs:
+        raise ConfigError(f"no image in {images} has truth ({source}); check the folder names "
+                          "and that masks are called <stem>_mask.png or <stem>.png")
+    return pairs, missing, source
+
+
+def _score_image(item: tuple[int, tuple], *, loaded, options: EvaluateOptions,
+                 worst: _WorstImages, show_progress: bool) -> dict:
+    """Read, predict and score image number ``index``: its row of ``metrics.csv``.
+
+    Raises:
+        SkysegError: the image or its truth cannot be read, or not predicted.
+    """
+    index, (path, stem, truth_of) = item
+    image, info = read_image(path, return_info=True, max_pixels=options.max_pixels)
+    truth = truth_of(*image.shape[:2])
+    if options.ignore_sky_gaps:
+        truth, _ = sky_gaps.ignore_sky_gaps(image, truth)
+    probability = predict_image(loaded, image, options, is_hdr=info.is_hdr, name=path.name,
+                                show_progress=show_progress)
+    prediction = probability > np.float32(options.threshold)
+    del probability
+    row = _score_row(path, stem, prediction, truth, tolerance=options.tolerance)
+    worst.offer(row["iou"], index, stem,
+                lambda: _error_picture(image, info.is_hdr, prediction, truth))
+    return row
+
+
+class _WorstImages:
+    """The ``count`` lowest-IoU images so far, with their (small) error pictures.
+
+    Only the current worst few pictures are held in memory.
+    """
+
+    def __init__(self, count: int, *, pictures: bool):
+        self.count, self.pictures = count, pictures
+        self.heap: list[tuple[float, int, str, np.ndarray | None]] = []
+
+    def offer(self, iou: float, index: int, stem: str,
+              picture: Callable[[], np.ndarray]) -> None:
+        """Keep image ``index`` if it is among the worst; ``picture()`` is made only then."""
+        if not self.count or (len(self.heap) >= self.count and iou >= -self.heap[0][0]):
+            return
+        entry = (-iou, -index, stem, picture() if self.pictures else None)
+        if len(self.heap) < self.count:
+            heapq.heappush(self.heap, entry)
+        else:
+            heapq.heapreplace(self.heap, entry)
+
+    def write(self, output: Path | None) -> list[tuple[str, float, Path | None]]:
+        """The worst images, lowest IoU first, their error pictures written to ``worst/``."""
+        worst_list: list[tuple[str, float, Path | None]] = []
+        for rank, (negative_iou, _, stem, picture) in enumerate(sorted(self.heap,
+                                                                       reverse=True), 1):
+            target = None
+            if output is not None and picture is not None:
+                (output / "worst").mkdir(exist_ok=True)
+                target = write_png(output / "worst" / f"{rank}_{stem}_errors.png", picture)
+            worst_list.append((stem, -negative_iou, target))
+        return worst_list
 
 
 def _keep_listed(pairs: list, missing: list[str], only, images: Path) -> tuple[list, list[str]]:
@@ -574,18 +605,6 @@ def _score_row(path: Path, stem: str, prediction: np.ndarray, truth: np.ndarray,
             "ignored": np.count_nonzero(truth == IGNORE) / pixels}
 
 
-def _write_worst(heap: list, output: Path | None) -> list[tuple[str, float, Path | None]]:
-    """The worst images, lowest IoU first, with their error pictures written to ``worst/``."""
-    worst_list: list[tuple[str, float, Path | None]] = []
-    for rank, (negative_iou, _, stem, picture) in enumerate(sorted(heap, reverse=True), 1):
-        target = None
-        if output is not None and picture is not None:
-            (output / "worst").mkdir(exist_ok=True)
-            target = write_png(output / "worst" / f"{rank}_{stem}_errors.png", picture)
-        worst_list.append((stem, -negative_iou, target))
-    return worst_list
-
-
 def _error_picture(image, is_hdr, prediction, truth) -> np.ndarray:
     background = overlay_background(image, is_hdr=is_hdr, max_size=DEFAULT_ERROR_OVERLAY_SIZE)
     height, width = background.shape[:2]
@@ -605,10 +624,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "1 sky, 255 ignore (a mask without 1 is 0/255 with 255 = sky)")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for metrics.csv, summary.json and worst/ overlays")
-    parser.add_argument("--sky-category", action="append", dest="sky_categories",
-                        help="COCO category name that is sky (repeatable; default: sky)")
-    parser.add_argument("--non-sky-category", action="append", dest="non_sky_categories",
-                        help="COCO category cut out of the sky (repeatable; default: non-sky)")
     add_options(parser, EvaluateOptions, skip=_SHARED)
     add_options(parser, PredictionOptions, group_title="prediction")
 
@@ -629,9 +644,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_for_cli(args, options)
     result = evaluate_model(
         loaded, args.images, dataclasses.replace(options, ensemble=[]),  # loaded has them
-        masks=args.masks, coco=args.coco, out_dir=args.out,
-        sky_categories=tuple(args.sky_categories or ("sky",)),
-        non_sky_categories=tuple(args.non_sky_categories or ("non-sky",)))
+        masks=args.masks, coco=args.coco, out_dir=args.out)
     if options.mlflow:
         from skyseg.training.tracking import log_evaluation
 

@@ -87,7 +87,29 @@ def _is_whole(value) -> bool:
 
 @dataclass
 class ImageOptions:
-    """How one image is predicted: tiles, their overlap, wrap-around, TTA, refinement."""
+    """How one image is predicted: tiles, their overlap, wrap-around, TTA, refinement.
+
+    Attributes:
+        tile_size: tile side fed to the network, a multiple of 32.
+        overlap: overlap of neighbouring tiles: pixels (>= 1) or a fraction of
+            the tile (< 1); None: :func:`default_overlap` (64 px).
+        batch_size: tiles per network call.
+        wrap: ``"auto"`` (panoramas, width = 2 x height, wrap around),
+            ``"on"``, ``"off"`` (or a bool).
+        tta: test-time augmentation: each tile also mirrored left-right, and
+            for wrapping images a second pass rolled by half the width (with
+            the tile grid shifted by half a tile spacing). 2x or 4x the time.
+        convert: allow an LDR image into an HDR model (sRGB to linear) or the
+            reverse (tonemapping).
+        refine: how a probability predicted below the image's resolution
+            comes back to full size: ``"auto"`` and ``"guided"``: the guided
+            filter of :func:`skyseg.predict.refine.guided_upsample` (edges follow
+            the full-resolution image); ``"none"``: linear upsampling (the
+            output of skyseg before refinement). ``"guided"`` also filters a
+            probability predicted at full size; ``"auto"`` leaves that alone.
+        max_side: run the network on the image shrunk so that its long side
+            is at most this (after the run's scale); None: the run's scale only.
+    """
 
     tile_size: int = option(1088, "tile side fed to the network, a multiple of 32 "
                                   "(independent of the training patch size)")

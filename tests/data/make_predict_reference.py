@@ -56,7 +56,7 @@ def case_image(mode: str, height: int, width: int, seed: int) -> np.ndarray:
 
 def main() -> int:
     from skyseg.image.preprocess import Preprocessing
-    from skyseg.predict.predictor import predict_image
+    from skyseg.predict.image import predict_image
     from skyseg.training.model import LoadedModel
 
     network = tiny_network()
