@@ -340,8 +340,8 @@ def test_initialised_run_with_zero_steps_predicts_exactly_as_its_source(referenc
 def test_frozen_encoder_then_trainable_and_resume_in_the_frozen_phase(reference, dataset,
                                                                       tmp_path):
     from skyseg.backend import import_keras
-    from skyseg.training.model import load_model
     from skyseg.training.finetune import encoder_layer_names
+    from skyseg.training.model import load_model
 
     keras = import_keras()
     encoder = encoder_layer_names("resnet18")
@@ -685,3 +685,40 @@ def test_two_sources_train_one_run_that_knows_what_it_learnt_from(tmp_path):
           encoder_weights=None)
     assert run_images(tuned)["city"] == "train"
     assert json.loads((tuned / "config.json").read_text())["convert_ldr"] is True
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_command_line_python_and_run_settings_share_one_set_of_defaults():
+    """``skyseg train``'s defaults are TrainOptions' (epochs 100, batch 8, patience 15)."""
+    import argparse
+
+    from skyseg.options import from_args
+    from skyseg.training.options import TrainOptions, augmentation_from_args
+    from skyseg.training.train import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", "d", "--out", "o"])
+    options = from_args(TrainOptions, args, augmentation=augmentation_from_args(args))
+    assert options == TrainOptions()
+    assert (options.epochs, options.batch_size, options.patience, options.workers) == (
+        100, 8, 15, 2)
+    assert (options.ema, options.clip_norm, options.bn_momentum, options.schedule) == (
+        0.99, 1.0, 0.9, "cosine")
+    args = parser.parse_args(["--data", "d", "--out", "o", "--epochs", "3", "--no-augment",
+                              "--mlflow", "--no-deterministic"])
+    assert from_args(TrainOptions, args, augmentation=augmentation_from_args(args)) == \
+        TrainOptions(epochs=3, augmentation=None, mlflow="", deterministic=False)
+
+
+def test_train_model_takes_options_and_overrides(tmp_path):
+    from skyseg.training.options import TrainOptions
+
+    with pytest.raises(TypeError, match="epoch"):
+        train_model(tmp_path / "nothing", tmp_path / "run", epoch=3)
+    # Overrides change the options object (the checks see epochs=0).
+    data = write_dataset(tmp_path / "data", counts={"train": 2, "val": 1}, size=32)
+    with pytest.raises(ConfigError, match="--epochs must be a whole number >= 1, got 0"):
+        train_model(data, tmp_path / "run", TrainOptions(patience=3), epochs=0)
