@@ -109,12 +109,12 @@ def _chunked(function, array: np.ndarray) -> np.ndarray:
 def log_transform(
     radiance: np.ndarray,
     *,
-    input_mul: float = 1.0,
-    log_epsilon: float = 1e-3,
-    log_split_around1: bool = False,
-    log_pow: float = 7.5,
-    output_bias: float = 2.5,
-    output_scale: float = 1 / 2.2 / 2,
+    input_mul: float = _LOG_DEFAULTS["input_mul"],
+    log_epsilon: float = _LOG_DEFAULTS["log_epsilon"],
+    log_split_around1: bool = _LOG_DEFAULTS["log_split_around1"],
+    log_pow: float = _LOG_DEFAULTS["log_pow"],
+    output_bias: float = _LOG_DEFAULTS["output_bias"],
+    output_scale: float = _LOG_DEFAULTS["output_scale"],
 ) -> np.ndarray:
     """Map non-negative linear radiance to the network's input range.
 
@@ -158,12 +158,12 @@ def log_transform(
 def inverse_log_transform(
     values: np.ndarray,
     *,
-    input_mul: float = 1.0,
-    log_epsilon: float = 1e-3,
-    log_split_around1: bool = False,
-    log_pow: float = 7.5,
-    output_bias: float = 2.5,
-    output_scale: float = 1 / 2.2 / 2,
+    input_mul: float = _LOG_DEFAULTS["input_mul"],
+    log_epsilon: float = _LOG_DEFAULTS["log_epsilon"],
+    log_split_around1: bool = _LOG_DEFAULTS["log_split_around1"],
+    log_pow: float = _LOG_DEFAULTS["log_pow"],
+    output_bias: float = _LOG_DEFAULTS["output_bias"],
+    output_scale: float = _LOG_DEFAULTS["output_scale"],
 ) -> np.ndarray:
     """Exact inverse of :func:`log_transform` (same keyword arguments).
 

@@ -56,7 +56,8 @@ import logging
 import numpy as np
 
 from skyseg.errors import ConfigError
-from skyseg.image.preprocess import bilinear_positions
+from skyseg.image.preprocess import bilinear_positions, luminance
+from skyseg.predict.tiling import reflect_indices
 
 __all__ = [
     "REFINE_CHOICES",
@@ -116,14 +117,6 @@ def check_refine(refine: str) -> str:
     return refine
 
 
-def _luminance(block: np.ndarray) -> np.ndarray:
-    block = np.asarray(block, dtype=np.float32)
-    out = block[..., 0] * np.float32(0.2126)
-    out += block[..., 1] * np.float32(0.7152)
-    out += block[..., 2] * np.float32(0.0722)
-    return out
-
-
 def guide_floor(image: np.ndarray, *, is_hdr: bool) -> float:
     """The luminance floor of the HDR guide (``1e-3`` of the median luminance); 0 for LDR.
 
@@ -134,7 +127,7 @@ def guide_floor(image: np.ndarray, *, is_hdr: bool) -> float:
         return 0.0
     height, width = image.shape[:2]
     step = max(1, int(np.sqrt(height * width / 262144)))
-    sample = _luminance(image[::step, ::step])
+    sample = luminance(image[::step, ::step])
     sample = sample[np.isfinite(sample) & (sample > 0)]
     median = float(np.median(sample)) if sample.size else 1.0
     return max(median * _FLOOR_FRACTION, 1e-30)
@@ -154,7 +147,7 @@ def guide_rows(image: np.ndarray, *, is_hdr: bool, floor: float) -> np.ndarray:
         >>> guide_rows(rows, is_hdr=False, floor=0.0).tolist()
         [[1.0, 1.0]]
     """
-    lum = _luminance(image)
+    lum = luminance(image)
     if not is_hdr:
         lum *= np.float32(1 / 255)
         return lum
@@ -224,18 +217,9 @@ def downsample_guide(image: np.ndarray, size: tuple[int, int], *, is_hdr: bool, 
     return out
 
 
-def _reflect(indices: np.ndarray, length: int) -> np.ndarray:
-    """Mirror positions into 0..length-1 (``numpy.pad(mode="reflect")``, repeated)."""
-    if length == 1:
-        return np.zeros_like(indices)
-    period = 2 * (length - 1)
-    folded = np.mod(indices, period)
-    return np.where(folded >= length, period - folded, folded)
-
-
 def _column_indices(width: int, pad: int, wrap: bool) -> np.ndarray:
     raw = np.arange(-pad, width + pad)
-    return np.mod(raw, width) if wrap else _reflect(raw, width)
+    return np.mod(raw, width) if wrap else reflect_indices(raw, width)
 
 
 def _box(values: np.ndarray, radius: int) -> np.ndarray:
@@ -279,7 +263,7 @@ def guided_coefficients(guide: np.ndarray, probability: np.ndarray, *,
     mean_b = np.empty((height, width), np.float32)
     for start in range(0, height, band_rows):
         stop = min(start + band_rows, height)
-        rows = _reflect(np.arange(start - halo, stop + halo), height)
+        rows = reflect_indices(np.arange(start - halo, stop + halo), height)
         index = np.ix_(rows, columns)
         g = guide[index] - centre
         p = probability[index]

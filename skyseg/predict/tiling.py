@@ -451,6 +451,24 @@ def _as_maps(output, count: int, shape: tuple[int, int]) -> np.ndarray:
     return array
 
 
+def _tile_batches(image: np.ndarray, grids: list[TileGrid], flips: tuple[bool, ...], prepare,
+                  batch_size: int) -> Iterator[tuple[list, np.ndarray]]:
+    """``(entries, batch)``: the tiles of every grid (each also mirrored when ``flips`` has
+    True), prepared, ``batch_size`` at a time; an entry is ``(grid, i, j, mirrored, tile)``."""
+    pending: list = []
+    for grid in grids:
+        for i, j in grid.positions():
+            tile = extract_tile(image, grid, i, j)
+            tile = np.asarray(prepare(tile) if prepare is not None else tile, np.float32)
+            for mirrored in flips:
+                pending.append((grid, i, j, mirrored, tile[:, ::-1] if mirrored else tile))
+                if len(pending) == batch_size:
+                    yield pending, np.stack([entry[4] for entry in pending])
+                    pending = []
+    if pending:
+        yield pending, np.stack([entry[4] for entry in pending])
+
+
 class _Prefetcher:
     """Runs a batch generator one batch ahead in a background thread."""
 
@@ -562,25 +580,7 @@ def predict_tiled(
         accumulator.add_grid(grid, passes=len(flips))
     tile_shape = grids[0].tile_shape
 
-    def items() -> Iterator[tuple[TileGrid, int, int, bool, np.ndarray]]:
-        for grid in grids:
-            for i, j in grid.positions():
-                tile = extract_tile(image, grid, i, j)
-                tile = np.asarray(prepare(tile) if prepare is not None else tile, np.float32)
-                for mirrored in flips:
-                    yield grid, i, j, mirrored, tile[:, ::-1] if mirrored else tile
-
-    def batches() -> Iterator[tuple[list, np.ndarray]]:
-        pending: list = []
-        for item in items():
-            pending.append(item)
-            if len(pending) == batch_size:
-                yield pending, np.stack([entry[4] for entry in pending])
-                pending = []
-        if pending:
-            yield pending, np.stack([entry[4] for entry in pending])
-
-    prefetcher = _Prefetcher(batches())
+    prefetcher = _Prefetcher(_tile_batches(image, grids, flips, prepare, batch_size))
     try:
         for entries, batch in prefetcher:
             maps = _as_maps(predict_batch(batch), len(entries), tile_shape)
