@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -386,30 +385,46 @@ def test_resume_after_a_kill_gives_the_uninterrupted_dataset(ldr_set, ldr_build,
     assert tree(out) == tree(reference)
 
 
+#: Runs ``skyseg ARGS``, killing itself with SIGKILL half-way through writing its
+#: ``KILL_AT``-th mask patch (that patch's image file is complete, its mask a temporary).
+_KILLED_CLI = """
+import os, signal, sys
+import skyseg.data.dataset as dataset
+from skyseg.cli.commands import main
+from skyseg.io.write import atomic_output
+
+real_write_png, calls = dataset.write_png, [0]
+
+def write_png(path, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == int(os.environ["KILL_AT"]):
+        with atomic_output(path) as temporary:
+            temporary.write_bytes(b"half a png")
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_write_png(path, *args, **kwargs)
+
+dataset.write_png = write_png
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_resume_after_sigkill_of_the_cli(tmp_path):
-    """A real kill -9 at a random moment of the writing, then the same command again."""
+    """A real kill -9 in the middle of the writing, then the same command again."""
     sizes = [(f"big_{i:02d}", 100, 150) for i in range(12)]  # 150 patches each at 16/10
     coco, images = make_labelled_set(tmp_path, sizes, seed=9)
     reference, out = tmp_path / "reference", tmp_path / "data"
     options = ["--mode", "ldr", "--patch-size", "16", "--stride", "10", "--seed", "2", "-q"]
     build_dataset(coco, images, reference, mode="ldr", patch_size=16, stride=10, seed=2)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "skyseg", "build-dataset", "--coco", str(coco),
+    # Patch 389 of 1800: in the third image, mid-way through an X/Y pair (file 777).
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KILL_AT="389")
+    command = [sys.executable, "-c", _KILLED_CLI, "build-dataset", "--coco", str(coco),
                "--images", str(images), "--out", str(out), *options]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    threshold = 777  # files written before the kill: odd, so mid-way through an X/Y pair
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            written = sum(1 for _ in out.glob("[XY]_*/*/*")) if out.is_dir() else 0
-            if written >= threshold:
-                break
-            time.sleep(0.005)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait()
-    assert process.returncode == -signal.SIGKILL, "the build ended before it could be killed"
+    process = subprocess.run(command, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    files = [path.name for path in out.glob("[XY]_*/*/*")]
+    assert len([name for name in files if TEMP_MARKER not in name]) == 777
+    assert len([name for name in files if TEMP_MARKER in name]) == 1
     assert not (out / "dataset.json").exists()
     result = build_dataset(coco, images, out, mode="ldr", patch_size=16, stride=10, seed=2)
     assert result.exit_code == 0
