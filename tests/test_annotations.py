@@ -24,6 +24,7 @@ from pycocotools import mask as mask_utils
 from skyseg.errors import AnnotationError, ConfigError
 from skyseg.io import read_image_info, write_exr, write_jpeg, write_png, write_tiff
 from skyseg.labels.annotations import (
+    CategoryOptions,
     CocoLabels,
     _rle_counts,
     load_coco,
@@ -724,3 +725,45 @@ def test_real_export_loads(camvid):
     roles = [{a.role for a in labels.entry(stem).annotations} for stem in labels.stems()]
     assert sum(r == {"sky", "non-sky"} for r in roles) > 400  # most images have holes
     assert sum(not r for r in roles) == 1  # one image has no sky at all
+
+
+# --- the category options every stage that reads COCO shares -----------------------------
+
+def _category_parser():
+    import argparse
+
+    from skyseg.options import add_options
+
+    parser = argparse.ArgumentParser(prog="stage")
+    add_options(parser, CategoryOptions)
+    return parser
+
+
+@pytest.mark.parametrize("argv, sky, non_sky", [
+    ([], ("sky",), ("non-sky",)),
+    (["--sky-category", "clear sky"], ("clear sky",), ("non-sky",)),
+    (["--sky-category", "sky", "clouds", "--sky-category", "haze"], ("sky", "clouds", "haze"),
+     ("non-sky",)),
+    (["--non-sky-category", "pole", "--non-sky-category", "wire"], ("sky",), ("pole", "wire")),
+])
+def test_category_options_from_the_command_line(argv, sky, non_sky):
+    from skyseg.options import from_args
+
+    options = from_args(CategoryOptions, _category_parser().parse_args(argv))
+    assert options == CategoryOptions(sky_categories=sky, non_sky_categories=non_sky)
+
+
+def test_category_options_help_shows_the_defaults():
+    text = " ".join(_category_parser().format_help().split())
+    assert "--sky-category NAME [NAME ...]" in text and "(default: sky)" in text
+    assert "(default: non-sky, may be absent from the file)" in text
+
+
+def test_category_options_from_yaml_and_python():
+    from skyseg.options import from_mapping
+
+    options = from_mapping(CategoryOptions, {"sky_categories": "sky, clouds",
+                                             "non_sky_categories": ["wire"]}, source="c.yml")
+    assert options == CategoryOptions(sky_categories=("sky", "clouds"),
+                                      non_sky_categories=("wire",))
+    assert CategoryOptions(sky_categories="sky").sky_categories == ("sky",)

@@ -23,7 +23,6 @@ from PIL import Image
 
 import skyseg.data.dataset as dataset_module
 from skyseg.data.dataset import build_dataset
-from skyseg.data.patches import patch_grid
 from skyseg.errors import ConfigError, DatasetError
 from skyseg.image.preprocess import Preprocessing
 from skyseg.io import TEMP_MARKER, read_image, write_exr, write_png
@@ -46,6 +45,15 @@ ODD_SIZES = [
     ("seqD_001", 33, 1),
 ]
 PATCH, STRIDE = 16, 10
+
+
+def patch_count(height: int, width: int, size: int, stride: int) -> int:
+    """The patches covering an image, by a formula of its own: along an axis of ``length``
+    pixels, 1 when ``length <= size``, else ``ceil((length - size) / stride) + 1``."""
+    def along(length: int) -> int:
+        return 1 if length <= size else -(-(length - size) // stride) + 1
+
+    return along(height) * along(width)
 
 
 def _coco_entry(image_id: int, stem: str, suffix: str, height: int, width: int) -> dict:
@@ -134,8 +142,11 @@ def test_layout_counts_and_coverage(ldr_set, ldr_build):
     assert len({row["id"] for row in rows}) == len(rows)
     assert info["splits"] == result.splits
     assert sum(info["splits"].values()) == len(rows)
-    expected = sum(len(patch_grid(h, w, PATCH, STRIDE)) for _, h, w in ODD_SIZES)
-    assert len(rows) == expected
+    # By hand, patch rows x columns at 16/10 (an axis of L > 16 pixels has starts 0, 10, ...
+    # up to L - 16, plus L - 16 when the last one stops short): 40x70 -> 4x7, 9x12 -> 1x1,
+    # 5x40 -> 1x4, 16x16 -> 1x1, 26x36 -> 2x3, 17x27 -> 2x3, 37x31 -> 4x3, 15x41 -> 1x4,
+    # 1x30 -> 1x3, 33x1 -> 3x1.
+    assert len(rows) == 28 + 1 + 4 + 1 + 6 + 6 + 12 + 4 + 3 + 3
     for split in info["splits"]:
         x_files = sorted(p.stem for p in (out / f"X_{split}" / split).iterdir())
         y_files = sorted(p.stem for p in (out / f"Y_{split}" / split).iterdir())
@@ -144,7 +155,7 @@ def test_layout_counts_and_coverage(ldr_set, ldr_build):
     for stem, height, width in ODD_SIZES:
         covered = np.zeros((height, width), bool)
         mine = [r for r in rows if r["source"] == f"{stem}.png"]
-        assert len(mine) == len(patch_grid(height, width, PATCH, STRIDE))
+        assert len(mine) == patch_count(height, width, PATCH, STRIDE)
         for r in mine:
             row, col = int(r["row"]), int(r["col"])
             vh, vw = int(r["valid_height"]), int(r["valid_width"])
@@ -221,7 +232,7 @@ def test_scale_shrinks_images_and_masks_before_the_patches(tmp_path, cli):
     rows = read_manifest(out)
     for stem, height, width in sizes:
         small = scaled_size(height, width, 0.5)
-        assert sum(r["source"] == f"{stem}.exr" for r in rows) == len(patch_grid(*small, 8, 6))
+        assert sum(r["source"] == f"{stem}.exr" for r in rows) == patch_count(*small, 8, 6)
         radiance = rescale_image(read_image(images / f"{stem}.exr"), small)
         mask = rescale_mask(labels.mask(stem, height, width), small)
         for r in (r for r in rows if r["source"] == f"{stem}.exr"):
@@ -339,7 +350,7 @@ def test_same_seed_same_bytes_with_one_or_two_workers(ldr_set, tmp_path):
     build_dataset(coco, images, tmp_path / "one", workers=1, **kwargs)
     build_dataset(coco, images, tmp_path / "two", workers=2, **kwargs)
     one, two = tree(tmp_path / "one"), tree(tmp_path / "two")
-    patches = sum(len(patch_grid(h, w, PATCH, STRIDE)) for _, h, w in ODD_SIZES)
+    patches = sum(patch_count(h, w, PATCH, STRIDE) for _, h, w in ODD_SIZES)
     # X and Y per patch, a done record and a value sample per image, plan, manifest, json
     assert len(one) == 2 * patches + 2 * len(ODD_SIZES) + 3
     assert one == two
@@ -479,7 +490,7 @@ def test_damaged_images_are_skipped_and_listed(tmp_path):
     sources = {r["source"] for r in read_manifest(out)}
     assert sources == {"good_0.png", "good_1.png", "good_2.png"}
     assert not list(out.rglob(f"*{TEMP_MARKER}*"))
-    total = sum(len(patch_grid(h, w, PATCH, STRIDE)) for s, h, w in sizes if s.startswith("good"))
+    total = sum(patch_count(h, w, PATCH, STRIDE) for s, h, w in sizes if s.startswith("good"))
     assert len(list(out.rglob("*.tif"))) == len(list(out.rglob("*.png"))) == total
 
 
@@ -736,7 +747,7 @@ def test_like_copies_the_preprocessing_patch_size_and_stride(tmp_path, cli):
     assert info["preprocessing"] == json.loads((run / "preprocessing.json").read_text())
     assert (info["patch_size"], info["stride"], info["mode"]) == (8, 6, "hdr")
     rows = read_manifest(out)
-    assert len(rows) == sum(len(patch_grid(h // 2, w // 2, 8, 6)) for h, w in ((30, 40),
+    assert len(rows) == sum(patch_count(h // 2, w // 2, 8, 6) for h, w in ((30, 40),
                                                                                (20, 36)))
 
     # An explicit patch size wins (stride: the mode's overlap); a model file works as RUN.
@@ -815,3 +826,33 @@ def test_convert_ldr_builds_photos_as_linear_radiance_into_an_hdr_dataset(tmp_pa
     with pytest.raises(ConfigError, match="--convert-ldr .* pass --mode hdr"):
         build_dataset(coco, images, tmp_path / "ldr", mode="ldr", convert_ldr=True,
                       patch_size=PATCH, stride=STRIDE)
+
+
+# ----------------------------------------------------------------------------- options
+
+def test_command_line_defaults_are_the_options_defaults():
+    from skyseg.cli.commands import build_parser
+    from skyseg.data.dataset import DatasetOptions
+    from skyseg.options import from_args
+
+    args = build_parser().parse_args(["build-dataset", "--coco", "c.json", "--images", "i",
+                                      "--out", "o"])
+    assert from_args(DatasetOptions, args) == DatasetOptions()
+    args = build_parser().parse_args(["build-dataset", "--coco", "c.json", "--images", "i",
+                                      "--out", "o", "--split-file", "train=t.txt",
+                                      "--split-file", "val=v.txt", "--combine", "s1", "s2"])
+    assert args.split_files == ["train=t.txt", "val=v.txt"]
+    assert [str(path) for path in args.combine] == ["s1", "s2"]
+
+
+def test_options_object_and_keywords_are_one_api(ldr_set, tmp_path):
+    from skyseg.data.dataset import DatasetOptions
+
+    coco, images = ldr_set
+    options = DatasetOptions(mode="ldr", patch_size=PATCH, stride=STRIDE, seed=4)
+    by_object = build_dataset(coco, images, tmp_path / "a", options)
+    by_keywords = build_dataset(coco, images, tmp_path / "b", mode="ldr", patch_size=PATCH,
+                                stride=STRIDE, seed=4)
+    assert by_object.splits == by_keywords.splits
+    with pytest.raises(TypeError, match="patch_sise"):
+        build_dataset(coco, images, tmp_path / "c", options, patch_sise=8)

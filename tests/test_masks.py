@@ -373,3 +373,14 @@ def test_camvid_labels_overlays(camvid, tmp_path, run_main):
         # magenta tint: red and blue up, green down against the photo
         assert tinted[:, 0].mean() > original[sky][:, 0].mean()
         assert tinted[:, 1].mean() < original[sky][:, 1].mean()
+
+
+def test_command_line_defaults_are_the_options_defaults():
+    from skyseg.cli.commands import build_parser
+    from skyseg.labels.masks import MasksOptions
+    from skyseg.options import from_args
+
+    args = build_parser().parse_args(["masks", "--coco", "c.json", "--images", "i", "--out", "o"])
+    assert from_args(MasksOptions, args) == MasksOptions()
+    with pytest.raises(TypeError, match="overlay"):
+        export_masks("c.json", "i", "o", overlay=False)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from skyseg.cli.commands import main
@@ -120,3 +121,16 @@ def test_no_stage_prints_help_and_fails(cli):
     result = cli()
     assert result.returncode == 2
     assert "stages:" in result.stdout
+
+
+def test_command_line_defaults_are_the_options_defaults():
+    from skyseg.cli.commands import build_parser
+    from skyseg.labels.previews import PreviewsOptions
+    from skyseg.options import from_args
+
+    args = build_parser().parse_args(["previews", "in.exr", "--out", "o"])
+    assert from_args(PreviewsOptions, args) == PreviewsOptions()
+    args = build_parser().parse_args(["previews", "in.exr", "--out", "o", "--exposure", "-1"])
+    assert from_args(PreviewsOptions, args) == PreviewsOptions(exposure_ev=-1.0)
+    with pytest.raises(TypeError, match="size"):
+        make_previews(["in.exr"], "o", size=5)
