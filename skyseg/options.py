@@ -203,13 +203,14 @@ def add_options(parser, cls, *, skip=(), only=None, flags=None, dest_prefix: str
                 settings["action"] = "store_false" if _default(field) else "store_true"
             else:
                 settings.setdefault("type", _cli_type(field.name, _one_value_kind(kind, settings)))
-                if meta.get("choices") is not None:
-                    settings["choices"] = meta["choices"]
-                if meta.get("metavar"):
-                    settings["metavar"] = meta["metavar"]
-                elif dest_prefix and settings.get("choices") is None:
-                    # what argparse shows without the prefix: the flag's name
-                    settings["metavar"] = names[-1].lstrip("-").replace("-", "_").upper()
+        action = settings.get("action")
+        if action not in ("store_true", "store_false"):  # an option that takes a value
+            for key in ("choices", "metavar"):
+                if meta.get(key) is not None:
+                    settings.setdefault(key, meta[key])
+            if dest_prefix and action in (None, "append") and "choices" not in settings:
+                # what argparse shows without the prefix: the flag's name
+                settings.setdefault("metavar", names[-1].lstrip("-").replace("-", "_").upper())
         target.add_argument(*names, **settings)
 
 

@@ -141,11 +141,15 @@ def test_to_argv_gives_the_fields_that_differ_from_their_defaults():
 @dataclass
 class Repeated:
     split_files: dict[str, str] = option(default_factory=dict, help="NAME=FILE",
-                                         flag="--split-file", action="append")
+                                         flag="--split-file", action="append",
+                                         metavar="NAME=FILE")
     cap: int | None = option(7, "at most this many (none: no limit)")
 
 
 def test_to_argv_repeats_appended_options_and_spells_none():
+    result = argparse.ArgumentParser()
+    add_options(result, Repeated)
+    assert "--split-file NAME=FILE" in result.format_help()
     assert to_argv(Repeated(split_files={"train": "t.txt", "val": "v.txt"}, cap=None)) == [
         "--split-file", "train=t.txt", "--split-file", "val=v.txt", "--cap", "none"]
     assert convert_value("cap", "None", int | None) is None
