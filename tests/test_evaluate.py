@@ -20,8 +20,7 @@ from skyseg.evaluation.evaluate import (
     truth_from_mask,
 )
 from skyseg.image import metrics
-from skyseg.image.overlay import FALSE_NEGATIVE_COLOR, FALSE_POSITIVE_COLOR, error_overlay
-from skyseg.image.preprocess import tonemap
+from skyseg.image.overlay import FALSE_NEGATIVE_COLOR, FALSE_POSITIVE_COLOR
 from skyseg.io import write_png
 
 TRUTH_4x4 = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], np.uint8)
@@ -58,6 +57,13 @@ def test_scores_agree_with_the_training_metrics(rng):
     counts = metrics.confusion_counts(truth, probability)
     assert (scores["tp"], scores["fp"], scores["fn"], scores["tn"]) == (
         counts["tp"], counts["fp"], counts["fn"], counts["tn"])
+    # Both are the counts of the rule written out: strictly above 0.5, 255 ignored.
+    valid, sky, predicted = truth != 255, truth == 1, probability > 0.5
+    tp, fp, fn = (int(np.sum(valid & sky & predicted)), int(np.sum(valid & ~sky & predicted)),
+                  int(np.sum(valid & sky & ~predicted)))
+    assert counts_of(scores) == (tp, fp, fn, int(np.sum(valid & ~sky & ~predicted)))
+    assert scores["iou"] == pytest.approx(tp / (tp + fp + fn), rel=1e-12)
+    assert scores["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn), rel=1e-12)
 
 
 def test_ignored_pixels_count_nowhere():
@@ -224,13 +230,11 @@ def test_evaluate_on_a_masks_folder(identity_run, tmp_path, rng):
     assert written == [f"{rank}_img{6 - rank + 1}_errors.png" for rank in range(1, 6)]
     picture = np.asarray(Image.open(out / "worst" / "1_img6_errors.png"))
     image = np.asarray(Image.open(images / "img6.png"))
-    prediction = np.zeros((16, 24), bool)
-    prediction[:2] = True
-    truth = np.zeros((16, 24), np.uint8)
-    truth[:8] = 1
-    np.testing.assert_array_equal(picture, error_overlay(tonemap(image.astype(np.float32),
-                                                                  is_hdr=False),
-                                                         prediction, truth))
+    # The error overlay of the picture (an LDR picture tonemaps to itself), by hand: rows
+    # 2-7 (missed sky) blended 60% towards the false-negative colour, the rest untouched.
+    expected = image.copy()
+    expected[2:8] = np.rint(image[2:8] * 0.4 + np.array(FALSE_NEGATIVE_COLOR) * 0.6)
+    np.testing.assert_array_equal(picture, expected)
     missed = picture[2:8].reshape(-1, 3).astype(int)  # false negatives, tinted blue
     assert (missed[:, 2] > missed[:, 0]).all()
     assert FALSE_NEGATIVE_COLOR != FALSE_POSITIVE_COLOR

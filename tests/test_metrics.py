@@ -81,9 +81,21 @@ def test_scores_from_counts(counts, expected):
 
 
 def test_iou_and_dice_are_the_scores_of_the_counts():
-    scores = metrics.scores_from_counts(metrics.confusion_counts(TRUTH, PROB))
+    # The counts of TRUTH and PROB, by hand (see the top of the file): TP 2, FP 1, FN 1.
+    scores = metrics.scores_from_counts(dict(tp=2, fp=1, fn=1))
+    assert scores["iou"] == EXPECTED_IOU and scores["dice"] == pytest.approx(EXPECTED_DICE)
     assert metrics.iou_score(TRUTH, PROB) == scores["iou"]
     assert metrics.dice_score(TRUTH, PROB) == scores["dice"]
+
+
+def _counts_by_numpy(truth: np.ndarray, prob: np.ndarray) -> dict:
+    """Confusion counts by the rule written out: sky where prob > 0.5, 255 ignored."""
+    valid, sky, predicted = truth != 255, truth == 1, prob > 0.5
+    return {"tp": int(np.sum(valid & sky & predicted)),
+            "fp": int(np.sum(valid & ~sky & predicted)),
+            "fn": int(np.sum(valid & sky & ~predicted)),
+            "tn": int(np.sum(valid & ~sky & ~predicted)),
+            "ignored": int(np.sum(~valid))}
 
 
 @pytest.mark.parametrize("shape", [(37, 5), (37,), (7, 3, 4), (0, 4), ()])
@@ -91,6 +103,7 @@ def test_counts_in_bands_equal_counts_at_once(monkeypatch, rng, shape):
     truth = rng.choice(np.array([0, 1, 255], np.uint8), size=shape)
     prob = rng.random(shape)
     at_once = metrics.confusion_counts(truth, prob)
+    assert at_once == _counts_by_numpy(truth, prob)
     assert sum(at_once.values()) == truth.size
     monkeypatch.setattr(metrics, "_BAND_PIXELS", 7)  # bands of one or a few rows
     assert metrics.confusion_counts(truth, prob) == at_once

@@ -115,19 +115,42 @@ def test_constant_network_gives_a_constant_map_including_borders(runs, rng):
     assert probability_to_mask(np.full((2, 2), 0.51, np.float32)).min() == 255
 
 
-@pytest.mark.parametrize("shape, wrap", [((40, 80), True), ((37, 51), False)])
-def test_model_trained_on_shrunk_images_predicts_shrunk_and_returns_full_size(tmp_path, rng, shape,
-                                                                               wrap):
-    from skyseg.image.preprocess import rescale_image, scaled_size, upsample_linear
+def _area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` area-averaged to ``size`` = (h, w) (what a smaller camera records), by OpenCV."""
+    import cv2
 
+    return cv2.resize(np.ascontiguousarray(image, np.float32), size[::-1],
+                      interpolation=cv2.INTER_AREA)
+
+
+def _bilinear(values: np.ndarray, height: int, width: int, *, wrap: bool) -> np.ndarray:
+    """Bilinear upsampling with pixel centres aligned (source x = (x + 0.5) w / W - 0.5),
+    written out with ``np.interp``: border samples repeat; columns wrap on a panorama."""
+    small_h, small_w = values.shape
+    xs = (np.arange(width) + 0.5) * small_w / width - 0.5
+    ys = (np.arange(height) + 0.5) * small_h / height - 0.5
+    rows = np.stack([np.interp(xs, np.arange(small_w), row, period=small_w if wrap else None)
+                     for row in values])
+    return np.stack([np.interp(ys, np.arange(small_h), column) for column in rows.T], axis=1)
+
+
+def _log_input(radiance: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """The default HDR network input written out: (log(gain x + 1e-3) + 2.5) / 2.2 / 2."""
+    return (np.log(radiance.astype(np.float64) * gain + 1e-3) + 2.5) / 2.2 / 2
+
+
+@pytest.mark.parametrize("shape, small, wrap", [((40, 80), (20, 40), True),
+                                                ((37, 51), (18, 26), False)])
+def test_model_trained_on_shrunk_images_predicts_shrunk_and_returns_full_size(tmp_path, rng, shape,
+                                                                               small, wrap):
     folder = make_run(tmp_path / "half")
     Preprocessing(mode="ldr", scale=0.5).save(folder / "preprocessing.json")
     image = _ldr(rng, *shape)
     result = predict_image(load_run(folder), image, is_hdr=False, tile_size=32, overlap=8,
                            refine="none", details=True)
     assert result.probability.shape == shape and result.wrap is wrap
-    small = rescale_image(image, scaled_size(*shape, 0.5))[..., 0] / 255
-    expected = upsample_linear(small, *shape, wrap=wrap)
+    # Half of 37 x 51 rounds to 18 x 26 (halves to even).
+    expected = _bilinear(_area(image, small)[..., 0] / 255, *shape, wrap=wrap)
     np.testing.assert_allclose(result.probability, expected, atol=1e-6)
 
 
@@ -139,16 +162,18 @@ def test_exposure_key_gain_is_the_whole_images_and_cancels_the_file_exposure(tmp
     image = np.exp(rng.normal(0.0, 2.0, (40, 80, 3))).astype(np.float32)
     image[:, :20] *= 50.0  # a bright part that one tile alone would normalise away
     probability = predict_image(loaded, image, is_hdr=True, tile_size=32, overlap=8)
-    # Every tile got the gain of the whole image, so the tiles agree with one pass.
-    expected = prep.apply(image, prep.image_gain(image))[..., 0]
+    # Every tile got the gain of the whole image, so the tiles agree with one pass: the
+    # gain brings the log-average Rec.709 luminance of the whole image to the key 0.18.
+    lum = image.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+    gain = 0.18 / np.exp(np.mean(np.log(lum + 1e-6)))
+    expected = _log_input(image[..., 0], gain)
     np.testing.assert_allclose(probability, np.clip(expected, 0, 1), atol=1e-5)
     brighter = predict_image(loaded, image * 32, is_hdr=True, tile_size=32, overlap=8)
     np.testing.assert_allclose(brighter, probability, atol=1e-5)
     # A run saved before the option (no exposure_key) sees absolute radiance.
     Preprocessing(mode="hdr").save(folder / "preprocessing.json")
     old = predict_image(load_run(folder), image, is_hdr=True, tile_size=32, overlap=8)
-    np.testing.assert_allclose(old, np.clip(Preprocessing(mode="hdr").apply(image)[..., 0], 0, 1),
-                               atol=1e-5)
+    np.testing.assert_allclose(old, np.clip(_log_input(image[..., 0]), 0, 1), atol=1e-5)
     assert np.abs(old - probability).max() > 0.1
 
 
@@ -542,21 +567,20 @@ def test_refine_none_reproduces_the_output_before_refinement_bit_for_bit():
             assert np.array_equal(auto, saved[f"{name}_probability"]), name
 
 
-@pytest.mark.parametrize("shape, wrap", [((40, 80), True), ((37, 51), False)])
-def test_shrunk_prediction_is_refined_along_the_image(tmp_path, rng, shape, wrap):
-    from skyseg.image.preprocess import rescale_image, scaled_size
-    from skyseg.predict.refine import guided_upsample
+@pytest.mark.parametrize("shape, small, wrap", [((40, 80), (20, 40), True),
+                                                ((37, 51), (18, 26), False)])
+def test_shrunk_prediction_is_refined_along_the_image(tmp_path, rng, shape, small, wrap):
+    from skyseg.predict.refine import guided_upsample  # its maths: tests/test_refine.py
 
     folder = make_run(tmp_path / "half")
     Preprocessing(mode="ldr", scale=0.5).save(folder / "preprocessing.json")
     image = _ldr(rng, *shape)
     result = predict_image(load_run(folder), image, is_hdr=False, tile_size=32, overlap=8,
                            details=True)
-    assert result.upsampling == "guided" and result.working_shape == scaled_size(*shape, 0.5)
+    assert result.upsampling == "guided" and result.working_shape == small
     assert result.probability.shape == shape and result.probability.dtype == np.float32
     assert 0.0 <= result.probability.min() and result.probability.max() <= 1.0
-    small = rescale_image(image, scaled_size(*shape, 0.5))[..., 0] / 255
-    expected = guided_upsample(small, image, is_hdr=False, wrap=wrap)
+    expected = guided_upsample(_area(image, small)[..., 0] / 255, image, is_hdr=False, wrap=wrap)
     np.testing.assert_allclose(result.probability, expected, atol=1e-6)
     linear = predict_image(load_run(folder), image, is_hdr=False, tile_size=32, overlap=8,
                            refine="none", details=True)
@@ -662,7 +686,8 @@ def test_ensemble_averages_its_members_each_at_its_own_scale(tmp_path, rng):
     assert isinstance(ensemble, ModelEnsemble) and len(ensemble.members) == 3
     assert ensemble.preprocessing.mode == "ldr" and ensemble.path == identity / "model_best.h5"
     result = predict_image(ensemble, image, details=True, **options)
-    expected = (image[..., 0] / 255 + 0.3 + alone[2].probability) / 3
+    half_size = _bilinear(_area(image, (20, 28))[..., 0] / 255, 40, 56, wrap=False)
+    expected = (image[..., 0] / 255 + 0.3 + half_size) / 3
     np.testing.assert_allclose(result.probability, expected, atol=1e-6)
     assert result.probability.shape == (40, 56) and result.probability.dtype == np.float32
     assert result.tiles == sum(a.tiles for a in alone)

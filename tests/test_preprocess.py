@@ -111,12 +111,20 @@ def test_preprocessing_hdr_apply_invert(rng):
     assert np.allclose(back[0, 0], [1e4, 0, 0], rtol=1e-5, atol=1e-6)
 
 
+def test_luminance_is_rec709():
+    primaries = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]], np.float32)
+    np.testing.assert_allclose(luminance(primaries), [0.2126, 0.7152, 0.0722, 1.0], rtol=1e-6)
+    assert luminance(primaries).dtype == np.float32
+    assert luminance(primaries, dtype=np.float64).dtype == np.float64
+
+
 def test_exposure_key_brings_the_log_average_to_the_key_and_is_saved(rng, tmp_path):
     prep = Preprocessing(mode="hdr", exposure_key=0.18, clip_max=1e4)
     radiance = np.exp(rng.normal(1.0, 2.0, (30, 40, 3))).astype(np.float32)
     gain = prep.image_gain(radiance)
-    scaled = luminance(radiance * gain)
-    assert np.exp(np.mean(np.log(scaled + 1e-6))) == pytest.approx(0.18, rel=1e-3)
+    scaled = radiance.astype(np.float64) * gain
+    rec709 = 0.2126 * scaled[..., 0] + 0.7152 * scaled[..., 1] + 0.0722 * scaled[..., 2]
+    assert np.exp(np.mean(np.log(rec709 + 1e-6))) == pytest.approx(0.18, rel=1e-3)
     # The same scene 6 stops darker gives the same network input (the clip included).
     np.testing.assert_allclose(prep.apply(radiance / 64, prep.image_gain(radiance / 64)),
                                prep.apply(radiance, gain), atol=1e-5)

@@ -130,8 +130,10 @@ def test_bands_give_the_same_result_as_the_whole_image(wrap, shape, coarse_shape
 def test_downsampled_guide_is_the_area_average_of_the_guide(shape, size):
     rng = np.random.default_rng(2)
     image = rng.uniform(0, 255, (*shape, 3)).astype(np.float32)
-    expected = cv2.resize(guide_image(image, is_hdr=False), size[::-1],
-                          interpolation=cv2.INTER_AREA)
+    # The LDR guide: Rec.709 luminance of the 0..255 values, / 255.
+    guide = (0.2126 * image[..., 0] + 0.7152 * image[..., 1] + 0.0722 * image[..., 2]) / 255
+    np.testing.assert_allclose(guide_image(image, is_hdr=False), guide, atol=1e-6)
+    expected = cv2.resize(guide.astype(np.float32), size[::-1], interpolation=cv2.INTER_AREA)
     for band_rows in (3, 256):
         small = downsample_guide(image, size, is_hdr=False, floor=0.0, band_rows=band_rows)
         np.testing.assert_allclose(small, expected, atol=1e-5)

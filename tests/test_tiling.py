@@ -123,11 +123,19 @@ def test_wrapping_tile_reads_and_writes_back_across_x0():
     assert [(p.stop - p.start) for p, _ in wide.pieces(0)] == [20, 20, 20, 4]
 
 
+def _source(start: int, tile: int, length: int, wrap: bool) -> np.ndarray:
+    """Positions a tile starting at ``start`` reads, by numpy's own padding: reflected
+    (``numpy.pad(mode="reflect")``, the border pixel not repeated) or wrapped."""
+    before, after = max(0, -start), max(0, start + tile - length)
+    padded = np.pad(np.arange(length), (before, after), mode="wrap" if wrap else "reflect")
+    return padded[start + before:start + before + tile]
+
+
 def test_extract_tile_reflects_rows_and_wraps_columns(rng):
     image = rng.random((10, 12, 3), dtype=np.float32)
     grid = tile_grid(10, 12, tile_size=32, overlap=0, wrap=True)
     tile = extract_tile(image, grid, 0, 0)
-    rows = reflect_indices(np.arange(grid.rows.starts[0], grid.rows.starts[0] + 32), 10)
+    rows = _source(grid.rows.starts[0], 32, 10, wrap=False)
     cols = np.mod(np.arange(32) + grid.cols.starts[0], 12)
     np.testing.assert_array_equal(tile, image[np.ix_(rows, cols)])
 
@@ -136,8 +144,10 @@ def test_extract_tile_reflects_rows_and_wraps_columns(rng):
 def test_every_tile_equals_fancy_indexing(rng, shape, wrap):
     image = rng.random((*shape, 2), dtype=np.float32)
     grid = tile_grid(*shape, tile_size=64, overlap=16, wrap=wrap)
+    (tile_h, tile_w), (height, width) = grid.tile_shape, shape
     for i, j in grid.positions():
-        expected = image[np.ix_(grid.rows.source_indices(i), grid.cols.source_indices(j))]
+        expected = image[np.ix_(_source(grid.rows.starts[i], tile_h, height, wrap=False),
+                                _source(grid.cols.starts[j], tile_w, width, wrap=wrap))]
         tile = extract_tile(image, grid, i, j)
         np.testing.assert_array_equal(tile, expected)
         assert tile.flags.owndata or tile.base is not image  # a copy, never a view
@@ -193,11 +203,13 @@ def test_batches_are_streamed_and_bounded(rng):
         sizes.append(len(batch))
         return batch[..., 0]
 
-    grid = tile_grid(100, 300, tile_size=32, overlap=8)
+    # 32-px tiles 24 px apart cover 100 + 8 rows and 300 + 8 columns (4 reflected pixels
+    # at each border): ceil(100 / 24) = 5 rows of ceil(300 / 24) = 13 tiles.
+    tiles = 5 * 13
     seen = []
     predict_tiled(image, model, tile_size=32, overlap=8, batch_size=4, on_batch=seen.append)
-    assert sum(sizes) == grid.count and max(sizes) == 4
-    assert len(sizes) == -(-grid.count // 4) and seen == sizes
+    assert sum(sizes) == tiles and max(sizes) == 4
+    assert len(sizes) == -(-tiles // 4) and seen == sizes
 
 
 def test_prepare_runs_on_each_tile(rng):
