@@ -312,12 +312,25 @@ def read_exr(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """
     path = Path(path)
     details = dict(read_exr_header(path))
+    header, data_window, data, planes = _decode(path, details)
+    data = _to_rec709(details["kind"], data, planes, _parse_chromaticities(header))
+    return _display_window(path, header, data_window, data), details
+
+
+def _decode(path: Path, details: dict):
+    """Decode the part's pixels: ``(header, data window, RGB data or None, planes)``.
+
+    Plain R, G, B channels come back interleaved as ``data``; anything else as
+    full-resolution float32 ``planes`` keyed by role (R/G/B, Y/RY/BY, ...).
+    ``details["dtype"]`` is set to the widest stored sample type.
+    """
     kind = details["kind"]
     # Plain R, G, B channels: let the binding interleave them while decoding
     # (one float16 -> float32 pass instead of three planes and a stack).
     grouped = kind == "rgb" and set(details["channels"]) == {"R", "G", "B"}
     part, header = _read_part(path, details["part"], separate=not grouped)
-    dx0, dy0, dx1, dy1 = _window(header, "dataWindow", path)
+    data_window = _window(header, "dataWindow", path)
+    dx0, dy0, dx1, dy1 = data_window
     data_shape = (dy1 - dy0 + 1, dx1 - dx0 + 1)
     key = next((k for k in ("RGB", "RGBA") if k in part.channels), None) if grouped else None
     if grouped and key is None:
@@ -327,30 +340,30 @@ def read_exr(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         if pixels.shape[:2] != data_shape or pixels.ndim != 3:
             raise _damaged(path, f"channels {key} have shape {pixels.shape}, expected {data_shape}")
         details["dtype"] = pixels.dtype.name
-        data = to_float32(pixels[:, :, :3])
-        planes = {}
-    else:
-        channels = {name: part.channels[name] for name in details["channels"]}
-        kinds = {np.asarray(channels[name].pixels).dtype for name in details["channels"]}
-        details["dtype"] = max(kinds, key=lambda d: d.itemsize).name if kinds else "unknown"
-        planes = {}
-        for plane_key, name in zip(_keys(kind, channels), details["channels"], strict=True):
-            channel = channels[name]
-            pixels = np.asarray(channel.pixels)
-            xs, ys = int(channel.xSampling), int(channel.ySampling)
-            expected = (-(-data_shape[0] // ys), -(-data_shape[1] // xs))
-            if pixels.ndim != 2 or xs < 1 or ys < 1 or any(
-                abs(got - want) > 1 for got, want in zip(pixels.shape, expected, strict=True)
-            ):
-                raise _damaged(
-                    path, f"channel {name} has shape {pixels.shape}, expected {expected}"
-                )
-            planes[plane_key] = _upsample(pixels, xs, ys, (dx0, dy0), data_shape)
+        return header, data_window, to_float32(pixels[:, :, :3]), {}
+    channels = {name: part.channels[name] for name in details["channels"]}
+    kinds = {np.asarray(channels[name].pixels).dtype for name in details["channels"]}
+    details["dtype"] = max(kinds, key=lambda d: d.itemsize).name if kinds else "unknown"
+    planes = {}
+    for plane_key, name in zip(_keys(kind, channels), details["channels"], strict=True):
+        channel = channels[name]
+        pixels = np.asarray(channel.pixels)
+        xs, ys = int(channel.xSampling), int(channel.ySampling)
+        expected = (-(-data_shape[0] // ys), -(-data_shape[1] // xs))
+        if pixels.ndim != 2 or xs < 1 or ys < 1 or any(
+            abs(got - want) > 1 for got, want in zip(pixels.shape, expected, strict=True)
+        ):
+            raise _damaged(path, f"channel {name} has shape {pixels.shape}, expected {expected}")
+        planes[plane_key] = _upsample(pixels, xs, ys, (dx0, dy0), data_shape)
+    return header, data_window, None, planes
 
-    chromaticities = _parse_chromaticities(header)
+
+def _to_rec709(kind: str, data, planes: dict, chromaticities) -> np.ndarray:
+    """The decoded pixels as float32 linear Rec.709 RGB ``(h, w, 3)``."""
     if kind == "rgb":
         if planes:
-            data = np.empty(data_shape + (3,), dtype=np.float32)
+            shape = next(iter(planes.values())).shape
+            data = np.empty(shape + (3,), dtype=np.float32)
             for index, channel_key in enumerate("RGB"):
                 data[:, :, index] = planes[channel_key]
     elif kind == "yca":
@@ -369,24 +382,28 @@ def read_exr(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     matrix = to_rec709_matrix(chromaticities) if kind in ("rgb", "yca") else None
     if matrix is not None:
         data = np.einsum("ij,hwj->hwi", matrix.astype(np.float32), data, optimize=True)
+    return data
 
+
+def _display_window(path: Path, header, data_window, data: np.ndarray) -> np.ndarray:
+    """The data window's pixels placed in the display window (black where there are none)."""
+    dx0, dy0, dx1, dy1 = data_window
     wx0, wy0, wx1, wy1 = _window(header, "displayWindow", path)
     height, width = wy1 - wy0 + 1, wx1 - wx0 + 1
     if (dx0, dy0, dx1, dy1) == (wx0, wy0, wx1, wy1):
-        image = np.ascontiguousarray(data)
+        return np.ascontiguousarray(data)
+    image = np.zeros((height, width, 3), dtype=np.float32)
+    # Intersection of the data window with the display window.
+    ix0, iy0 = max(dx0, wx0), max(dy0, wy0)
+    ix1, iy1 = min(dx1, wx1), min(dy1, wy1)
+    if ix0 <= ix1 and iy0 <= iy1:
+        image[iy0 - wy0:iy1 - wy0 + 1, ix0 - wx0:ix1 - wx0 + 1] = data[
+            iy0 - dy0:iy1 - dy0 + 1, ix0 - dx0:ix1 - dx0 + 1
+        ]
     else:
-        image = np.zeros((height, width, 3), dtype=np.float32)
-        # Intersection of the data window with the display window.
-        ix0, iy0 = max(dx0, wx0), max(dy0, wy0)
-        ix1, iy1 = min(dx1, wx1), min(dy1, wy1)
-        if ix0 <= ix1 and iy0 <= iy1:
-            image[iy0 - wy0:iy1 - wy0 + 1, ix0 - wx0:ix1 - wx0 + 1] = data[
-                iy0 - dy0:iy1 - dy0 + 1, ix0 - dx0:ix1 - dx0 + 1
-            ]
-        else:
-            logger.warning("%s: the data window lies outside the display window; image is black",
-                           path)
-    return image, details
+        logger.warning("%s: the data window lies outside the display window; image is black",
+                       path)
+    return image
 
 
 def _read_part(path: Path, index: int, *, separate: bool):
