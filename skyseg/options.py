@@ -243,7 +243,7 @@ def to_argv(options, *, skip=()) -> list[str]:
             continue
         if not field.metadata.get("cli", True):
             raise ValueError(f"{type(options).__name__}.{field.name} = {value!r} has no "
-                             "command-line option; leave it at its default or skip it")
+                             "command-line option")
         argv += _arguments(option_flag(field), value, kind, field.metadata)
     return argv
 

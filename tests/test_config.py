@@ -284,3 +284,13 @@ def test_pipeline_help_imports_no_tensorflow_and_top_level_names_resolve():
 
     missing = [name for name in skyseg.__all__ if not hasattr(skyseg, name)]
     assert missing == []
+
+
+def test_a_setting_the_stage_command_line_cannot_give_is_refused_before_anything_runs(tmp_path):
+    (tmp_path / "c.yaml").write_text("preview: {max_pixels: 1000}\n")
+    config = load_config(tmp_path / "c.yaml")
+    assert config.preview.max_pixels == 1000
+    with pytest.raises(ConfigError, match=r"pipeline step previews: PreviewsOptions\.max_pixels "
+                                          r"= 1000.0 has no command-line option; .*remove the "
+                                          "setting"):
+        plan_pipeline(config)

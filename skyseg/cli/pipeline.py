@@ -137,7 +137,9 @@ class Step:
         try:
             self.command = argv + to_argv(self.options)
         except ValueError as exc:  # a setting the command line cannot give
-            raise ConfigError(f"pipeline step {self.stage}: {exc}") from exc
+            raise ConfigError(f"pipeline step {self.stage}: {exc}; the pipeline runs only what "
+                              f"the command line of skyseg {self.stage} can say (it logs that "
+                              "command), so remove the setting from the config") from exc
 
     @property
     def command_line(self) -> str:
