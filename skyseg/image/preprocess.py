@@ -47,6 +47,7 @@ __all__ = [
     "auto_exposure",
     "log_transform",
     "inverse_log_transform",
+    "LOG_DEFAULTS",
     "sanitize_radiance",
     "clip_radiance",
     "normalize_ldr",
@@ -69,7 +70,8 @@ logger = logging.getLogger("skyseg")
 #: temporaries of an 8192-wide image to a few tens of MB.
 _CHUNK_ROWS = 256
 
-_LOG_DEFAULTS = dict(
+#: The log transform's parameters and their defaults (the original pipeline's values).
+LOG_DEFAULTS = dict(
     input_mul=1.0,
     log_epsilon=1e-3,
     log_split_around1=False,
@@ -77,6 +79,18 @@ _LOG_DEFAULTS = dict(
     output_bias=2.5,
     output_scale=1 / 2.2 / 2,
 )
+
+
+def _log_parameters(parameters: dict, *, caller: str) -> tuple:
+    """The log transform's parameters, defaults filled in and checked, in
+    :data:`LOG_DEFAULTS` order."""
+    unknown = sorted(set(parameters) - set(LOG_DEFAULTS))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}")
+    values = {**LOG_DEFAULTS, **parameters}
+    _check_log_parameters(values["input_mul"], values["log_epsilon"], values["log_pow"],
+                          values["output_scale"])
+    return tuple(values.values())
 
 
 def _check_log_parameters(input_mul, log_epsilon, log_pow, output_scale) -> None:
@@ -106,20 +120,12 @@ def _chunked(function, array: np.ndarray) -> np.ndarray:
     return out
 
 
-def log_transform(
-    radiance: np.ndarray,
-    *,
-    input_mul: float = _LOG_DEFAULTS["input_mul"],
-    log_epsilon: float = _LOG_DEFAULTS["log_epsilon"],
-    log_split_around1: bool = _LOG_DEFAULTS["log_split_around1"],
-    log_pow: float = _LOG_DEFAULTS["log_pow"],
-    output_bias: float = _LOG_DEFAULTS["output_bias"],
-    output_scale: float = _LOG_DEFAULTS["output_scale"],
-) -> np.ndarray:
+def log_transform(radiance: np.ndarray, **parameters) -> np.ndarray:
     """Map non-negative linear radiance to the network's input range.
 
     Args:
         radiance: float array, any shape, values >= 0 (sanitise first).
+        **parameters: any of :data:`LOG_DEFAULTS` (the others keep their defaults):
         input_mul: multiplier before the transform (2**8 shifts 8 EV up).
         log_epsilon: added before the log so that 0 maps to a finite value.
         log_split_around1: log below 1, ``x**(1/log_pow) - 1`` above.
@@ -130,11 +136,16 @@ def log_transform(
     Returns:
         float32 array of the same shape.
 
+    Raises:
+        TypeError: a keyword that is not one of these.
+        ConfigError: a parameter out of its range.
+
     Example:
         >>> float(log_transform(np.float32(1.0) - 1e-3)) == (0 + 2.5) / 2.2 / 2
         True
     """
-    _check_log_parameters(input_mul, log_epsilon, log_pow, output_scale)
+    input_mul, log_epsilon, log_split_around1, log_pow, output_bias, output_scale = (
+        _log_parameters(parameters, caller="log_transform"))
     mul, eps = np.float32(input_mul), np.float32(log_epsilon)
     bias, scale, inv_pow = np.float32(output_bias), np.float32(output_scale), 1.0 / log_pow
 
@@ -155,24 +166,16 @@ def log_transform(
     return _chunked(forward, radiance)
 
 
-def inverse_log_transform(
-    values: np.ndarray,
-    *,
-    input_mul: float = _LOG_DEFAULTS["input_mul"],
-    log_epsilon: float = _LOG_DEFAULTS["log_epsilon"],
-    log_split_around1: bool = _LOG_DEFAULTS["log_split_around1"],
-    log_pow: float = _LOG_DEFAULTS["log_pow"],
-    output_bias: float = _LOG_DEFAULTS["output_bias"],
-    output_scale: float = _LOG_DEFAULTS["output_scale"],
-) -> np.ndarray:
-    """Exact inverse of :func:`log_transform` (same keyword arguments).
+def inverse_log_transform(values: np.ndarray, **parameters) -> np.ndarray:
+    """Exact inverse of :func:`log_transform` (the same keyword ``parameters``).
 
     Example:
         >>> x = np.array([0.0, 1e-3, 1.0, 1e5], np.float32)
         >>> bool(np.allclose(inverse_log_transform(log_transform(x)), x, rtol=1e-5, atol=1e-7))
         True
     """
-    _check_log_parameters(input_mul, log_epsilon, log_pow, output_scale)
+    input_mul, log_epsilon, log_split_around1, log_pow, output_bias, output_scale = (
+        _log_parameters(parameters, caller="inverse_log_transform"))
     mul, eps = np.float32(input_mul), np.float32(log_epsilon)
     bias, scale = np.float32(output_bias), np.float32(output_scale)
 
@@ -459,12 +462,12 @@ class Preprocessing:
     """
 
     mode: str = "hdr"
-    input_mul: float = _LOG_DEFAULTS["input_mul"]
-    log_epsilon: float = _LOG_DEFAULTS["log_epsilon"]
-    log_split_around1: bool = _LOG_DEFAULTS["log_split_around1"]
-    log_pow: float = _LOG_DEFAULTS["log_pow"]
-    output_bias: float = _LOG_DEFAULTS["output_bias"]
-    output_scale: float = _LOG_DEFAULTS["output_scale"]
+    input_mul: float = LOG_DEFAULTS["input_mul"]
+    log_epsilon: float = LOG_DEFAULTS["log_epsilon"]
+    log_split_around1: bool = LOG_DEFAULTS["log_split_around1"]
+    log_pow: float = LOG_DEFAULTS["log_pow"]
+    output_bias: float = LOG_DEFAULTS["output_bias"]
+    output_scale: float = LOG_DEFAULTS["output_scale"]
     clip_max: float | None = None
     scale: float = 1.0
     exposure_key: float | None = None
@@ -502,7 +505,7 @@ class Preprocessing:
 
     def log_parameters(self) -> dict:
         """The keyword arguments of :func:`log_transform`."""
-        return {key: getattr(self, key) for key in _LOG_DEFAULTS}
+        return {key: getattr(self, key) for key in LOG_DEFAULTS}
 
     def apply(self, image: np.ndarray, gain: float = 1.0) -> np.ndarray:
         """Network input for an image as read (radiance or 0..255): float32, same shape.
