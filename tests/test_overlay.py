@@ -76,3 +76,11 @@ def test_resize_uint8_keeps_aspect():
 def test_resize_mask_nearest():
     mask = np.array([[0, 1], [1, 0]], np.uint8)
     assert resize_mask(mask, 4, 4).tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]]
+
+
+def test_docstring_examples():
+    import doctest
+
+    from skyseg.image import overlay
+
+    assert doctest.testmod(overlay).failed == 0

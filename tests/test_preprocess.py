@@ -265,3 +265,11 @@ def test_preprocessing_scale_is_validated_and_saved(tmp_path):
     Preprocessing(scale=0.25).save(tmp_path / "p.json")
     assert Preprocessing.load(tmp_path / "p.json").scale == 0.25
     assert Preprocessing.from_dict({"mode": "ldr"}).scale == 1.0  # files from before scale
+
+
+def test_docstring_examples():
+    import doctest
+
+    from skyseg.image import preprocess
+
+    assert doctest.testmod(preprocess).failed == 0
