@@ -66,10 +66,15 @@ from skyseg.io import (
 from skyseg.labels import sky_gaps
 from skyseg.labels.annotations import CategoryOptions
 from skyseg.log import BatchReport, for_each
-from skyseg.options import add_options, from_args, option
+from skyseg.options import from_args, option
 from skyseg.predict.image import predict_image
 from skyseg.predict.loading import load_predictor, model_label
-from skyseg.predict.options import PredictionOptions, image_options, with_overrides
+from skyseg.predict.options import (
+    PredictionOptions,
+    add_stage_options,
+    image_options,
+    with_overrides,
+)
 from skyseg.predict.outputs import overlay_background
 from skyseg.predict.predictor import load_for_cli, resolve_model_argument
 
@@ -624,12 +629,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "1 sky, 255 ignore (a mask without 1 is 0/255 with 255 = sky)")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for metrics.csv, summary.json and worst/ overlays")
-    add_options(parser, EvaluateOptions, skip=_SHARED)
-    add_options(parser, PredictionOptions, group_title="prediction")
-
-
-#: The options ``evaluate`` shares with ``predict`` (shown as the "prediction" group).
-_SHARED = frozenset(field.name for field in dataclasses.fields(PredictionOptions))
+    add_stage_options(parser, EvaluateOptions)
 
 
 def run(args: argparse.Namespace) -> int:

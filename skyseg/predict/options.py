@@ -33,13 +33,14 @@ from skyseg.errors import ConfigError
 from skyseg.image.metrics import THRESHOLD
 from skyseg.io import DEFAULT_MAX_PIXELS, check_max_pixels
 from skyseg.labels.labelstudio import DEFAULT_FROM_NAME, DEFAULT_TO_NAME
-from skyseg.options import option
+from skyseg.options import add_options, option
 from skyseg.predict.outputs import DEFAULT_SAVE, SAVE_CHOICES, parse_save
 from skyseg.predict.refine import REFINE_CHOICES, check_refine
 from skyseg.predict.tiling import resolve_overlap
 
 __all__ = ["DEFAULT_OVERLAP", "ImageOptions", "PredictionOptions", "PredictOptions",
-           "image_options", "with_overrides", "check_tile_size", "default_overlap"]
+           "image_options", "with_overrides", "add_stage_options", "check_tile_size",
+           "default_overlap"]
 
 #: Pixels shared by neighbouring tiles when --overlap is not given (at most a
 #: quarter of the tile, so small test tiles keep most of their pixels).
@@ -241,3 +242,12 @@ def with_overrides(cls, options, overrides: dict, *, caller: str):
     if unknown:
         raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}")
     return dataclasses.replace(options if options is not None else cls(), **overrides)
+
+
+def add_stage_options(parser, cls) -> None:
+    """The command-line options of ``predict`` or ``evaluate`` (``cls``, a subclass of
+    :class:`PredictionOptions`): the stage's own, then the shared ones as the
+    "prediction" group."""
+    shared = {field.name for field in dataclasses.fields(PredictionOptions)}
+    add_options(parser, cls, skip=shared)
+    add_options(parser, PredictionOptions, group_title="prediction")

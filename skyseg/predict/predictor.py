@@ -73,11 +73,11 @@ from pathlib import Path
 from skyseg.io import IMAGE_SUFFIXES, prepare_output_folder
 from skyseg.io.run_folder import DEFAULT_MODEL_NAME, is_model_path, resolve_model_path
 from skyseg.log import BatchReport
-from skyseg.options import add_options, from_args
+from skyseg.options import from_args
 from skyseg.predict.files import predict_files
 from skyseg.predict.image import Prediction, predict_image
 from skyseg.predict.loading import accepts_ldr, keras_predictor, load_predictor, model_label
-from skyseg.predict.options import ImageOptions, PredictionOptions, PredictOptions, image_options
+from skyseg.predict.options import PredictionOptions, PredictOptions, add_stage_options
 from skyseg.predict.outputs import overlay_background, probability_to_mask, write_outputs
 from skyseg.training.model import LoadedModel, ModelEnsemble
 
@@ -89,7 +89,6 @@ __all__ = [
     "resolve_model_argument",
     "load_for_cli",
     "report_predictions",
-    "default_prediction_options",
     # The package's public names, importable from here as before the split:
     "PredictOptions",
     "Prediction",
@@ -109,18 +108,6 @@ logger = logging.getLogger("skyseg")
 CLI_HELP = "predict sky masks (and overlays) for images of any size, 8K panoramas included"
 
 
-def default_prediction_options(**values) -> dict:
-    """:func:`predict_image` options with ``values`` set (the :class:`ImageOptions` fields).
-
-    Kept for callers of the keyword form; new code builds a :class:`PredictOptions`.
-
-    Example:
-        >>> default_prediction_options(tta=True)["tta"], default_prediction_options()["tile_size"]
-        (True, 1088)
-    """
-    return image_options(ImageOptions(**values))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, folders or glob patterns (EXR, HDR, TIFF, JPG, PNG); "
@@ -128,12 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "skyseg predict RUN INPUT...)")
     add_model_argument(parser)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    add_options(parser, PredictOptions, skip=_SHARED)
-    add_options(parser, PredictionOptions, group_title="prediction")
-
-
-#: The options ``predict`` shares with ``evaluate`` (shown as the "prediction" group).
-_SHARED = frozenset(field.name for field in dataclasses.fields(PredictionOptions))
+    add_stage_options(parser, PredictOptions)
 
 
 def run(args: argparse.Namespace) -> int:
