@@ -151,7 +151,7 @@ def predict_once(loaded, panorama: Path, figures: dict, **options) -> Stopwatch:
     """``predict_files`` on the panorama, its stages timed; outputs and mask size in ``figures``."""
     from PIL import Image
 
-    from skyseg.predict.predictor import predict_files
+    from skyseg.predict.files import predict_files
 
     watch = Stopwatch()
     with timed_stages(watch), tempfile.TemporaryDirectory(prefix="skyseg-bench-") as out:
@@ -182,8 +182,9 @@ def run_one(panorama: Path, tile_size: int, width: int, height: int, *, scale: f
     """One setting, in this process; returns the figures."""
     import numpy as np
 
+    from skyseg.predict.image import working_size
+    from skyseg.predict.loading import keras_predictor
     from skyseg.predict.options import ImageOptions, default_overlap
-    from skyseg.predict.predictor import keras_predictor, working_size
     from skyseg.predict.tiling import tile_grid
 
     figures: dict = {"tile_size": tile_size, "scale": scale, "max_side": max_side,

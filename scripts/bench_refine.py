@@ -37,7 +37,7 @@ CAMVID = SHARED_DATA / "camvid-sky"
 def evaluate_both(run: Path, images: Path, coco: Path, only: Path | None,
                   tile_size: int) -> dict:
     from skyseg.evaluation.evaluate import evaluate_model
-    from skyseg.predict.predictor import load_predictor
+    from skyseg.predict.loading import load_predictor
 
     loaded = load_predictor(run)
     results = {}

@@ -159,7 +159,7 @@ def predict_panoramas(model, panoramas: list[Panorama], out_dir: str | Path, *,
     two a row, 512 px wide each). Predictions use skyseg's defaults.
 
     Args:
-        model: what :func:`skyseg.predict.predictor.load_predictor` loaded (or accepts).
+        model: what :func:`skyseg.predict.loading.load_predictor` loaded (or accepts).
         panoramas: from :func:`find_panoramas`.
         out_dir: the overlays' folder (made if missing).
         report: collects the panoramas that cannot be read, and the others go on;
@@ -171,12 +171,9 @@ def predict_panoramas(model, panoramas: list[Panorama], out_dir: str | Path, *,
     Raises:
         ImageReadError: a panorama cannot be read and there is no ``report``.
     """
-    from skyseg.predict.predictor import (
-        load_predictor,
-        overlay_background,
-        predict_image,
-        probability_to_mask,
-    )
+    from skyseg.predict.image import predict_image
+    from skyseg.predict.loading import load_predictor
+    from skyseg.predict.outputs import overlay_background, probability_to_mask
 
     loaded = load_predictor(model)
     out_dir = Path(out_dir)
@@ -275,7 +272,7 @@ def check_real_hdri(runs, data: str | Path, out_dir: str | Path | None = None,
         >>> f"{check.mean_share('indoor'):.1%}"  # doctest: +SKIP
         '1.8%'
     """
-    from skyseg.predict.predictor import load_predictor
+    from skyseg.predict.loading import load_predictor
 
     options = dataclasses.replace(options or RealHdriOptions(), **overrides)
     runs = [Path(run) for run in ([runs] if isinstance(runs, (str, Path)) else runs)]
