@@ -169,6 +169,21 @@ def test_real_hdri_check_needs_panoramas_before_a_model(tmp_path, capsys):
     assert "pass --data DIR where they are" in capsys.readouterr().err
 
 
+def test_real_hdri_options_are_checked_when_made(tmp_path, capsys):
+    from skyseg.evaluation.check import RealHdriOptions, default_out_dir
+
+    assert RealHdriOptions().indoor_target == 0.03
+    with pytest.raises(ConfigError, match="--indoor-target is a share .* got 3.0"):
+        RealHdriOptions(indoor_target=3.0)
+    assert main(["check", "real-hdri", "RUN", "--data", str(tmp_path),
+                 "--indoor-target", "-0.1"]) == 2
+    assert "--indoor-target is a share" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    assert default_out_dir([run]) == run / "real-hdri"
+    assert default_out_dir([run / "model_best.h5", run]) == run / "real-hdri-ensemble"
+
+
 def test_the_check_command_imports_no_tensorflow():
     code = ("import sys, skyseg.evaluation.check, skyseg.cli.commands as c; c.build_parser(); "
             "print('tensorflow' in sys.modules)")

@@ -57,6 +57,7 @@ __all__ = [
     "predict_panoramas",
     "RealHdriOptions",
     "RealHdriCheck",
+    "default_out_dir",
     "check_real_hdri",
     "LabelsOptions",
     "LabelGroup",
@@ -210,6 +211,11 @@ class RealHdriOptions:
     indoor_target: float = option(
         0.03, "largest mean share (0..1) of sky on the indoor panoramas that passes")
 
+    def __post_init__(self):
+        if not 0.0 <= self.indoor_target <= 1.0:
+            raise ConfigError(f"--indoor-target is a share of the pixels, 0 to 1 (0.03: 3 %), "
+                              f"got {self.indoor_target}")
+
 
 @dataclass
 class RealHdriCheck:
@@ -264,8 +270,9 @@ def check_real_hdri(runs, data: str | Path, out_dir: str | Path | None = None,
         show: called with each line of the table as it comes (e.g. ``print``).
 
     Raises:
-        ConfigError: no panoramas in ``data``; unknown keyword in ``overrides`` (TypeError).
+        ConfigError: no panoramas in ``data``; an option out of range.
         ModelError: a run cannot be loaded.
+        TypeError: an unknown keyword in ``overrides``.
 
     Example:
         >>> check = check_real_hdri("outputs/demo/run", "real-hdri")  # doctest: +SKIP
