@@ -51,13 +51,10 @@ def is_panorama(height: int, width: int) -> bool:
 
 
 def _resolve_wrap(wrap: str | bool, height: int, width: int) -> bool:
+    """Whether an image of this size wraps, for a ``wrap`` :class:`ImageOptions` checked."""
     if isinstance(wrap, bool):
         return wrap
-    if wrap == "auto":
-        return is_panorama(height, width)
-    if wrap in ("on", "off"):
-        return wrap == "on"
-    raise ConfigError(f"--wrap must be auto, on or off, got {wrap!r}")
+    return is_panorama(height, width) if wrap == "auto" else wrap == "on"
 
 
 def working_size(height: int, width: int, *, scale: float = 1.0,
