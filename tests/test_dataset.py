@@ -856,3 +856,18 @@ def test_options_object_and_keywords_are_one_api(ldr_set, tmp_path):
     assert by_object.splits == by_keywords.splits
     with pytest.raises(TypeError, match="patch_sise"):
         build_dataset(coco, images, tmp_path / "c", options, patch_sise=8)
+
+
+def test_options_from_a_yaml_section(tmp_path):
+    from skyseg.data.dataset import DatasetOptions
+    from skyseg.options import from_mapping
+
+    options = from_mapping(DatasetOptions, {"split_files": {"train": "lists/train.txt"},
+                                            "like": "runs/a", "seed": "3", "dtype": "float32",
+                                            "sky_categories": "Sky, Clouds"},
+                           source="c.yml", base=tmp_path)
+    assert options == DatasetOptions(split_files={"train": tmp_path / "lists/train.txt"},
+                                     like=tmp_path / "runs/a", seed=3, dtype="float32",
+                                     sky_categories=("Sky", "Clouds"))
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['shard'\]"):
+        from_mapping(DatasetOptions, {"shard": "1/2"}, source="c.yml")

@@ -694,9 +694,9 @@ def _ratios(numerators: dict, denominators: dict) -> dict:
 
 # --------------------------------------------------------------------------- the stage
 
-class _RepeatedText(argparse.Action):
-    """A repeatable option kept as the texts given (``--split-file NAME=FILE`` ...);
-    :func:`run` checks them, so a bad one is the stage's one-line error."""
+class _SplitFileTexts(argparse.Action):
+    """``--split-file NAME=FILE``, repeatable, kept as the texts given: :func:`run` parses
+    them, so a bad one is the stage's one-line error rather than argparse's usage."""
 
     def __init__(self, option_strings, dest, metavar="NAME=FILE", **settings):
         super().__init__(option_strings, dest, metavar=metavar, **settings)
@@ -782,7 +782,7 @@ class DatasetOptions(CategoryOptions):
         "(default 0.75,0.25)")
     split_files: dict[str, Path] | None = option(
         None, "split from lists: a file of image stems per split, e.g. --split-file "
-        "train=train.txt --split-file val=val.txt", flag="--split-file", action=_RepeatedText)
+        "train=train.txt --split-file val=val.txt", flag="--split-file", action=_SplitFileTexts)
     group_pattern: str | None = option(
         None, "keep images whose stems share this regex's first group (or whole match) in one "
         r"split, e.g. '^([^_]+)_' for a sequence prefix", metavar="REGEX")
@@ -806,11 +806,11 @@ class DatasetOptions(CategoryOptions):
     shard: str | tuple[int, int] | None = option(
         None, "job arrays: build only block I of N (1-based) of the planned images (splits are "
         "decided on all of them) into this --out; then --combine the shard folders",
-        metavar="I/N")
+        metavar="I/N", yaml=False)  # one job of an array: a command line, not a setting
     combine: tuple[Path, ...] | None = option(
         None, "gather the images built by --shard runs (same inputs and options) into --out, "
         "build what none finished, write the manifest and statistics", nargs="+", type=Path,
-        metavar="SHARD_DIR")
+        metavar="SHARD_DIR", yaml=False)
     convert_ldr: bool = option(
         False, "with --mode hdr: take LDR photos too, decoded from sRGB to linear radiance "
         "(0..1), so photos and HDR panoramas train one HDR model")
