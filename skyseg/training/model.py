@@ -32,6 +32,7 @@ __all__ = [
     "save_model",
     "read_model_attributes",
     "check_model_choice",
+    "check_encoder_weights",
     "load_run",
     "ModelEnsemble",
     "LoadedModel",
@@ -142,17 +143,11 @@ def build_model(
             f"PSPNet needs a fixed input size that is a multiple of 48, got {input_shape[:2]}; "
             "pass e.g. input_shape=(288, 288, 3) or use unet/fpn/linknet"
         )
+    encoder_weights = check_encoder_weights(encoder_weights)
     if backbone == "efficientnetlite0":
         return _build_lite0(architecture, encoder_weights, input_shape)
-    local_weights = None
-    if encoder_weights not in (None, "imagenet"):
-        local_weights = Path(encoder_weights)
-        if not local_weights.is_file():
-            raise ModelError(
-                f"{local_weights}: encoder weights file not found; pass the path of a "
-                "segmentation_models backbone file (e.g. resnet34_imagenet_1000_no_top.h5), "
-                "'imagenet' to download, or none"
-            )
+    local_weights = (Path(encoder_weights) if encoder_weights not in (None, "imagenet")
+                     else None)
     sm = import_segmentation_models()
     factory = {"unet": sm.Unet, "fpn": sm.FPN, "linknet": sm.Linknet, "pspnet": sm.PSPNet}
     kwargs = dict(
@@ -176,6 +171,34 @@ def build_model(
     if local_weights is not None:
         _load_encoder_weights(model, local_weights)
     return _float32_output(import_keras(), model)
+
+
+def check_encoder_weights(encoder_weights: str | os.PathLike | None) -> str | None:
+    """Encoder weights as a run records them, checked without importing TensorFlow.
+
+    Returns:
+        None (random: ``None``, ``"none"``), ``"imagenet"``, or a local
+        weights file's resolved path.
+
+    Raises:
+        ModelError: a local weights file that is not there.
+
+    Example:
+        >>> check_encoder_weights("None"), check_encoder_weights("imagenet")
+        (None, 'imagenet')
+    """
+    if encoder_weights is None or str(encoder_weights).lower() in ("none", "null", ""):
+        return None
+    if str(encoder_weights).lower() == "imagenet":
+        return "imagenet"
+    path = Path(encoder_weights).resolve()
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: encoder weights file not found; pass the path of a "
+            "segmentation_models backbone file (e.g. resnet34_imagenet_1000_no_top.h5), "
+            "'imagenet' to download, or none"
+        )
+    return str(path)
 
 
 def _build_lite0(architecture: str, encoder_weights, input_shape: tuple):

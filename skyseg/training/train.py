@@ -100,7 +100,7 @@ from skyseg.training.finetune import (
     model_choices,
     resolve_init,
 )
-from skyseg.training.model import check_model_choice
+from skyseg.training.model import check_encoder_weights, check_model_choice
 from skyseg.training.options import (
     TrainOptions,
     add_augmentation_arguments,
@@ -525,19 +525,7 @@ def _check_loss_and_encoder_weights(loss: str, encoder_weights):
 
     if loss not in LOSSES:
         raise ConfigError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
-    encoder_weights = _parse_encoder_weights(encoder_weights)
-    if encoder_weights not in (None, "imagenet") and not Path(encoder_weights).is_file():
-        raise ModelError(f"{encoder_weights}: encoder weights file not found; pass a "
-                         "segmentation_models backbone .h5 file, imagenet or none")
-    return encoder_weights
-
-
-def _parse_encoder_weights(value):
-    if value is None or str(value).lower() in ("none", "null", ""):
-        return None
-    if str(value).lower() == "imagenet":
-        return "imagenet"
-    return str(Path(value).resolve())
+    return check_encoder_weights(encoder_weights)
 
 
 def _check_recipe_options(bn_momentum, *, schedule, optimizer, weight_decay, warmup_epochs, ema,
