@@ -338,7 +338,7 @@ def _plan_run(data_dir, out_dir: Path, options: TrainOptions,
         init_record=source.record if source is not None else None,
         distribution=_distribution_record(cluster, options.batch_size),
         convert_ldr=_learns_ldr(sources, source))
-    place = _RunPlace(out_dir=out_dir, data_dir=data_dir, sources=tuple(sources),
+    place = _RunPlace(out_dir=out_dir, sources=tuple(sources),
                       preprocessing=info.preprocessing, cluster=cluster, budget=budget)
     return settings, place, source
 
@@ -388,7 +388,6 @@ class _RunPlace:
     """Where and with what a run trains, besides its settings (none of it in ``config.json``)."""
 
     out_dir: Path
-    data_dir: Path  # as given (messages name patch files under it); the first source's
     sources: tuple  # the generators.DataSource s (one for a single dataset folder)
     preprocessing: object  # the dataset's Preprocessing
     cluster: object  # skyseg.training.distribute's cluster of a multi-worker run, else None
