@@ -27,7 +27,7 @@ from skyseg.predict.loading import load_predictor, model_label
 from skyseg.predict.options import PredictOptions, with_overrides
 from skyseg.predict.outputs import overlay_background, write_outputs
 
-__all__ = ["predict_files"]
+__all__ = ["predict_files", "find_inputs"]
 
 logger = logging.getLogger("skyseg")
 
@@ -83,10 +83,7 @@ def predict_files(
         ImageWriteError: the output folder cannot be written.
     """
     options = with_overrides(PredictOptions, options, overrides, caller="predict_files")
-    paths = find_images(inputs)
-    if not paths:
-        raise ConfigError(f"no images found in {[str(i) for i in inputs]}; pass files, folders "
-                          "or glob patterns of .exr/.hdr/.jpg/.png/.tif images")
+    paths = find_inputs(inputs)
     out_dir = prepare_output_folder(out_dir)
     collector = _labelstudio_collector(options)
     loaded = load_predictor([model, *options.ensemble] if options.ensemble else model,
@@ -105,6 +102,19 @@ def predict_files(
         _write_labelstudio(collector, out_dir, report, batch.task_names)
     report.log_summary()
     return report
+
+
+def find_inputs(inputs) -> list[Path]:
+    """The image files that ``inputs`` (files, folders, glob patterns) name, sorted.
+
+    Raises:
+        ConfigError: none at all.
+    """
+    paths = find_images(inputs)
+    if not paths:
+        raise ConfigError(f"no images found in {[str(i) for i in inputs]}; pass files, folders "
+                          "or glob patterns of .exr/.hdr/.jpg/.png/.tif images")
+    return paths
 
 
 class _Batch:

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = from_args(PredictOptions, args)
     resolve_model_argument(args)
-    shard = PredictShard.from_args(args)  # narrows args.inputs to what the shard has left
+    shard = PredictShard.from_args(args, options)  # narrows args.inputs to what the shard has left
     if shard is not None and not shard.todo:
         shard.log_summary()
         return 0

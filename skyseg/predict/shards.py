@@ -6,6 +6,9 @@ from pathlib import Path
 
 from skyseg.data.shards import describe, outputs_complete, parse_shard, shard_paths
 from skyseg.errors import ConfigError
+from skyseg.predict.files import find_inputs
+from skyseg.predict.options import PredictOptions
+from skyseg.predict.outputs import output_paths
 
 __all__ = ["PredictShard"]
 
@@ -21,26 +24,24 @@ class PredictShard:
         self.shard, self.inputs, self.todo = shard, inputs, todo
 
     @classmethod
-    def from_args(cls, args) -> PredictShard | None:
-        """None without ``--shard``; else the shard, ``args.inputs`` narrowed to what is left."""
-        shard = parse_shard(getattr(args, "shard", None))
+    def from_args(cls, args, options: PredictOptions) -> PredictShard | None:
+        """None without ``--shard``; else the shard, ``args.inputs`` narrowed to what is left.
+
+        Args:
+            args: the parsed command line (``inputs``, ``model``, ``out``).
+            options: its :class:`~skyseg.predict.options.PredictOptions` (``shard``,
+                ``save``, ``overwrite``, ``which``).
+        """
+        shard = parse_shard(options.shard)
         if shard is None:
             return None
-        from skyseg.io import find_images
-        from skyseg.predict.outputs import output_paths, parse_save
-
-        save = parse_save(args.save)
+        save = options.outputs
         if "labelstudio" in save:
             raise ConfigError("--save labelstudio writes one file for the whole batch; run it "
                               "without --shard (or leave labelstudio out of the shards)")
-        paths = find_images(args.inputs)
-        if not paths:
-            raise ConfigError(f"no images found in {list(map(str, args.inputs))}; pass files, "
-                              "folders or glob patterns of .exr/.hdr/.jpg/.png/.tif images")
-        inputs = shard_paths(paths, shard)
-        since = None if args.overwrite else _model_time(args.model, getattr(args, "which",
-                                                                             "best"))
-        todo = [path for path in inputs if args.overwrite or not outputs_complete(
+        inputs = shard_paths(find_inputs(args.inputs), shard)
+        since = None if options.overwrite else _model_time(args.model, options.which)
+        todo = [path for path in inputs if options.overwrite or not outputs_complete(
             [output_paths(args.out, path.stem)[name] for name in save], since)]
         args.inputs = [str(path) for path in todo]
         return cls(shard, inputs, todo)
