@@ -380,7 +380,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 class EvaluateOptions(PredictionOptions, CategoryOptions):
     """The options of ``skyseg evaluate``: the prediction options, the COCO categories
     (``--sky-category``, :class:`~skyseg.labels.annotations.CategoryOptions`) and what is
-    scored."""
+    scored.
+
+    ``mlflow`` is the command line's to act on (:func:`run` logs the summary to the
+    training run's MLflow run); :func:`evaluate_model` only scores.
+
+    Example:
+        >>> EvaluateOptions(worst=2, tile_size=512).sky_categories
+        ('sky',)
+    """
 
     only: Path | None = option(None, "score only the images named in this file, one per line "
                                      "(e.g. the val.txt of a split)", flag="--list",
