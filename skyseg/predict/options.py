@@ -185,7 +185,12 @@ class PredictionOptions(ImageOptions):
 
 @dataclass
 class PredictOptions(PredictionOptions):
-    """The options of ``skyseg predict``: the shared ones plus what is written, and where."""
+    """The options of ``skyseg predict``: the shared ones plus what is written, and where.
+
+    ``shard`` and ``overwrite`` are the command line's to act on (it narrows the inputs
+    to the shard's, :mod:`skyseg.predict.shards`); ``predict_files`` predicts what it is
+    given.
+    """
 
     save: str = option(",".join(DEFAULT_SAVE),
                        f"outputs to write, comma-separated from {','.join(SAVE_CHOICES)}")
