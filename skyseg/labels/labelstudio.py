@@ -354,7 +354,8 @@ def mask_to_task(mask: np.ndarray, image: str, *, from_name: str = DEFAULT_FROM_
 
 def _result_entry(result: Sequence[Mapping], *, sky_labels, non_sky_labels, from_name,
                   where: str):
-    """An :class:`~skyseg.labels.annotations.ImageEntry` of the result's polygons (pixel coordinates)."""
+    """An :class:`~skyseg.labels.annotations.ImageEntry` of the result's polygons
+    (pixel coordinates)."""
     from skyseg.labels.annotations import Annotation, ImageEntry
 
     roles = {**{name.casefold(): SKY_LABEL for name in sky_labels},
