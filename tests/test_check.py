@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -22,6 +23,17 @@ from skyseg.io import write_hdr, write_png
 from .conftest import shared_path
 
 BROKEN_HDR = b"#?RADIANCE\nnot an image"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``main`` sends skyseg's log to the (captured) stderr of its test: undo that after."""
+    logger = logging.getLogger("skyseg")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 def _branches(size: int = 300) -> np.ndarray:
