@@ -2,7 +2,7 @@
 
 Labellers disagree about the sky seen between the branches of a bare crown:
 one traces the crown as tree, another leaves its gaps sky. On CamVid,
-``scripts/check_label_convention.py`` measures the disagreement per sequence
+``skyseg check labels`` measures the disagreement per sequence
 (0001TP labels those gaps sky, 0006R0 and 0016E5 tree), and a model trained on
 one convention loses the other's sky the longer it trains. Building the
 dataset with ``ignore_sky_gaps`` turns such pixels into the ignore value
