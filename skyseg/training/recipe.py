@@ -1,6 +1,6 @@
 """The optimisation recipe of ``skyseg train``: schedule, optimizer, weight average.
 
-Chosen by experiment on CamVid sky (see README, "Training recipe"); each
+Chosen by experiment on CamVid sky (see docs/decisions.md, "Training recipe and augmentation"); each
 piece addresses what made training from scratch unstable:
 
 * **Warm-up, then cosine decay** (:func:`learning_rate_at`,

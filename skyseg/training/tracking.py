@@ -4,7 +4,7 @@
 run folder: the configuration as parameters (nested keys joined with dots),
 each epoch's ``loss``, ``iou``, ``dice``, ``val_loss``, ``val_iou``,
 ``val_dice``, ``lr`` and ``seconds`` as metrics with step = epoch, the tags
-``skyseg.data.dataset``, ``skyseg.version`` and ``skyseg.run_dir``, and as
+``skyseg.dataset``, ``skyseg.version`` and ``skyseg.run_dir``, and as
 artifacts ``config.json``, ``history.csv``, ``curves.png`` and
 ``samples.png`` (after every epoch) and ``model_best.h5`` with
 ``preprocessing.json`` (at the end). ``skyseg evaluate --mlflow`` adds its
