@@ -99,3 +99,18 @@ def test_no_module_imports_another_modules_private_names():
                              for alias in node.names
                              if alias.name.startswith("_") and not alias.name.startswith("__")]
     assert borrowed == []
+
+
+#: A function fits on a screen: its docstring included, at most this many lines.
+MAX_FUNCTION_LINES = 80
+
+
+def test_every_function_fits_on_a_screen():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines})")
+    assert long == [], "split these into their steps: " + ", ".join(long)
