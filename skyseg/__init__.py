@@ -70,10 +70,19 @@ _LAZY = {
     "PatchBatches": "skyseg.data.generators",
     "Augmentation": "skyseg.data.augmentation",
     "predict_tiled": "skyseg.predict.tiling",
-    "predict_image": "skyseg.predict.predictor",
-    "predict_files": "skyseg.predict.predictor",
+    "predict_image": "skyseg.predict.image",
+    "predict_files": "skyseg.predict.files",
     "guided_upsample": "skyseg.predict.refine",
     "evaluate_model": "skyseg.evaluation.evaluate",
+    # One options object per stage: the same defaults as the command line and the YAML file.
+    "DemoOptions": "skyseg.demo.synthetic",
+    "PreviewsOptions": "skyseg.labels.previews",
+    "MasksOptions": "skyseg.labels.masks",
+    "CategoryOptions": "skyseg.labels.annotations",
+    "DatasetOptions": "skyseg.data.dataset",
+    "TrainOptions": "skyseg.training.options",
+    "PredictOptions": "skyseg.predict.options",
+    "EvaluateOptions": "skyseg.evaluation.evaluate",
     "segmentation_scores": "skyseg.evaluation.evaluate",
 }
 
