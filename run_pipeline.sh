@@ -11,5 +11,5 @@
 # `./run_pipeline.sh --help` lists every option.
 set -euo pipefail
 cd "$(dirname "$0")"
-python="$(bash scripts/ensure_env.sh)"
+python="$(bash tools/ensure_env.sh)"
 exec "$python" -m skyseg pipeline "$@"

@@ -3,5 +3,5 @@
 # Extra arguments go to pytest, e.g. ./run_tests.sh -k exr -x
 set -euo pipefail
 cd "$(dirname "$0")"
-python="$(bash scripts/ensure_env.sh)"
+python="$(bash tools/ensure_env.sh)"
 exec "$python" -m pytest "$@"

@@ -27,7 +27,7 @@ def test_scripts_hold_benchmarks_and_their_harness_only():
     names = sorted(path.name for path in SCRIPTS.iterdir() if path.is_file())
     assert names == ["bench_build.py", "bench_camvid.py", "bench_damaged.py", "bench_finetune.py",
                      "bench_loader.py", "bench_predict.py", "bench_read.py", "bench_real_hdri.py",
-                     "bench_refine.py", "ensure_env.sh", "harness.py"]
+                     "bench_refine.py", "harness.py"]
     for name in names:
         if name.startswith("bench_"):
             text = (SCRIPTS / name).read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure a Python environment with skyseg and its dependencies exists.
-# Sourced by run_tests.sh and run_pipeline.sh; prints the python to use on stdout.
+# Called by run_tests.sh and run_pipeline.sh; prints the python to use on stdout.
 #
 # - SKYSEG_PYTHON=/path/to/python: use that interpreter as it is (e.g. an
 #   activated conda env made from environment.yml); nothing is installed.
