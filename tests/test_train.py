@@ -302,7 +302,7 @@ def test_initialised_run_with_zero_steps_predicts_exactly_as_its_source(referenc
                                                                         tmp_path):
     from skyseg.backend import import_keras
     from skyseg.image.preprocess import Preprocessing
-    from skyseg.predict.predictor import predict_image
+    from skyseg.predict.image import predict_image
     from skyseg.training.model import LoadedModel, load_run
 
     keras = import_keras()
@@ -658,7 +658,7 @@ def _record_images(root, stems_by_split: dict[str, list[str]], **extra) -> None:
 
 
 def test_two_sources_train_one_run_that_knows_what_it_learnt_from(tmp_path):
-    from skyseg.predict.predictor import accepts_ldr
+    from skyseg.predict.loading import accepts_ldr
     from skyseg.training.model import load_run
     from skyseg.training.train import run_images
 

@@ -75,10 +75,8 @@ from skyseg.io.run_folder import DEFAULT_MODEL_NAME, is_model_path, resolve_mode
 from skyseg.log import BatchReport
 from skyseg.options import from_args
 from skyseg.predict.files import predict_files
-from skyseg.predict.image import Prediction, predict_image
-from skyseg.predict.loading import accepts_ldr, keras_predictor, load_predictor, model_label
+from skyseg.predict.loading import load_predictor
 from skyseg.predict.options import PredictionOptions, PredictOptions, add_stage_options
-from skyseg.predict.outputs import overlay_background, probability_to_mask, write_outputs
 from skyseg.training.model import LoadedModel, ModelEnsemble
 
 __all__ = [
@@ -89,18 +87,6 @@ __all__ = [
     "resolve_model_argument",
     "load_for_cli",
     "report_predictions",
-    # The package's public names, importable from here as before the split:
-    "PredictOptions",
-    "Prediction",
-    "predict_image",
-    "predict_files",
-    "load_predictor",
-    "model_label",
-    "keras_predictor",
-    "accepts_ldr",
-    "probability_to_mask",
-    "overlay_background",
-    "write_outputs",
 ]
 
 logger = logging.getLogger("skyseg")
